@@ -1,0 +1,1 @@
+"""matchsvc: the service layer (settings, database, repositories, services, jobs, CLI, benchmarks)."""

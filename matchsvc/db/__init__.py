@@ -1,0 +1,1 @@
+"""Database access: ORM models, engine/session factory, embedded server, migrations."""

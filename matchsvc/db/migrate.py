@@ -1,0 +1,25 @@
+"""Apply Alembic migrations programmatically (``matchsvc db upgrade`` and ``serve`` on start)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+__all__ = ["MIGRATIONS_DIR", "alembic_config", "upgrade"]
+
+#: ``alembic/`` at the project root (see ARCHITECTURE.md); the service runs from a source checkout.
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "alembic"
+
+
+def alembic_config(url: str) -> Config:
+    config = Config(str(MIGRATIONS_DIR.parent / "alembic.ini"))
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["database_url"] = url
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the schema at ``url`` to ``revision``; idempotent, safe to run on every start."""
+    command.upgrade(alembic_config(url), revision)

@@ -1,0 +1,130 @@
+"""ORM models. Schema changes go through Alembic (``alembic/versions``), never ``create_all``.
+
+What is public and what is personal is decided here:
+
+* ``faces`` hold *generated* latents. They are public content (shared across users) and never
+  describe a user.
+* Everything keyed by a user is personal data and is deleted with the user (``ON DELETE CASCADE``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Identity,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from matchsvc.db.base import Base, utcnow_column
+
+__all__ = ["Face", "FaceImage", "FaceImpression", "IdempotencyRecord", "Rating", "User"]
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    username: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)
+    password_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    birth_year: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    created_at: Mapped[datetime] = utcnow_column()
+
+
+class Face(Base):
+    """A generated face: a public latent plus the backend that renders it."""
+
+    __tablename__ = "faces"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    backend: Mapped[str] = mapped_column(String(32), nullable=False)
+    latent: Mapped[list[float]] = mapped_column(ARRAY(Float), nullable=False)
+    #: Shared faces form the cache pool that several users are shown (cheap, comparable ratings).
+    shared: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    created_at: Mapped[datetime] = utcnow_column()
+
+
+class FaceImage(Base):
+    """Rendered PNG cache. Faces are immutable, so a face is rendered at most once."""
+
+    __tablename__ = "face_images"
+
+    face_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True
+    )
+    png: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    etag: Mapped[str] = mapped_column(String(80), nullable=False)
+    created_at: Mapped[datetime] = utcnow_column()
+
+
+class FaceImpression(Base):
+    """Which faces were served to which user: a rating is only accepted for a served face."""
+
+    __tablename__ = "face_impressions"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    face_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True
+    )
+    served_at: Mapped[datetime] = utcnow_column()
+
+
+class Rating(Base):
+    """One rating per (user, face); a re-rating updates the row."""
+
+    __tablename__ = "ratings"
+    __table_args__ = (
+        UniqueConstraint("user_id", "face_id"),
+        CheckConstraint("dwell_ms IS NULL OR dwell_ms >= 0", name="dwell_nonnegative"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    face_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("faces.id", ondelete="CASCADE"), nullable=False
+    )
+    liked: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    dwell_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = utcnow_column()
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+class IdempotencyRecord(Base):
+    """The first response to a (user, Idempotency-Key) pair, replayed on retries.
+
+    ``request_mac`` is an HMAC of the request body under a server key, so a retry with a different
+    body is detected without storing the body (it may carry a label) in plaintext.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_mac: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    status_code: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    response_body: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = utcnow_column()

@@ -1,0 +1,96 @@
+"""Password hashing and access tokens.
+
+Passwords: argon2id (argon2-cffi defaults, RFC 9106 "low memory" profile). Tokens: short-lived JWTs
+(HS256) carrying the user id and OAuth2 scopes. A token is only as good as the user row behind it:
+``CurrentUser`` re-reads the user, so a deleted user's tokens stop working at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+__all__ = [
+    "InvalidToken",
+    "Scope",
+    "TokenClaims",
+    "create_access_token",
+    "decode_access_token",
+    "hash_password",
+    "verify_password",
+]
+
+_hasher = PasswordHasher()
+#: Verified when the username does not exist, so response time does not reveal which usernames exist.
+_DUMMY_HASH = _hasher.hash("matchsvc-timing-equaliser")
+_ALGORITHM = "HS256"
+_AUDIENCE = "matchsvc"
+
+
+class Scope(str, Enum):
+    user = "user"
+    auditor = "auditor"
+    admin = "admin"
+
+
+class InvalidToken(Exception):
+    """Expired, forged, malformed, or otherwise unusable token (no detail on purpose)."""
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    user_id: uuid.UUID
+    scopes: frozenset[str]
+    expires_at: datetime
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password: str, password_hash: str | None) -> bool:
+    """Constant-work check; ``None`` (unknown user) still costs one argon2 verification."""
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def create_access_token(
+    *, user_id: uuid.UUID, scopes: frozenset[str], secret: str, minutes: int, now: datetime | None = None
+) -> tuple[str, datetime]:
+    """Return the encoded token and its expiry."""
+    issued = now or datetime.now(UTC)
+    expires = issued + timedelta(minutes=minutes)
+    claims = {
+        "sub": str(user_id),
+        "scope": " ".join(sorted(scopes)),
+        "aud": _AUDIENCE,
+        "iat": issued,
+        "exp": expires,
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, secret, algorithm=_ALGORITHM), expires
+
+
+def decode_access_token(token: str, *, secret: str) -> TokenClaims:
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[_ALGORITHM],
+            audience=_AUDIENCE,
+            options={"require": ["sub", "exp", "iat", "aud", "scope"]},
+        )
+        user_id = uuid.UUID(claims["sub"])
+        scopes = frozenset(str(claims["scope"]).split())
+        expires = datetime.fromtimestamp(claims["exp"], UTC)
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
+        raise InvalidToken() from exc
+    return TokenClaims(user_id=user_id, scopes=scopes, expires_at=expires)

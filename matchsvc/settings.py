@@ -1,0 +1,78 @@
+"""One settings object for the whole service, read from the environment.
+
+Variables use the ``MATCHSVC_`` prefix (``MATCHSVC_SECRET_KEY``, ``MATCHSVC_RATE_LIMIT_PER_MINUTE``...),
+except ``DATABASE_URL``, which follows the convention every PostgreSQL host and container platform uses.
+When ``DATABASE_URL`` is unset the service starts an embedded PostgreSQL under ``data_dir``.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Environment", "Settings", "normalize_database_url"]
+
+
+class Environment(str, Enum):
+    development = "development"
+    production = "production"
+
+
+def normalize_database_url(url: str) -> str:
+    """Force the psycopg 3 driver, whatever scheme the platform hands us (``postgres://`` included)."""
+    for prefix in ("postgresql+psycopg://", "postgresql+psycopg2://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    raise ValueError(f"DATABASE_URL must be a PostgreSQL URL, got scheme {url.split(':', 1)[0]!r}")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MATCHSVC_", extra="ignore", frozen=True, populate_by_name=True)
+
+    environment: Environment = Environment.development
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "MATCHSVC_DATABASE_URL")
+    )
+    #: Where the embedded database, generated development secrets and the key ring live.
+    data_dir: Path = Path(".matchsvc")
+
+    #: Signs access tokens. Development generates one into ``data_dir``; production must set it.
+    secret_key: SecretStr | None = None
+    access_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
+
+    latent_backend: str = "procedural"
+    diffusion_path: Path | None = None
+
+    rate_limit_per_minute: int = Field(default=240, ge=1)
+    rate_limit_burst: int = Field(default=60, ge=1)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    faces_per_request_max: int = Field(default=50, ge=1, le=200)
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalize_url(cls, value: str | None) -> str | None:
+        return None if not value else normalize_database_url(value)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_real_secrets(self) -> Settings:
+        if self.environment is Environment.production:
+            if self.database_url is None:
+                raise ValueError("production requires DATABASE_URL (the embedded database is for development)")
+            if self.secret_key is None or len(self.secret_key.get_secret_value()) < 32:
+                raise ValueError("production requires MATCHSVC_SECRET_KEY of at least 32 characters")
+        if self.latent_backend == "diffusion" and self.diffusion_path is None:
+            raise ValueError("MATCHSVC_LATENT_BACKEND=diffusion requires MATCHSVC_DIFFUSION_PATH")
+        return self
