@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI). Imports the service through ``matchsvc`` only."""

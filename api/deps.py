@@ -1,0 +1,73 @@
+"""Dependencies shared by the routers: the runtime, a database session, and the authenticated user."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import OAuth2PasswordBearer, SecurityScopes
+from sqlalchemy.orm import Session
+
+from matchsvc.db.models import User
+from matchsvc.errors import AuthenticationFailed, PermissionDenied
+from matchsvc.repositories.users import get_user
+from matchsvc.runtime import Runtime
+from matchsvc.security import InvalidToken, Scope, decode_access_token
+
+__all__ = ["AuditorUser", "AnyUser", "CurrentUser", "RuntimeDep", "SessionDep"]
+
+oauth2_scheme = OAuth2PasswordBearer(
+    tokenUrl="/v1/auth/token",
+    scopes={
+        Scope.user.value: "Rate faces, manage your own profile and matches",
+        Scope.auditor.value: "Read audit data, export and delete users (every access is logged)",
+        Scope.admin.value: "Operate the service",
+    },
+    auto_error=False,
+)
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+    with runtime.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def authenticated_user(
+    security_scopes: SecurityScopes,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+) -> User:
+    """The token's user, re-read from the database so deleted users lose access immediately."""
+    if not token:
+        raise AuthenticationFailed("not authenticated: send a bearer token")
+    try:
+        claims = decode_access_token(token, secret=runtime.secrets.token_key)
+    except InvalidToken:
+        raise AuthenticationFailed("invalid or expired token") from None
+    user = get_user(session, claims.user_id)
+    if user is None:
+        raise AuthenticationFailed("invalid or expired token")
+    missing = set(security_scopes.scopes) - claims.scopes
+    if missing:
+        raise PermissionDenied(f"token lacks scope(s): {', '.join(sorted(missing))}")
+    return user
+
+
+#: Any authenticated account (user, auditor or admin).
+AnyUser = Annotated[User, Security(authenticated_user)]
+#: A rating, matching user.
+CurrentUser = Annotated[User, Security(authenticated_user, scopes=[Scope.user.value])]
+#: A privacy auditor.
+AuditorUser = Annotated[User, Security(authenticated_user, scopes=[Scope.auditor.value])]

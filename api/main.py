@@ -1,0 +1,98 @@
+"""Application factory. The caller owns the ``Runtime`` (database, latent space, secrets)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+
+from api.errors import install_error_handlers
+from api.middleware import (
+    BodyLimitMiddleware,
+    HttpMetrics,
+    RateLimitMiddleware,
+    RequestContextMiddleware,
+    TokenBucket,
+)
+from api.routers import auth, faces, health, me, ratings
+from api.schemas.problem import Problem, problem_responses
+from matchsvc.logging import configure_logging
+from matchsvc.runtime import Runtime
+from matchsvc.security import InvalidToken, decode_access_token
+from matchsvc.settings import Settings
+
+__all__ = ["API_VERSION", "create_app", "create_app_from_environment"]
+
+API_VERSION = "0.1.0"
+DESCRIPTION = """\
+Privacy-first preference matching over generated faces. Users never upload photos: they rate
+generated faces, and their preference is learned with differential privacy and stored encrypted.
+Errors are RFC 9457 `application/problem+json`.
+"""
+
+
+def _openapi_with_problem(app: FastAPI) -> dict[str, Any]:
+    """FastAPI only lists models used as bodies; the shared Problem schema is added explicitly."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = Problem.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> FastAPI:
+    """Build the app around ``runtime``; with ``owns_runtime`` it is closed when the app shuts down."""
+    settings = runtime.settings
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if owns_runtime:
+                runtime.close()
+
+    app = FastAPI(title="matchsvc", version=API_VERSION, description=DESCRIPTION, lifespan=lifespan)
+    app.state.runtime = runtime
+    app.state.metrics = HttpMetrics()
+
+    common = problem_responses(400, 413, 422, 429)
+    for router in (auth.router, me.router, faces.router, ratings.router):
+        app.include_router(router, responses=common)
+    app.include_router(health.router)
+    install_error_handlers(app)
+    app.openapi = lambda: _openapi_with_problem(app)  # type: ignore[method-assign]
+
+    def identify(token: str) -> str | None:
+        try:
+            return str(decode_access_token(token, secret=runtime.secrets.token_key).user_id)
+        except InvalidToken:
+            return None
+
+    # Added innermost first: the request context wraps everything so even 413/429 carry a request id.
+    bucket = TokenBucket(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
+    app.add_middleware(RateLimitMiddleware, bucket=bucket, identify=identify)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["ETag", "Retry-After", "X-Request-ID", "Idempotent-Replayed"],
+        )
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """ASGI factory for servers (``uvicorn --factory api.main:create_app_from_environment``)."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(Runtime.start(settings), owns_runtime=True)

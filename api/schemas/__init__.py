@@ -1,0 +1,1 @@
+"""Request and response bodies. Kept apart from the ORM models on purpose."""

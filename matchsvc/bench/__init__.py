@@ -1,0 +1,1 @@
+"""Benchmarks behind `matchsvc bench ...`: each returns a JSON-able dict; ratios are measured in one run."""

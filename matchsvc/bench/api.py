@@ -1,0 +1,139 @@
+"""Requests/s of ``POST /v1/ratings`` against a bare FastAPI + psycopg insert, in the same run.
+
+Both servers run as separate uvicorn processes on the same PostgreSQL; one client process drives
+them with the same number of threads. The ratio is what to compare across machines.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import numpy as np
+
+from matchsvc.runtime import Runtime
+from matchsvc.security import create_access_token
+from matchsvc.services import auth as auth_service
+from matchsvc.services import faces as faces_service
+from matchsvc.settings import Settings
+
+__all__ = ["run_api_benchmark"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_server(target: str, *, factory: bool, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    command = [sys.executable, "-m", "uvicorn", target, "--port", str(port), "--log-level", "warning"]
+    if factory:
+        command.append("--factory")
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(base + "/openapi.json", timeout=1)
+            return process, base
+        except httpx.TransportError:
+            if process.poll() is not None:
+                raise RuntimeError(f"{target} failed to start: {process.stderr.read().decode()[-2000:]}")
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"{target} did not start within 60 s")
+
+
+def _drive(base: str, requests: list[tuple[str, dict, dict]], *, threads: int) -> float:
+    """Send all requests with ``threads`` keep-alive clients; returns requests per second."""
+    chunks = [requests[i::threads] for i in range(threads)]
+    errors: list[str] = []
+    barrier = threading.Barrier(threads + 1)
+
+    def worker(chunk: list[tuple[str, dict, dict]]) -> None:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            barrier.wait()
+            for path, body, headers in chunk:
+                response = client.post(path, json=body, headers=headers)
+                if response.status_code not in (200, 201):
+                    errors.append(f"{response.status_code} {response.text[:200]}")
+
+    with ThreadPoolExecutor(threads) as pool:
+        futures = [pool.submit(worker, chunk) for chunk in chunks]
+        barrier.wait()
+        started = time.perf_counter()
+        for future in futures:
+            future.result()
+        elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{len(errors)} failed requests, first: {errors[0]}")
+    return len(requests) / elapsed
+
+
+def run_api_benchmark(*, requests: int = 2000, threads: int = 8, users: int = 20) -> dict[str, Any]:
+    """Throughput of our rating endpoint (auth, idempotency, served-face check, upsert) vs a bare insert."""
+    secret = uuid.uuid4().hex + uuid.uuid4().hex
+    runtime = Runtime.start(Settings(secret_key=secret), ephemeral=True)
+    try:
+        env = {
+            **os.environ,
+            "DATABASE_URL": runtime.engine.url.render_as_string(hide_password=False),
+            "MATCHSVC_SECRET_KEY": secret,
+            "MATCHSVC_RATE_LIMIT_PER_MINUTE": str(10**9),
+            "MATCHSVC_RATE_LIMIT_BURST": str(10**9),
+            "MATCHSVC_LOG_LEVEL": "WARNING",
+        }
+        per_user = -(-requests // users)
+        ours: list[tuple[str, dict, dict]] = []
+        bare: list[tuple[str, dict, dict]] = []
+        rng = np.random.default_rng(0)
+        with runtime.sessions() as session:
+            for index in range(users):
+                user = auth_service.register(
+                    session, username=f"bench{index}", password="benchmark-password", birth_year=1990
+                )
+                token, _ = create_access_token(
+                    user_id=user.id, scopes=frozenset({"user"}), secret=runtime.secrets.token_key, minutes=60
+                )
+                faces = faces_service.next_faces(
+                    session, user_id=user.id, space=runtime.latent_space, n=per_user, rng=rng
+                )
+                for face in faces:
+                    body = {"face_id": str(face.id), "liked": bool(rng.random() < 0.5)}
+                    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
+                    ours.append(("/v1/ratings", body, headers))
+                    bare.append(("/ratings", body, {}))
+        servers = [
+            _start_server("api.main:create_app_from_environment", factory=True, env=env),
+            _start_server("matchsvc.bench.bare_app:app", factory=False, env=env),
+        ]
+        try:
+            (_, ours_base), (_, bare_base) = servers
+            _drive(bare_base, bare[: requests // 10], threads=threads)  # warm both servers' pools
+            _drive(ours_base, ours[: requests // 10], threads=threads)
+            bare_rps = _drive(bare_base, bare[requests // 10 : requests], threads=threads)
+            ours_rps = _drive(ours_base, ours[requests // 10 : requests], threads=threads)
+        finally:
+            for process, _ in servers:
+                process.terminate()
+                process.wait(timeout=30)
+    finally:
+        runtime.close()
+    return {
+        "requests": requests - requests // 10,
+        "client_threads": threads,
+        "server": "uvicorn, 1 worker each, same PostgreSQL",
+        "ours_post_ratings_rps": round(ours_rps, 1),
+        "bare_fastapi_psycopg_insert_rps": round(bare_rps, 1),
+        "ratio_ours_to_bare": round(ours_rps / bare_rps, 3),
+    }

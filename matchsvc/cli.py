@@ -1,0 +1,122 @@
+"""The ``matchsvc`` command line: serve, migrate, manage accounts, run jobs and benchmarks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from matchsvc.logging import configure_logging
+from matchsvc.security import Scope
+from matchsvc.settings import Settings
+
+if TYPE_CHECKING:
+    from matchsvc.runtime import Runtime
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Privacy-first preference matching service.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+users_app = typer.Typer(help="Accounts (auditors and admins are created here, never over the API).", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks (JSON on stdout).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(bench_app, name="bench")
+
+
+@contextmanager
+def _runtime() -> Iterator[Runtime]:
+    """Settings from the environment, JSON logs, a connected and migrated runtime; closed on exit."""
+    from matchsvc.runtime import Runtime  # imports torch and the generators: not needed for --help
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    runtime = Runtime.start(settings)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def _flatten(value: Any, prefix: str = "") -> Iterator[str]:
+    if isinstance(value, dict):
+        for key in sorted(value):
+            yield from _flatten(value[key], f"{prefix}{key}.")
+    else:
+        yield f"{prefix.rstrip('.')} = {value}"
+
+
+def _emit(result: dict[str, Any], *, as_json: bool = True) -> None:
+    """JSON for machines (``--json``), ``dotted.key = value`` lines for people."""
+    typer.echo(json.dumps(result, indent=2, sort_keys=True) if as_json else "\n".join(_flatten(result)))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+) -> None:
+    """Start the API (embedded PostgreSQL when DATABASE_URL is unset; migrations run on start)."""
+    import uvicorn
+
+    # The server loads the API from its import path: the service layer never imports ``api``.
+    uvicorn.run(
+        "api.main:create_app_from_environment", factory=True, host=host, port=port, log_config=None, proxy_headers=False
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply migrations up to head (the only way the schema changes)."""
+    with _runtime():  # starting a runtime upgrades the schema
+        typer.echo("database schema is at head")
+
+
+@users_app.command("create")
+def users_create(
+    username: Annotated[str, typer.Argument(help="Login name")],
+    scope: Annotated[list[Scope], typer.Option(help="Scopes to grant (repeatable)")] = [Scope.auditor],  # noqa: B006
+    birth_year: Annotated[int, typer.Option(help="Birth year (accounts must be adults)")] = 1980,
+    password: Annotated[
+        str,
+        typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, envvar="MATCHSVC_NEW_PASSWORD"),
+    ] = "",
+) -> None:
+    """Create an account with the given scopes, e.g. an auditor: ``matchsvc users create alice --scope auditor``."""
+    from matchsvc.errors import MatchsvcError
+    from matchsvc.services import auth as auth_service
+
+    with _runtime() as runtime, runtime.sessions() as session:
+        try:
+            user = auth_service.register(
+                session, username=username, password=password, birth_year=birth_year, scopes=frozenset(scope)
+            )
+        except MatchsvcError as exc:
+            raise typer.BadParameter(exc.detail) from None
+        _emit({"id": str(user.id), "username": user.username, "scopes": user.scopes})
+
+
+@bench_app.command("render")
+def bench_render(
+    as_json: Annotated[bool, typer.Option("--json", help="Emit JSON")] = False,
+    faces: Annotated[int, typer.Option(min=5, help="Faces to time per backend")] = 50,
+) -> None:
+    """Milliseconds per rendered face (render + PNG) for each generator backend."""
+    from matchsvc.bench.render import run_render_benchmark
+
+    _emit(run_render_benchmark(faces=faces), as_json=as_json)
+
+
+@bench_app.command("api")
+def bench_api(
+    as_json: Annotated[bool, typer.Option("--json", help="Emit JSON")] = False,
+    requests: Annotated[int, typer.Option(min=100, help="Rating requests per server")] = 2000,
+    threads: Annotated[int, typer.Option(min=1, help="Concurrent client threads")] = 8,
+) -> None:
+    """Requests/s of POST /v1/ratings against a bare FastAPI + psycopg insert, measured in one run."""
+    from matchsvc.bench.api import run_api_benchmark
+
+    _emit(run_api_benchmark(requests=requests, threads=threads), as_json=as_json)

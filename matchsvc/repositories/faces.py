@@ -1,0 +1,50 @@
+"""Generated faces, who was shown which, and the rendered-PNG cache."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import numpy as np
+from sqlalchemy import exists, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from matchsvc.db.models import Face, FaceImage, FaceImpression
+
+__all__ = ["add_faces", "add_image", "get_face", "get_image", "record_impressions", "was_served"]
+
+
+def add_faces(session: Session, *, backend: str, latents: np.ndarray, shared: bool = False) -> list[Face]:
+    faces = [Face(backend=backend, latent=[float(x) for x in row], shared=shared) for row in latents]
+    session.add_all(faces)
+    session.flush()
+    return faces
+
+
+def get_face(session: Session, face_id: uuid.UUID) -> Face | None:
+    return session.get(Face, face_id)
+
+
+def record_impressions(session: Session, *, user_id: uuid.UUID, face_ids: Sequence[uuid.UUID]) -> None:
+    if not face_ids:
+        return
+    rows = [{"user_id": user_id, "face_id": face_id} for face_id in face_ids]
+    session.execute(insert(FaceImpression).values(rows).on_conflict_do_nothing())
+
+
+def was_served(session: Session, *, user_id: uuid.UUID, face_id: uuid.UUID) -> bool:
+    query = select(
+        exists().where(FaceImpression.user_id == user_id, FaceImpression.face_id == face_id)
+    )
+    return bool(session.scalar(query))
+
+
+def get_image(session: Session, face_id: uuid.UUID) -> FaceImage | None:
+    return session.get(FaceImage, face_id)
+
+
+def add_image(session: Session, *, face_id: uuid.UUID, png: bytes, etag: str) -> None:
+    """Idempotent: two workers rendering the same face concurrently store it once."""
+    statement = insert(FaceImage).values(face_id=face_id, png=png, etag=etag)
+    session.execute(statement.on_conflict_do_nothing(index_elements=[FaceImage.face_id]))

@@ -1,0 +1,115 @@
+"""Everything a process needs to serve requests or run jobs, built once from ``Settings``.
+
+The API, the CLI and the tests all start the service the same way: ``Runtime.start(settings)``
+connects to ``DATABASE_URL`` (or starts an embedded PostgreSQL), applies migrations, loads the
+latent space and the service secrets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from engine.latent import LatentSpace, create_latent_space
+from matchsvc.db.embedded import EmbeddedPostgres
+from matchsvc.db.migrate import upgrade
+from matchsvc.db.session import create_db_engine, create_session_factory
+from matchsvc.settings import Settings
+
+__all__ = ["Runtime", "ServiceSecrets"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, repr=False)
+class ServiceSecrets:
+    """Keys derived from the one service secret, one per purpose (never reused across purposes)."""
+
+    token_key: str
+    idempotency_key: bytes
+
+    @classmethod
+    def derive(cls, master: bytes) -> ServiceSecrets:
+        def sub(purpose: bytes) -> bytes:
+            return hmac.new(master, b"matchsvc/" + purpose, hashlib.sha256).digest()
+
+        return cls(token_key=sub(b"access-token").hex(), idempotency_key=sub(b"idempotency-mac"))
+
+    def __repr__(self) -> str:
+        return "ServiceSecrets(<redacted>)"
+
+
+def _load_or_create_secret(path: Path) -> bytes:
+    """Development only: a random secret persisted next to the embedded database."""
+    if path.exists():
+        return path.read_bytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(value)
+    log.warning("generated_development_secret", path=str(path), hint="set MATCHSVC_SECRET_KEY in production")
+    return value
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    latent_space: LatentSpace
+    secrets: ServiceSecrets
+    embedded: EmbeddedPostgres | None = None
+
+    @classmethod
+    def start(cls, settings: Settings, *, ephemeral: bool = False) -> Runtime:
+        """Connect, migrate and load.
+
+        Parameters
+        ----------
+        settings : Settings
+        ephemeral : bool
+            Without ``DATABASE_URL``, put the embedded database in a temporary directory that is
+            deleted on ``close`` (tests) instead of under ``settings.data_dir`` (``serve``).
+        """
+        embedded = None
+        url = settings.database_url
+        if url is None:
+            embedded = EmbeddedPostgres(None if ephemeral else settings.data_dir)
+            url = embedded.url
+        try:
+            upgrade(url)
+            if settings.secret_key is not None:
+                master = settings.secret_key.get_secret_value().encode()
+            elif ephemeral:
+                master = secrets.token_bytes(32)
+            else:
+                master = _load_or_create_secret(settings.data_dir / "secret.key")
+            options = {"path": settings.diffusion_path} if settings.latent_backend == "diffusion" else {}
+            space = create_latent_space(settings.latent_backend, **options)
+            engine = create_db_engine(url)
+        except BaseException:
+            if embedded is not None:
+                embedded.stop()
+            raise
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=create_session_factory(engine),
+            latent_space=space,
+            secrets=ServiceSecrets.derive(master),
+            embedded=embedded,
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+        if self.embedded is not None:
+            self.embedded.stop()

@@ -1,0 +1,98 @@
+"""Accounts and tokens."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from matchsvc.db.models import User
+from matchsvc.errors import AuthenticationFailed, Conflict, InvalidInput, PermissionDenied
+from matchsvc.repositories import users as users_repo
+from matchsvc.security import Scope, create_access_token, hash_password, verify_password
+
+__all__ = ["IssuedToken", "MINIMUM_AGE", "MIN_PASSWORD_LENGTH", "USERNAME_PATTERN", "authenticate", "issue_token", "register"]
+
+MINIMUM_AGE = 18
+MIN_PASSWORD_LENGTH = 10
+USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,32}$"
+_USERNAME = re.compile(USERNAME_PATTERN)
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    access_token: str
+    expires_at: datetime
+    scopes: frozenset[str]
+
+
+def _certainly_adult(birth_year: int, today: date) -> bool:
+    """With only a birth year, someone born in ``Y`` may still be ``today.year - Y - 1``.
+
+    We take that lower bound: a dating service must not admit anyone who might be under age.
+    """
+    return today.year - birth_year - 1 >= MINIMUM_AGE
+
+
+def register(
+    session: Session,
+    *,
+    username: str,
+    password: str,
+    birth_year: int,
+    scopes: frozenset[Scope] = frozenset({Scope.user}),
+    today: date | None = None,
+) -> User:
+    """Create an account. Usernames are case-insensitive (stored lower-case)."""
+    today = today or datetime.now(UTC).date()
+    if not _USERNAME.fullmatch(username):
+        raise InvalidInput("username must be 3-32 letters, digits, '_', '.' or '-'")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    if birth_year > today.year:
+        raise InvalidInput(f"birth_year {birth_year} is in the future")
+    if not _certainly_adult(birth_year, today):
+        raise InvalidInput(f"users must be at least {MINIMUM_AGE}; birth_year {birth_year} does not guarantee that")
+    try:
+        user = users_repo.add_user(
+            session,
+            username=username.lower(),
+            password_hash=hash_password(password),
+            birth_year=birth_year,
+            scopes=sorted(scope.value for scope in scopes),
+        )
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"username {username.lower()!r} is already taken") from None
+    return user
+
+
+def authenticate(session: Session, *, username: str, password: str) -> User:
+    """Same work and the same error whether the username or the password is wrong."""
+    # A name that could never have been registered is an unknown user (and never reaches SQL).
+    user = users_repo.get_user_by_username(session, username.lower()) if _USERNAME.fullmatch(username) else None
+    if not verify_password(password, user.password_hash if user else None) or user is None:
+        raise AuthenticationFailed("incorrect username or password")
+    return user
+
+
+def issue_token(
+    user: User, *, requested: frozenset[str], secret: str, minutes: int, now: datetime | None = None
+) -> IssuedToken:
+    """OAuth2 scopes: grant what was asked for if the account holds it; nothing asked means all held."""
+    held = frozenset(user.scopes)
+    unknown = requested - {scope.value for scope in Scope}
+    if unknown:
+        raise InvalidInput(f"unknown scope(s): {', '.join(sorted(unknown))}")
+    if not requested <= held:
+        raise PermissionDenied(f"account does not hold scope(s): {', '.join(sorted(requested - held))}")
+    granted = requested or held
+    token, expires = create_access_token(
+        user_id=uuid.UUID(str(user.id)), scopes=granted, secret=secret, minutes=minutes, now=now
+    )
+    return IssuedToken(access_token=token, expires_at=expires, scopes=granted)

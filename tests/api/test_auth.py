@@ -1,0 +1,121 @@
+"""Registration, login, tokens and scopes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+
+from matchsvc.runtime import Runtime
+from matchsvc.security import Scope, create_access_token
+from matchsvc.services import auth as auth_service
+from tests.support.accounts import PASSWORD, auth_headers, register
+
+PROBLEM = "application/problem+json"
+
+
+def test_register_login_me_round_trip(client: TestClient) -> None:
+    register(client, "Alice_1")
+    headers = auth_headers(client, "alice_1")  # usernames are case-insensitive
+    me = client.get("/v1/me", headers=headers)
+    assert me.status_code == 200
+    body = me.json()
+    assert body["username"] == "alice_1"
+    assert body["scopes"] == ["user"]
+    assert "password" not in me.text and "argon2" not in me.text
+
+
+def test_token_response_is_oauth2_bearer(client: TestClient) -> None:
+    register(client, "bob")
+    response = client.post("/v1/auth/token", data={"username": "bob", "password": PASSWORD})
+    body = response.json()
+    assert body["token_type"] == "bearer"
+    assert body["scope"] == "user"
+    assert 0 < body["expires_in"] <= 24 * 3600
+
+
+@pytest.mark.parametrize("birth_year", [datetime.now(UTC).year - 17, datetime.now(UTC).year - 18, datetime.now(UTC).year])
+def test_under_18_is_refused_and_nothing_is_stored(client: TestClient, birth_year: int) -> None:
+    response = client.post(
+        "/v1/auth/register", json={"username": "teen", "password": PASSWORD, "birth_year": birth_year}
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == PROBLEM
+    assert client.post("/v1/auth/token", data={"username": "teen", "password": PASSWORD}).status_code == 401
+
+
+def test_duplicate_username_is_a_conflict(client: TestClient) -> None:
+    register(client, "carol")
+    response = client.post("/v1/auth/register", json={"username": "CAROL", "password": PASSWORD, "birth_year": 1990})
+    assert response.status_code == 409
+    assert response.headers["content-type"] == PROBLEM
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"username": "dave", "password": "wrong password!"},
+        {"username": "nobody-here", "password": PASSWORD},
+    ],
+)
+def test_wrong_credentials_get_401_with_challenge(client: TestClient, form: dict[str, str]) -> None:
+    register(client, "dave")
+    response = client.post("/v1/auth/token", data=form)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json()["detail"] == "incorrect username or password"  # same for both cases
+
+
+def test_scope_not_held_is_forbidden(client: TestClient) -> None:
+    register(client, "erin")
+    response = client.post("/v1/auth/token", data={"username": "erin", "password": PASSWORD, "scope": "auditor"})
+    assert response.status_code == 403
+
+
+def test_auditor_token_cannot_rate(client: TestClient, db: Runtime) -> None:
+    with db.sessions() as session:
+        auth_service.register(
+            session, username="audrey", password=PASSWORD, birth_year=1980, scopes=frozenset({Scope.auditor})
+        )
+    headers = auth_headers(client, "audrey")
+    assert client.get("/v1/me", headers=headers).json()["scopes"] == ["auditor"]
+    assert client.get("/v1/faces/next", headers=headers).status_code == 403
+
+
+def _token(db: Runtime, user_id: uuid.UUID, *, secret: str | None = None, minutes: int = 5, now: datetime | None = None) -> str:
+    token, _ = create_access_token(
+        user_id=user_id, scopes=frozenset({"user"}), secret=secret or db.secrets.token_key, minutes=minutes, now=now
+    )
+    return token
+
+
+def _user_id(client: TestClient, headers: dict[str, str]) -> uuid.UUID:
+    return uuid.UUID(client.get("/v1/me", headers=headers).json()["id"])
+
+
+@pytest.mark.parametrize("kind", ["expired", "forged", "garbage", "alg-none", "unknown-user", "no-scheme"])
+def test_bad_tokens_get_401(client: TestClient, db: Runtime, kind: str) -> None:
+    user_id = _user_id(client, auth_headers(client))
+    token = {
+        "expired": lambda: _token(db, user_id, now=datetime.now(UTC) - timedelta(hours=1)),
+        "forged": lambda: _token(db, user_id, secret="not-the-server-secret-" * 2),
+        "garbage": lambda: "not.a.jwt",
+        "alg-none": lambda: jwt.encode({"sub": str(user_id), "scope": "user"}, key=None, algorithm="none"),
+        "unknown-user": lambda: _token(db, uuid.uuid4()),
+        "no-scheme": lambda: "",
+    }[kind]()
+    response = client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.headers["content-type"] == PROBLEM
+
+
+def test_passwords_are_hashed_with_argon2(db: Runtime, client: TestClient) -> None:
+    register(client, "frank")
+    with db.engine.connect() as connection:
+        stored = connection.exec_driver_sql("SELECT password_hash FROM users WHERE username = 'frank'").scalar_one()
+    assert stored.startswith("$argon2id$")
+    assert PASSWORD not in stored
