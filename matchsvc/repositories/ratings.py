@@ -5,28 +5,33 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from datetime import datetime
+
+from sqlalchemy import exists, func, literal, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from matchsvc.db.models import Rating
+from matchsvc.db.models import FaceImpression, Rating
 
-__all__ = ["list_ratings", "upsert_rating"]
+__all__ = ["list_ratings", "upsert_served_rating"]
 
 
-def upsert_rating(
+def upsert_served_rating(
     session: Session, *, user_id: uuid.UUID, face_id: uuid.UUID, liked: bool, dwell_ms: int | None
-) -> tuple[Rating, bool]:
-    """Insert or replace the user's rating of a face; returns the row and whether it is new."""
-    statement = insert(Rating).values(user_id=user_id, face_id=face_id, liked=liked, dwell_ms=dwell_ms)
+) -> tuple[datetime, bool] | None:
+    """Insert or replace the user's rating of a face that was served to them, in one statement.
+
+    Returns ``(recorded_at, created)``, or None when the face was never served to the user.
+    """
+    served = exists().where(FaceImpression.user_id == user_id, FaceImpression.face_id == face_id)
+    source = select(literal(user_id), literal(face_id), literal(liked), literal(dwell_ms)).where(served)
+    statement = insert(Rating).from_select(["user_id", "face_id", "liked", "dwell_ms"], source)
     statement = statement.on_conflict_do_update(
         index_elements=[Rating.user_id, Rating.face_id],
         set_={"liked": statement.excluded.liked, "dwell_ms": statement.excluded.dwell_ms, "updated_at": func.now()},
-    ).returning(Rating.id, (Rating.created_at == Rating.updated_at).label("created"))
-    rating_id, created = session.execute(statement).one()
-    rating = session.get(Rating, rating_id, populate_existing=True)
-    assert rating is not None  # just written in this transaction
-    return rating, bool(created)
+    ).returning(Rating.updated_at, (Rating.created_at == Rating.updated_at).label("created"))
+    row = session.execute(statement).first()
+    return None if row is None else (row.updated_at, bool(row.created))
 
 
 def list_ratings(session: Session, *, user_id: uuid.UUID, after_id: int | None, limit: int) -> Sequence[Rating]:

@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from matchsvc.db.models import Rating
 from matchsvc.errors import Conflict, NotFound
-from matchsvc.repositories import faces as faces_repo
 from matchsvc.repositories import idempotency as idempotency_repo
 from matchsvc.repositories import ratings as ratings_repo
 
@@ -69,7 +68,10 @@ def submit_rating(
     idempotency_key: str,
     mac_key: bytes,
 ) -> RatingReceipt:
-    """Validate, store, and remember the response under the idempotency key, in one transaction.
+    """Store the rating and the response under the idempotency key in one transaction.
+
+    The rating is written first and rolled back if the key turns out to be used: a retry costs one
+    wasted statement, the first attempt costs no extra round trip.
 
     Raises
     ------
@@ -80,27 +82,30 @@ def submit_rating(
     """
     mac = _request_mac(mac_key, face_id=face_id, liked=liked, dwell_ms=dwell_ms)
     try:
-        if not idempotency_repo.claim_key(session, user_id=user_id, key=idempotency_key, request_mac=mac):
-            record = idempotency_repo.get_record(session, user_id=user_id, key=idempotency_key)
-            assert record is not None  # the claim failed because the row exists
-            if not hmac.compare_digest(record.request_mac, mac):
-                raise Conflict("Idempotency-Key was already used with a different request body")
-            session.rollback()
-            return RatingReceipt.from_json(record.response_body, replayed=True)
-        if not faces_repo.was_served(session, user_id=user_id, face_id=face_id):
-            raise NotFound(f"face {face_id} not found")
-        rating, created = ratings_repo.upsert_rating(
+        stored = ratings_repo.upsert_served_rating(
             session, user_id=user_id, face_id=face_id, liked=liked, dwell_ms=dwell_ms
         )
-        receipt = RatingReceipt(face_id=face_id, created=created, recorded_at=rating.updated_at)
-        idempotency_repo.complete_key(
-            session, user_id=user_id, key=idempotency_key, status_code=201 if created else 200, body=receipt.to_json()
-        )
-        session.commit()
-    except BaseException:
+        receipt = None if stored is None else RatingReceipt(face_id=face_id, created=stored[1], recorded_at=stored[0])
+        if receipt is not None and idempotency_repo.record_response(
+            session,
+            user_id=user_id,
+            key=idempotency_key,
+            request_mac=mac,
+            status_code=201 if receipt.created else 200,
+            body=receipt.to_json(),
+        ):
+            session.commit()
+            return receipt
+        # Either the face was not served, or the key was used before: undo, then explain or replay.
         session.rollback()
-        raise
-    return receipt
+        record = idempotency_repo.get_record(session, user_id=user_id, key=idempotency_key)
+        if record is None:
+            raise NotFound(f"face {face_id} not found")
+        if not hmac.compare_digest(record.request_mac, mac):
+            raise Conflict("Idempotency-Key was already used with a different request body")
+        return RatingReceipt.from_json(record.response_body, replayed=True)
+    finally:
+        session.rollback()  # no-op after commit; releases the connection on errors
 
 
 def list_ratings(session: Session, *, user_id: uuid.UUID, after_id: int | None, limit: int) -> RatingPage:

@@ -1,0 +1,90 @@
+"""The README's promise, end to end: ``matchsvc serve`` on a fresh data directory, used over HTTP only,
+keeps everything across a restart."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.accounts import PASSWORD
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serving(data_dir: Path, port: int) -> Iterator[str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "MATCHSVC_DATABASE_URL"}}
+    env["MATCHSVC_DATA_DIR"] = str(data_dir)
+    matchsvc = Path(sys.executable).with_name("matchsvc")
+    process = subprocess.Popen(
+        [str(matchsvc), "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = process.stdout.read().decode() if process.stdout else ""
+                pytest.fail(f"matchsvc serve did not become ready:\n{output[-3000:]}")
+            time.sleep(0.3)
+        yield base
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_http_only_client_survives_a_restart() -> None:
+    data_dir = Path("/tmp") / f"matchsvc-e2e-{uuid.uuid4().hex[:8]}"
+    port = _free_port()
+    try:
+        with serving(data_dir, port) as base, httpx.Client(base_url=base, timeout=30) as http:
+            assert http.post(
+                "/v1/auth/register", json={"username": "e2e_user", "password": PASSWORD, "birth_year": 1991}
+            ).status_code == 201
+            token = http.post("/v1/auth/token", data={"username": "e2e_user", "password": PASSWORD}).json()
+            headers = {"Authorization": f"Bearer {token['access_token']}"}
+            faces = http.get("/v1/faces/next", params={"n": 10}, headers=headers).json()["faces"]
+            assert len(faces) == 10
+            for index, face in enumerate(faces):
+                image = http.get(face["image_url"], headers=headers)
+                assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+                rated = http.post(
+                    "/v1/ratings",
+                    json={"face_id": face["id"], "liked": index % 3 == 0, "dwell_ms": 900 + index},
+                    headers={**headers, "Idempotency-Key": f"e2e-{index}"},
+                )
+                assert rated.status_code == 201
+        with serving(data_dir, port) as base, httpx.Client(base_url=base, timeout=30) as http:
+            token = http.post("/v1/auth/token", data={"username": "e2e_user", "password": PASSWORD}).json()
+            headers = {"Authorization": f"Bearer {token['access_token']}"}
+            items = http.get("/v1/me/ratings", params={"limit": 100}, headers=headers).json()["items"]
+            assert [item["face_id"] for item in items] == [face["id"] for face in faces]
+            assert [item["liked"] for item in items] == [index % 3 == 0 for index in range(10)]
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
