@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
@@ -23,6 +24,7 @@ from api.schemas.problem import Problem, problem_responses
 from matchsvc.logging import configure_logging
 from matchsvc.runtime import Runtime
 from matchsvc.security import InvalidToken, decode_access_token
+from matchsvc.services.faces import ensure_shared_pool
 from matchsvc.settings import Settings
 
 __all__ = ["API_VERSION", "create_app", "create_app_from_environment"]
@@ -95,4 +97,9 @@ def create_app_from_environment() -> FastAPI:
     """ASGI factory for servers (``uvicorn --factory api.main:create_app_from_environment``)."""
     settings = Settings()
     configure_logging(settings.log_level)
-    return create_app(Runtime.start(settings), owns_runtime=True)
+    runtime = Runtime.start(settings)
+    with runtime.sessions() as session:
+        ensure_shared_pool(
+            session, space=runtime.latent_space, size=settings.shared_pool_size, rng=np.random.default_rng()
+        )
+    return create_app(runtime, owns_runtime=True)

@@ -92,7 +92,7 @@ def users_create(
     with _runtime() as runtime, runtime.sessions() as session:
         try:
             user = auth_service.register(
-                session, username=username, password=password, birth_year=birth_year, scopes=frozenset(scope)
+                session, keys=runtime.keys, username=username, password=password, birth_year=birth_year, scopes=frozenset(scope)
             )
         except MatchsvcError as exc:
             raise typer.BadParameter(exc.detail) from None
@@ -120,3 +120,17 @@ def bench_api(
     from matchsvc.bench.api import run_api_benchmark
 
     _emit(run_api_benchmark(requests=requests, threads=threads), as_json=as_json)
+
+
+keys_app = typer.Typer(help="Encryption keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Add a key-ring version and re-wrap every user's data key under it (safe while serving)."""
+    from matchsvc.services.keys import rotate_keys
+
+    with _runtime() as runtime:
+        report = rotate_keys(runtime.sessions, keys=runtime.keys)
+        _emit({"kek_version": report.kek_version, "rewrapped": report.rewrapped})

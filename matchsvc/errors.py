@@ -13,6 +13,7 @@ __all__ = [
     "MatchsvcError",
     "NotFound",
     "PermissionDenied",
+    "PrivacyBudgetExhausted",
 ]
 
 
@@ -52,3 +53,10 @@ class AuthenticationFailed(MatchsvcError):
 class PermissionDenied(MatchsvcError):
     code = "permission-denied"
     title = "Permission denied"
+
+
+class PrivacyBudgetExhausted(Conflict):
+    """A spend would take a rating's lifetime privacy loss past the configured cap."""
+
+    code = "privacy-budget-exhausted"
+    title = "Privacy budget exhausted"

@@ -11,6 +11,8 @@ import hashlib
 import hmac
 import os
 import secrets
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from engine.latent import LatentSpace, create_latent_space
 from matchsvc.db.embedded import EmbeddedPostgres
 from matchsvc.db.migrate import upgrade
 from matchsvc.db.session import create_db_engine, create_session_factory
+from matchsvc.keys import KeyRingStore
+from matchsvc.services.privacy import PrivacyPolicy
 from matchsvc.settings import Settings
 
 __all__ = ["Runtime", "ServiceSecrets"]
@@ -60,6 +64,15 @@ def _load_or_create_secret(path: Path) -> bytes:
     return value
 
 
+def _keyring(settings: Settings, scratch: Path | None) -> KeyRingStore:
+    """Configured ring, else a generated file (in the data dir, or scratch space for ephemeral runs)."""
+    if settings.keyring is not None:
+        return KeyRingStore(json_text=settings.keyring.get_secret_value())
+    if settings.keyring_file is not None:
+        return KeyRingStore(path=settings.keyring_file)
+    return KeyRingStore.open_or_create((scratch or settings.data_dir) / "keyring.json")
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -67,7 +80,10 @@ class Runtime:
     sessions: sessionmaker[Session]
     latent_space: LatentSpace
     secrets: ServiceSecrets
+    keys: KeyRingStore
+    policy: PrivacyPolicy
     embedded: EmbeddedPostgres | None = None
+    scratch: Path | None = None
 
     @classmethod
     def start(cls, settings: Settings, *, ephemeral: bool = False) -> Runtime:
@@ -81,6 +97,7 @@ class Runtime:
             deleted on ``close`` (tests) instead of under ``settings.data_dir`` (``serve``).
         """
         embedded = None
+        scratch = Path(tempfile.mkdtemp(prefix="matchsvc-")) if ephemeral else None
         url = settings.database_url
         if url is None:
             embedded = EmbeddedPostgres(None if ephemeral else settings.data_dir)
@@ -93,12 +110,15 @@ class Runtime:
                 master = secrets.token_bytes(32)
             else:
                 master = _load_or_create_secret(settings.data_dir / "secret.key")
+            keys = _keyring(settings, scratch)
             options = {"path": settings.diffusion_path} if settings.latent_backend == "diffusion" else {}
             space = create_latent_space(settings.latent_backend, **options)
             engine = create_db_engine(url)
         except BaseException:
             if embedded is not None:
                 embedded.stop()
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
             raise
         return cls(
             settings=settings,
@@ -106,10 +126,15 @@ class Runtime:
             sessions=create_session_factory(engine),
             latent_space=space,
             secrets=ServiceSecrets.derive(master),
+            keys=keys,
+            policy=PrivacyPolicy.from_settings(settings),
             embedded=embedded,
+            scratch=scratch,
         )
 
     def close(self) -> None:
         self.engine.dispose()
         if self.embedded is not None:
             self.embedded.stop()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)

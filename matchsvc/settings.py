@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -44,6 +44,23 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     access_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
 
+    #: Key ring (JSON, see ``privacy.crypto.KeyRing``) from the environment, or a file that
+    #: ``matchsvc keys rotate`` can update. Development generates ``data_dir/keyring.json``.
+    keyring: SecretStr | None = None
+    keyring_file: Path | None = None
+
+    #: ``rr``: randomized response on each label at ingestion (epsilon per rating; refits are free).
+    #: ``objective`` / ``dpsgd``: labels kept (encrypted) and each model release spends epsilon.
+    privacy_mechanism: Literal["rr", "objective", "dpsgd"] = "rr"
+    privacy_epsilon: float = Field(default=2.0, gt=0, le=20)
+    privacy_delta: float = Field(default=1e-5, ge=0, lt=1e-2)
+    #: Lifetime cap on the privacy loss of any single rating (all spends touching it, composed).
+    privacy_cap: float = Field(default=8.0, gt=0, le=100)
+    #: Exact refit after this many online updates (rr) or new ratings (release mechanisms).
+    refit_every: int = Field(default=10, ge=1, le=1000)
+    #: Shared faces kept in the cache pool the feed prefers for new users.
+    shared_pool_size: int = Field(default=2000, ge=0, le=100_000)
+
     latent_backend: str = "procedural"
     diffusion_path: Path | None = None
 
@@ -73,6 +90,14 @@ class Settings(BaseSettings):
                 raise ValueError("production requires DATABASE_URL (the embedded database is for development)")
             if self.secret_key is None or len(self.secret_key.get_secret_value()) < 32:
                 raise ValueError("production requires MATCHSVC_SECRET_KEY of at least 32 characters")
+            if self.keyring is None and self.keyring_file is None:
+                raise ValueError("production requires MATCHSVC_KEYRING or MATCHSVC_KEYRING_FILE")
+        if self.keyring is not None and self.keyring_file is not None:
+            raise ValueError("set MATCHSVC_KEYRING or MATCHSVC_KEYRING_FILE, not both")
+        if self.privacy_epsilon > self.privacy_cap:
+            raise ValueError("MATCHSVC_PRIVACY_EPSILON must not exceed MATCHSVC_PRIVACY_CAP")
+        if self.privacy_mechanism == "dpsgd" and self.privacy_delta <= 0:
+            raise ValueError("MATCHSVC_PRIVACY_MECHANISM=dpsgd requires MATCHSVC_PRIVACY_DELTA > 0")
         if self.latent_backend == "diffusion" and self.diffusion_path is None:
             raise ValueError("MATCHSVC_LATENT_BACKEND=diffusion requires MATCHSVC_DIFFUSION_PATH")
         return self

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 15:09:15.443087
+Create Date: 2026-11-23 15:34:10.972427
 """
 
 from __future__ import annotations
@@ -62,26 +62,63 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_idempotency_keys_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('user_id', 'key', name=op.f('pk_idempotency_keys'))
     )
+    op.create_table('preference_states',
+    sa.Column('user_id', sa.UUID(), nullable=False),
+    sa.Column('state_ct', sa.LargeBinary(), nullable=False),
+    sa.Column('n_ratings', sa.Integer(), nullable=False),
+    sa.Column('pending_updates', sa.Integer(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_preference_states_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('user_id', name=op.f('pk_preference_states'))
+    )
+    op.create_table('privacy_ledger',
+    sa.Column('id', sa.BigInteger(), sa.Identity(always=True), nullable=False),
+    sa.Column('user_id', sa.UUID(), nullable=False),
+    sa.Column('mechanism', sa.String(length=64), nullable=False),
+    sa.Column('epsilon', sa.Float(), nullable=False),
+    sa.Column('delta', sa.Float(), nullable=False),
+    sa.Column('neighbouring', sa.Text(), nullable=False),
+    sa.Column('scope', sa.String(length=80), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.CheckConstraint('epsilon >= 0 AND delta >= 0 AND delta < 1', name=op.f('ck_privacy_ledger_valid_spend')),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_privacy_ledger_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_privacy_ledger'))
+    )
+    op.create_index(op.f('ix_privacy_ledger_user_id'), 'privacy_ledger', ['user_id'], unique=False)
     op.create_table('ratings',
     sa.Column('id', sa.BigInteger(), sa.Identity(always=True), nullable=False),
     sa.Column('user_id', sa.UUID(), nullable=False),
     sa.Column('face_id', sa.UUID(), nullable=False),
-    sa.Column('liked', sa.Boolean(), nullable=False),
-    sa.Column('dwell_ms', sa.Integer(), nullable=True),
+    sa.Column('label_ct', sa.LargeBinary(), nullable=False),
+    sa.Column('label_epsilon', sa.Float(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.CheckConstraint('dwell_ms IS NULL OR dwell_ms >= 0', name=op.f('ck_ratings_dwell_nonnegative')),
     sa.ForeignKeyConstraint(['face_id'], ['faces.id'], name=op.f('fk_ratings_face_id_faces'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_ratings_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_ratings')),
     sa.UniqueConstraint('user_id', 'face_id', name=op.f('uq_ratings_user_id_face_id'))
     )
     op.create_index(op.f('ix_ratings_user_id'), 'ratings', ['user_id'], unique=False)
+    op.create_table('user_keys',
+    sa.Column('user_id', sa.UUID(), nullable=False),
+    sa.Column('wrapped_key', sa.LargeBinary(), nullable=False),
+    sa.Column('kek_version', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('rotated_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_user_keys_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('user_id', name=op.f('pk_user_keys'))
+    )
+    op.create_index(op.f('ix_user_keys_kek_version'), 'user_keys', ['kek_version'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index(op.f('ix_user_keys_kek_version'), table_name='user_keys')
+    op.drop_table('user_keys')
     op.drop_index(op.f('ix_ratings_user_id'), table_name='ratings')
     op.drop_table('ratings')
+    op.drop_index(op.f('ix_privacy_ledger_user_id'), table_name='privacy_ledger')
+    op.drop_table('privacy_ledger')
+    op.drop_table('preference_states')
     op.drop_table('idempotency_keys')
     op.drop_table('face_impressions')
     op.drop_table('face_images')

@@ -22,9 +22,9 @@ router = APIRouter(prefix="/v1/auth", tags=["auth"])
     responses=problem_responses(409),
     summary="Create an account (adults only)",
 )
-def register(body: UserCreate, session: SessionDep) -> UserPublic:
+def register(body: UserCreate, session: SessionDep, runtime: RuntimeDep) -> UserPublic:
     user = auth_service.register(
-        session, username=body.username, password=body.password, birth_year=body.birth_year
+        session, keys=runtime.keys, username=body.username, password=body.password, birth_year=body.birth_year
     )
     return UserPublic.model_validate(user)
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Query
 
-from api.deps import AnyUser, CurrentUser, SessionDep
+from api.deps import AnyUser, CurrentUser, RuntimeDep, SessionDep
 from api.pagination import decode_cursor, encode_cursor
+from api.schemas.faces import IdealFace, IdealFaces
+from api.schemas.privacy import PrivacyBudget
 from api.schemas.problem import problem_responses
 from api.schemas.ratings import RatingPage, RatingPublic
 from api.schemas.users import UserPublic
+from matchsvc.services import faces as faces_service
 from matchsvc.services import ratings as ratings_service
+from matchsvc.services.privacy import budget_report
 
 router = APIRouter(prefix="/v1/me", tags=["me"], responses=problem_responses(401, 403))
 
@@ -25,11 +31,49 @@ def me(user: AnyUser) -> UserPublic:
 def my_ratings(
     user: CurrentUser,
     session: SessionDep,
+    runtime: RuntimeDep,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> RatingPage:
-    page = ratings_service.list_ratings(session, user_id=user.id, after_id=decode_cursor(cursor), limit=limit)
+    page = ratings_service.list_ratings(
+        session, user_id=user.id, keys=runtime.keys, after_id=decode_cursor(cursor), limit=limit
+    )
     return RatingPage(
         items=[RatingPublic.model_validate(rating) for rating in page.items],
         next_cursor=encode_cursor(page.next_after_id) if page.next_after_id is not None else None,
+    )
+
+
+@router.get("/privacy", response_model=PrivacyBudget, summary="Your privacy budget: spent, cap, and what it means")
+def my_privacy(user: CurrentUser, session: SessionDep, runtime: RuntimeDep) -> PrivacyBudget:
+    return PrivacyBudget.model_validate(budget_report(session, user_id=user.id, policy=runtime.policy))
+
+
+@router.get(
+    "/ideal-faces",
+    response_model=IdealFaces,
+    responses=problem_responses(409),
+    summary="Faces your model scores at a given like-probability (default: its favourites)",
+)
+def my_ideal_faces(
+    user: CurrentUser,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    n: Annotated[int, Query(ge=1, le=16)] = 8,
+    score: Annotated[float | None, Query(gt=0, lt=1, description="Target like-probability; omit for the top")] = None,
+) -> IdealFaces:
+    rendered = faces_service.ideal_faces(
+        session,
+        user_id=user.id,
+        keys=runtime.keys,
+        space=runtime.latent_space,
+        n=n,
+        score=score,
+        rng=np.random.default_rng(),
+    )
+    return IdealFaces(
+        faces=[
+            IdealFace(image="data:image/png;base64," + base64.b64encode(png).decode(), like_probability=probability)
+            for png, probability in rendered
+        ]
     )

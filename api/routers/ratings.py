@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1/ratings", tags=["ratings"], responses=problem_res
     status_code=201,
     responses={
         200: {"model": RatingReceipt, "description": "Replaced an earlier rating, or replayed a retried request"},
-        **problem_responses(404, 409),
+        **problem_responses(404, 409),  # 409: key reused with another body, or privacy budget exhausted
     },
     summary="Like or pass on a face you were served",
 )
@@ -49,6 +49,9 @@ def rate(
         dwell_ms=body.dwell_ms,
         idempotency_key=idempotency_key,
         mac_key=runtime.secrets.idempotency_key,
+        keys=runtime.keys,
+        policy=runtime.policy,
+        space=runtime.latent_space,
     )
     response.status_code = 201 if receipt.created else 200
     if receipt.replayed:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-__all__ = ["FaceBatch", "FacePublic"]
+__all__ = ["FaceBatch", "FacePublic", "IdealFace", "IdealFaces"]
 
 
 class FacePublic(BaseModel):
@@ -16,3 +16,12 @@ class FacePublic(BaseModel):
 
 class FaceBatch(BaseModel):
     faces: list[FacePublic]
+
+
+class IdealFace(BaseModel):
+    image: str = Field(description="The rendered face as a data: URL (PNG); never stored")
+    like_probability: float
+
+
+class IdealFaces(BaseModel):
+    faces: list[IdealFace]

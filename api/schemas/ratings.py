@@ -18,7 +18,9 @@ class RatingCreate(BaseModel):
 
     face_id: uuid.UUID
     liked: StrictBool
-    dwell_ms: StrictInt | None = Field(default=None, ge=0, le=MAX_DWELL_MS)
+    dwell_ms: StrictInt | None = Field(
+        default=None, ge=0, le=MAX_DWELL_MS, description="Accepted for client compatibility; never stored"
+    )
 
 
 class RatingReceipt(BaseModel):
@@ -31,8 +33,11 @@ class RatingPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     face_id: uuid.UUID
-    liked: bool
-    dwell_ms: int | None
+    recorded_like: bool = Field(
+        description="The label as stored. With randomized response it was randomised before storage "
+        "and may differ from your answer: that is what protects you (see GET /v1/me/privacy)."
+    )
+    privatised: bool = Field(description="True when the label was randomised before it was stored")
     created_at: datetime
     updated_at: datetime
 

@@ -100,7 +100,7 @@ def run_api_benchmark(*, requests: int = 2000, threads: int = 8, users: int = 20
         with runtime.sessions() as session:
             for index in range(users):
                 user = auth_service.register(
-                    session, username=f"bench{index}", password="benchmark-password", birth_year=1990
+                    session, keys=runtime.keys, username=f"bench{index}", password="benchmark-password", birth_year=1990
                 )
                 token, _ = create_access_token(
                     user_id=user.id, scopes=frozenset({"user"}), secret=runtime.secrets.token_key, minutes=60

@@ -5,6 +5,9 @@ What is public and what is personal is decided here:
 * ``faces`` hold *generated* latents. They are public content (shared across users) and never
   describe a user.
 * Everything keyed by a user is personal data and is deleted with the user (``ON DELETE CASCADE``).
+  Personal *content* (labels, preference models, appearances) lives only in ``*_ct`` columns:
+  AES-256-GCM under the user's data key, with associated data binding table, column, user and row
+  (see :mod:`matchsvc.keys`). Plain columns hold ids, timestamps and public policy numbers.
 """
 
 from __future__ import annotations
@@ -33,7 +36,17 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from matchsvc.db.base import Base, utcnow_column
 
-__all__ = ["Face", "FaceImage", "FaceImpression", "IdempotencyRecord", "Rating", "User"]
+__all__ = [
+    "Face",
+    "FaceImage",
+    "FaceImpression",
+    "IdempotencyRecord",
+    "LedgerEntry",
+    "PreferenceState",
+    "Rating",
+    "User",
+    "UserKey",
+]
 
 
 class User(Base):
@@ -87,14 +100,32 @@ class FaceImpression(Base):
     served_at: Mapped[datetime] = utcnow_column()
 
 
+class UserKey(Base):
+    """The user's data key, wrapped by the key ring. Deleting this row crypto-shreds the user."""
+
+    __tablename__ = "user_keys"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    #: Key-ring version that wraps it, readable without unwrapping, so rotation finds stale keys.
+    kek_version: Mapped[int] = mapped_column(Integer, nullable=False, index=True)
+    created_at: Mapped[datetime] = utcnow_column()
+    rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class Rating(Base):
-    """One rating per (user, face); a re-rating updates the row."""
+    """One rating per (user, face); a re-rating updates the row.
+
+    ``label_ct`` holds the label as the privacy mechanism released it (randomized response: the
+    possibly-flipped bit; release-time mechanisms: the answer itself), never in plaintext.
+    ``label_epsilon`` is the randomized-response epsilon it was privatised with (None when the
+    deployment privatises at model release instead): the learner needs each label's flip rate.
+    """
 
     __tablename__ = "ratings"
-    __table_args__ = (
-        UniqueConstraint("user_id", "face_id"),
-        CheckConstraint("dwell_ms IS NULL OR dwell_ms >= 0", name="dwell_nonnegative"),
-    )
+    __table_args__ = (UniqueConstraint("user_id", "face_id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(
@@ -103,12 +134,49 @@ class Rating(Base):
     face_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("faces.id", ondelete="CASCADE"), nullable=False
     )
-    liked: Mapped[bool] = mapped_column(Boolean, nullable=False)
-    dwell_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    label_ct: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    label_epsilon: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = utcnow_column()
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
     )
+
+
+class PreferenceState(Base):
+    """The user's released preference model (and the online-update state), encrypted."""
+
+    __tablename__ = "preference_states"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    state_ct: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    n_ratings: Mapped[int] = mapped_column(Integer, nullable=False)
+    #: Ratings absorbed by online updates since the last exact refit.
+    pending_updates: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+class LedgerEntry(Base):
+    """One privacy spend. ``scope`` is ``rating:<face id>`` for a label release, ``model`` for a model release."""
+
+    __tablename__ = "privacy_ledger"
+    __table_args__ = (
+        CheckConstraint("epsilon >= 0 AND delta >= 0 AND delta < 1", name="valid_spend"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    mechanism: Mapped[str] = mapped_column(String(64), nullable=False)
+    epsilon: Mapped[float] = mapped_column(Float, nullable=False)
+    delta: Mapped[float] = mapped_column(Float, nullable=False)
+    neighbouring: Mapped[str] = mapped_column(Text, nullable=False)
+    scope: Mapped[str] = mapped_column(String(80), nullable=False)
+    created_at: Mapped[datetime] = utcnow_column()
 
 
 class IdempotencyRecord(Base):

@@ -6,13 +6,23 @@ import uuid
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from matchsvc.db.models import Face, FaceImage, FaceImpression
 
-__all__ = ["add_faces", "add_image", "get_face", "get_image", "record_impressions", "was_served"]
+__all__ = [
+    "add_faces",
+    "add_image",
+    "count_shared",
+    "get_face",
+    "get_image",
+    "get_faces",
+    "record_impressions",
+    "unseen_shared_faces",
+    "was_served",
+]
 
 
 def add_faces(session: Session, *, backend: str, latents: np.ndarray, shared: bool = False) -> list[Face]:
@@ -48,3 +58,20 @@ def add_image(session: Session, *, face_id: uuid.UUID, png: bytes, etag: str) ->
     """Idempotent: two workers rendering the same face concurrently store it once."""
     statement = insert(FaceImage).values(face_id=face_id, png=png, etag=etag)
     session.execute(statement.on_conflict_do_nothing(index_elements=[FaceImage.face_id]))
+
+
+def get_faces(session: Session, face_ids: Sequence[uuid.UUID]) -> list[Face]:
+    """Faces by id, in the order asked for."""
+    by_id = {face.id: face for face in session.scalars(select(Face).where(Face.id.in_(face_ids)))}
+    return [by_id[face_id] for face_id in face_ids]
+
+
+def count_shared(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(Face).where(Face.shared)) or 0)
+
+
+def unseen_shared_faces(session: Session, *, user_id: uuid.UUID, limit: int) -> list[Face]:
+    """A random sample of shared (cached) faces this user has not been served yet."""
+    seen = exists().where(FaceImpression.user_id == user_id, FaceImpression.face_id == Face.id)
+    query = select(Face).where(Face.shared, ~seen).order_by(func.random()).limit(limit)
+    return list(session.scalars(query))

@@ -7,28 +7,34 @@ from collections.abc import Sequence
 
 from datetime import datetime
 
-from sqlalchemy import exists, func, literal, select
+from sqlalchemy import Float, exists, func, literal, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from matchsvc.db.models import FaceImpression, Rating
+from matchsvc.db.models import Face, FaceImpression, Rating
 
-__all__ = ["list_ratings", "upsert_served_rating"]
+__all__ = ["count_ratings", "list_ratings", "training_rows", "upsert_served_rating"]
 
 
 def upsert_served_rating(
-    session: Session, *, user_id: uuid.UUID, face_id: uuid.UUID, liked: bool, dwell_ms: int | None
+    session: Session, *, user_id: uuid.UUID, face_id: uuid.UUID, label_ct: bytes, label_epsilon: float | None
 ) -> tuple[datetime, bool] | None:
     """Insert or replace the user's rating of a face that was served to them, in one statement.
 
     Returns ``(recorded_at, created)``, or None when the face was never served to the user.
     """
     served = exists().where(FaceImpression.user_id == user_id, FaceImpression.face_id == face_id)
-    source = select(literal(user_id), literal(face_id), literal(liked), literal(dwell_ms)).where(served)
-    statement = insert(Rating).from_select(["user_id", "face_id", "liked", "dwell_ms"], source)
+    source = select(
+        literal(user_id), literal(face_id), literal(label_ct), literal(label_epsilon, type_=Float)
+    ).where(served)
+    statement = insert(Rating).from_select(["user_id", "face_id", "label_ct", "label_epsilon"], source)
     statement = statement.on_conflict_do_update(
         index_elements=[Rating.user_id, Rating.face_id],
-        set_={"liked": statement.excluded.liked, "dwell_ms": statement.excluded.dwell_ms, "updated_at": func.now()},
+        set_={
+            "label_ct": statement.excluded.label_ct,
+            "label_epsilon": statement.excluded.label_epsilon,
+            "updated_at": func.now(),
+        },
     ).returning(Rating.updated_at, (Rating.created_at == Rating.updated_at).label("created"))
     row = session.execute(statement).first()
     return None if row is None else (row.updated_at, bool(row.created))
@@ -40,3 +46,18 @@ def list_ratings(session: Session, *, user_id: uuid.UUID, after_id: int | None, 
     if after_id is not None:
         query = query.where(Rating.id > after_id)
     return session.scalars(query.order_by(Rating.id).limit(limit)).all()
+
+
+def training_rows(session: Session, *, user_id: uuid.UUID) -> Sequence[tuple[uuid.UUID, list[float], bytes, float | None]]:
+    """(face id, face latent, sealed label, label epsilon) of every rating, for an exact refit."""
+    query = (
+        select(Rating.face_id, Face.latent, Rating.label_ct, Rating.label_epsilon)
+        .join(Face, Face.id == Rating.face_id)
+        .where(Rating.user_id == user_id)
+        .order_by(Rating.id)
+    )
+    return [tuple(row) for row in session.execute(query)]
+
+
+def count_ratings(session: Session, *, user_id: uuid.UUID) -> int:
+    return int(session.scalar(select(func.count()).select_from(Rating).where(Rating.user_id == user_id)) or 0)

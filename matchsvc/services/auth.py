@@ -12,8 +12,10 @@ from sqlalchemy.orm import Session
 
 from matchsvc.db.models import User
 from matchsvc.errors import AuthenticationFailed, Conflict, InvalidInput, PermissionDenied
+from matchsvc.keys import KeyRingStore
 from matchsvc.repositories import users as users_repo
 from matchsvc.security import Scope, create_access_token, hash_password, verify_password
+from matchsvc.services.keys import create_user_key
 
 __all__ = ["IssuedToken", "MINIMUM_AGE", "MIN_PASSWORD_LENGTH", "USERNAME_PATTERN", "authenticate", "issue_token", "register"]
 
@@ -41,13 +43,14 @@ def _certainly_adult(birth_year: int, today: date) -> bool:
 def register(
     session: Session,
     *,
+    keys: KeyRingStore,
     username: str,
     password: str,
     birth_year: int,
     scopes: frozenset[Scope] = frozenset({Scope.user}),
     today: date | None = None,
 ) -> User:
-    """Create an account. Usernames are case-insensitive (stored lower-case)."""
+    """Create an account and its data key. Usernames are case-insensitive (stored lower-case)."""
     today = today or datetime.now(UTC).date()
     if not _USERNAME.fullmatch(username):
         raise InvalidInput("username must be 3-32 letters, digits, '_', '.' or '-'")
@@ -65,6 +68,7 @@ def register(
             birth_year=birth_year,
             scopes=sorted(scope.value for scope in scopes),
         )
+        create_user_key(session, keys=keys, user_id=user.id)
         session.commit()
     except IntegrityError:
         session.rollback()

@@ -1,4 +1,4 @@
-"""Serving generated faces: choosing a batch for a user and rendering PNGs (cached)."""
+"""Serving generated faces: the feed, rendered PNGs (cached), and a user's ideal faces."""
 
 from __future__ import annotations
 
@@ -10,34 +10,91 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from engine.latent import LatentSpace, encode_png
+from engine.reverse import ideal_latents
+from engine.sampling import next_batch
 from matchsvc.db.models import Face
-from matchsvc.errors import NotFound
+from matchsvc.errors import Conflict, NotFound
+from matchsvc.keys import KeyRingStore
 from matchsvc.repositories import faces as faces_repo
+from matchsvc.repositories import ratings as ratings_repo
+from matchsvc.services.keys import user_cipher
+from matchsvc.services.preferences import load_model
 
-__all__ = ["RenderedFace", "choose_latents", "face_image", "next_faces"]
+__all__ = ["RenderedFace", "ensure_shared_pool", "face_image", "ideal_faces", "next_faces"]
 
 
-def choose_latents(space: LatentSpace, *, n: int, rng: np.random.Generator) -> np.ndarray:
-    """The feed: which latents to show next, shape ``(n, dim)``. Never returns a safety-region latent.
-
-    Draws from the latent prior; oversamples so that filtering the safety region still fills the batch.
-    """
-    chosen = np.empty((0, space.dim))
-    while len(chosen) < n:
-        draw = space.sample(2 * n, rng)
-        chosen = np.concatenate([chosen, draw[~space.in_safety_region(draw)]])
-    return chosen[:n]
+def ensure_shared_pool(session: Session, *, space: LatentSpace, size: int, rng: np.random.Generator) -> int:
+    """Top the shared (cached) face pool up to ``size`` prior faces outside the safety region."""
+    missing = size - faces_repo.count_shared(session)
+    if missing > 0:
+        latents = space.sample(2 * missing + 16, rng)
+        latents = latents[~space.in_safety_region(latents)][:missing]
+        faces_repo.add_faces(session, backend=space.name, latents=latents, shared=True)
+        session.commit()
+    return max(missing, 0)
 
 
 def next_faces(
-    session: Session, *, user_id: uuid.UUID, space: LatentSpace, n: int, rng: np.random.Generator
+    session: Session,
+    *,
+    user_id: uuid.UUID,
+    keys: KeyRingStore,
+    space: LatentSpace,
+    n: int,
+    rng: np.random.Generator,
+    cached_candidates: int = 512,
 ) -> list[Face]:
-    """Create the next batch for ``user_id`` and remember that it was served (ratings require it)."""
-    latents = choose_latents(space, n=n, rng=rng)
-    faces = faces_repo.add_faces(session, backend=space.name, latents=latents)
+    """The next batch for ``user_id`` from the active-learning feed; remembered as served.
+
+    The feed sees only the released (private) model, the number of ratings, shared cached faces
+    and public randomness, never a label. Safety-region latents are filtered by the feed and
+    again here, so no code path can serve one.
+    """
+    cipher = user_cipher(session, keys=keys, user_id=user_id)
+    stored = load_model(session, cipher=cipher)
+    cached = faces_repo.unseen_shared_faces(session, user_id=user_id, limit=cached_candidates)
+    batch = next_batch(
+        space,
+        n=n,
+        model=stored.model if stored else None,
+        n_rated=ratings_repo.count_ratings(session, user_id=user_id),
+        cached=np.array([face.latent for face in cached]) if cached else None,
+        rng=rng,
+    )
+    if space.in_safety_region(batch.latents).any():
+        raise RuntimeError("the feed returned a safety-region latent")  # a bug, never a request error
+    fresh = iter(
+        faces_repo.add_faces(session, backend=space.name, latents=batch.latents[batch.cached_index < 0])
+    )
+    faces = [cached[index] if index >= 0 else next(fresh) for index in batch.cached_index]
     faces_repo.record_impressions(session, user_id=user_id, face_ids=[face.id for face in faces])
     session.commit()
     return faces
+
+
+def ideal_faces(
+    session: Session,
+    *,
+    user_id: uuid.UUID,
+    keys: KeyRingStore,
+    space: LatentSpace,
+    n: int,
+    score: float | None,
+    rng: np.random.Generator,
+) -> list[tuple[bytes, float]]:
+    """Rendered faces the user's model scores at ``score`` (default: its top), with their probabilities.
+
+    Nothing is stored: these latents are a function of the user's model, so they never become
+    (plaintext) face rows.
+    """
+    stored = load_model(session, cipher=user_cipher(session, keys=keys, user_id=user_id))
+    if stored is None:
+        raise Conflict("no preference model yet: rate some faces first")
+    result = ideal_latents(space, stored.model, n=n, score=score, rng=rng)
+    return [
+        (encode_png(space.render(latent)), float(probability))
+        for latent, probability in zip(result.latents, result.probabilities, strict=True)
+    ]
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ def test_scope_not_held_is_forbidden(client: TestClient) -> None:
 def test_auditor_token_cannot_rate(client: TestClient, db: Runtime) -> None:
     with db.sessions() as session:
         auth_service.register(
-            session, username="audrey", password=PASSWORD, birth_year=1980, scopes=frozenset({Scope.auditor})
+            session, keys=db.keys, username="audrey", password=PASSWORD, birth_year=1980, scopes=frozenset({Scope.auditor})
         )
     headers = auth_headers(client, "audrey")
     assert client.get("/v1/me", headers=headers).json()["scopes"] == ["auditor"]

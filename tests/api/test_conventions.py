@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -67,9 +68,7 @@ def test_huge_bodies_are_413(client: TestClient, declared: bool) -> None:
 @pytest.fixture
 def limited_client(db: Runtime) -> Iterator[TestClient]:
     settings = db.settings.model_copy(update={"rate_limit_per_minute": 60, "rate_limit_burst": 3})
-    runtime = Runtime(
-        settings=settings, engine=db.engine, sessions=db.sessions, latent_space=db.latent_space, secrets=db.secrets
-    )
+    runtime = dataclasses.replace(db, settings=settings, embedded=None, scratch=None)
     with TestClient(create_app(runtime)) as test_client:
         yield test_client
 
@@ -87,9 +86,7 @@ def test_rate_limit_is_per_user_with_retry_after(client: TestClient, limited_cli
 
 def test_cors_is_configurable(db: Runtime) -> None:
     settings = db.settings.model_copy(update={"cors_origins": ["https://app.example"]})
-    runtime = Runtime(
-        settings=settings, engine=db.engine, sessions=db.sessions, latent_space=db.latent_space, secrets=db.secrets
-    )
+    runtime = dataclasses.replace(db, settings=settings, embedded=None, scratch=None)
     with TestClient(create_app(runtime)) as test_client:
         preflight = test_client.options(
             "/v1/me", headers={"Origin": "https://app.example", "Access-Control-Request-Method": "GET"}

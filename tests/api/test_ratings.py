@@ -36,7 +36,7 @@ def test_rate_and_list(client: TestClient) -> None:
         assert "liked" not in response.json()  # the receipt never echoes the label
     listed = client.get("/v1/me/ratings", headers=headers).json()
     assert [item["face_id"] for item in listed["items"]] == faces
-    assert [item["liked"] for item in listed["items"]] == [True, False, True]
+    assert all(item["privatised"] for item in listed["items"])
     assert listed["next_cursor"] is None
 
 
@@ -74,7 +74,10 @@ def test_re_rating_a_face_replaces_the_rating(client: TestClient, db: Runtime) -
     second = _rate(client, headers, {"face_id": face_id, "liked": False})
     assert second.status_code == 200 and second.json()["created"] is False
     assert _count(db, "ratings") == 1
-    assert client.get("/v1/me/ratings", headers=headers).json()["items"][0]["liked"] is False
+    item = client.get("/v1/me/ratings", headers=headers).json()["items"][0]
+    assert item["updated_at"] > item["created_at"]
+    # The re-rating is a fresh randomized-response release of the same answer slot: charged again.
+    assert client.get("/v1/me/privacy", headers=headers).json()["spends"] == 2
 
 
 def test_cursor_pagination_walks_every_rating_once(client: TestClient) -> None:

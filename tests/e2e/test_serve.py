@@ -85,6 +85,8 @@ def test_http_only_client_survives_a_restart() -> None:
             headers = {"Authorization": f"Bearer {token['access_token']}"}
             items = http.get("/v1/me/ratings", params={"limit": 100}, headers=headers).json()["items"]
             assert [item["face_id"] for item in items] == [face["id"] for face in faces]
-            assert [item["liked"] for item in items] == [index % 3 == 0 for index in range(10)]
+            assert all(item["privatised"] for item in items)
+            budget = http.get("/v1/me/privacy", headers=headers).json()
+            assert budget["spends"] == 10 and budget["epsilon_spent"] > 0
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -41,7 +41,8 @@ def test_restart_keeps_accounts_and_ratings(tmp_path: Path, monkeypatch) -> None
             assert client.get("/v1/me", headers=headers).json() == me
             ratings = client.get("/v1/me/ratings", headers=headers).json()["items"]
             assert [r["face_id"] for r in ratings] == [face["id"] for face in faces]
-            assert [r["liked"] for r in ratings] == [True, True, False, False]
+            assert all(r["privatised"] for r in ratings)
+            assert client.get("/v1/me/privacy", headers=headers).json()["spends"] == 4
             image = client.get(faces[0]["image_url"], headers=headers)
             assert image.status_code == 200
     finally:

@@ -1,0 +1,18 @@
+"""The caller's privacy budget."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["PrivacyBudget"]
+
+
+class PrivacyBudget(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    mechanism: str = Field(description="rr (randomized response at ingestion), objective or dpsgd (per release)")
+    epsilon_spent: float = Field(description="Worst-case lifetime privacy loss of any one of your ratings")
+    delta_spent: float
+    epsilon_cap: float = Field(description="The loss no rating may ever exceed")
+    spends: int = Field(description="Ledger entries recorded for you")
+    guarantee: str = Field(description="What the numbers mean, in one sentence")

@@ -1,0 +1,112 @@
+"""Keys at rest: the key ring (KEKs) and each user's data key (DEK), and sealing values with them.
+
+* The key ring comes from ``MATCHSVC_KEYRING`` (JSON), ``MATCHSVC_KEYRING_FILE``, or in development a
+  file generated under the data directory (with a warning).
+* Every user gets a random data key at registration, stored only wrapped by the current KEK
+  (``user_keys``). Deleting that row makes every ciphertext of the user unreadable, backups included.
+* Rotation (``matchsvc keys rotate``) adds a KEK version to the ring file and re-wraps data keys;
+  data ciphertexts are untouched. A running service that meets a key wrapped under a version it has
+  not loaded yet re-reads the ring file, so rotation needs no restart.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from privacy.crypto import Aad, DataKey, DecryptionError, KeyRing, unwrap_data_key, wrapped_key_version
+
+__all__ = ["KeyRingStore", "UserCipher"]
+
+log = structlog.get_logger(__name__)
+
+
+class KeyRingStore:
+    """The process's view of the key ring, reloadable from its file."""
+
+    def __init__(self, *, path: Path | None = None, json_text: str | None = None) -> None:
+        if (path is None) == (json_text is None):
+            raise ValueError("exactly one of path and json_text is required")
+        self._path = path
+        self._lock = threading.Lock()
+        self._ring = KeyRing.from_json(json_text) if json_text is not None else self._read()
+
+    @classmethod
+    def open_or_create(cls, path: Path) -> KeyRingStore:
+        """Development default: generate a ring file on first start."""
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_private(path, KeyRing.generate().to_json())
+            log.warning("generated_development_keyring", path=str(path), hint="set MATCHSVC_KEYRING_FILE in production")
+        return cls(path=path)
+
+    def _read(self) -> KeyRing:
+        assert self._path is not None
+        return KeyRing.from_json(self._path.read_text())
+
+    @property
+    def ring(self) -> KeyRing:
+        return self._ring
+
+    def reload(self) -> None:
+        """Pick up versions added by a rotation in another process (no-op without a file)."""
+        if self._path is not None:
+            with self._lock:
+                self._ring = self._read()
+
+    def rotate(self) -> int:
+        """Add a KEK version, make it current and persist it atomically; returns the new version."""
+        if self._path is None:
+            raise RuntimeError("key rotation needs MATCHSVC_KEYRING_FILE: an environment key ring cannot be updated")
+        with self._lock:
+            ring = self._read()
+            version = ring.rotate()
+            _write_private(self._path, ring.to_json())
+            self._ring = ring
+        return version
+
+    def unwrap(self, blob: bytes, *, user_id: uuid.UUID) -> DataKey:
+        """Unwrap a user's data key, re-reading the ring once if it names a version we lack."""
+        try:
+            return unwrap_data_key(self._ring, blob, user_id=str(user_id))
+        except DecryptionError:
+            if wrapped_key_version(blob) in self._ring.versions:
+                raise
+        self.reload()
+        return unwrap_data_key(self._ring, blob, user_id=str(user_id))
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a secret file with mode 0600 via rename, so readers never see a partial ring."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keyring-")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class UserCipher:
+    """Seals and opens one user's values; the AAD names where the value lives."""
+
+    key: DataKey
+    user_id: uuid.UUID
+
+    def _aad(self, table: str, column: str, row: str) -> Aad:
+        return Aad(table=table, column=column, user_id=str(self.user_id), row=row)
+
+    def seal(self, plaintext: bytes, *, table: str, column: str, row: str) -> bytes:
+        return self.key.encrypt(plaintext, aad=self._aad(table, column, row))
+
+    def open(self, blob: bytes, *, table: str, column: str, row: str) -> bytes:
+        return self.key.decrypt(blob, aad=self._aad(table, column, row))

@@ -1,0 +1,51 @@
+"""Wrapped user data keys."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from matchsvc.db.models import UserKey
+
+__all__ = ["add_user_key", "count_stale_keys", "get_wrapped_key", "lock_stale_keys", "replace_wrapped_key"]
+
+
+def add_user_key(session: Session, *, user_id: uuid.UUID, wrapped_key: bytes, kek_version: int) -> None:
+    session.add(UserKey(user_id=user_id, wrapped_key=wrapped_key, kek_version=kek_version))
+    session.flush()
+
+
+def get_wrapped_key(session: Session, user_id: uuid.UUID, *, for_update: bool = False) -> bytes | None:
+    """The wrapped key; ``for_update`` also serialises the user's concurrent writes (budget checks)."""
+    query = select(UserKey.wrapped_key).where(UserKey.user_id == user_id)
+    if for_update:
+        query = query.with_for_update()
+    return session.scalar(query)
+
+
+def lock_stale_keys(session: Session, *, current_version: int, limit: int) -> Sequence[UserKey]:
+    """Keys wrapped under an older KEK, locked; rows other workers hold are skipped, not waited on."""
+    query = (
+        select(UserKey)
+        .where(UserKey.kek_version < current_version)
+        .order_by(UserKey.user_id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return session.scalars(query).all()
+
+
+def replace_wrapped_key(session: Session, *, user_id: uuid.UUID, wrapped_key: bytes, kek_version: int) -> None:
+    session.execute(
+        update(UserKey)
+        .where(UserKey.user_id == user_id)
+        .values(wrapped_key=wrapped_key, kek_version=kek_version, rotated_at=func.now())
+    )
+
+
+def count_stale_keys(session: Session, *, current_version: int) -> int:
+    query = select(func.count()).select_from(UserKey).where(UserKey.kek_version < current_version)
+    return int(session.scalar(query) or 0)

@@ -1,0 +1,59 @@
+"""User data keys: created at registration, unwrapped per request, re-wrapped by rotation."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from matchsvc.keys import KeyRingStore, UserCipher
+from matchsvc.repositories import keys as keys_repo
+from privacy.crypto import DataKey, rewrap_data_key, wrap_data_key
+
+__all__ = ["RotationReport", "create_user_key", "rotate_keys", "user_cipher"]
+
+
+def create_user_key(session: Session, *, keys: KeyRingStore, user_id: uuid.UUID) -> None:
+    """A fresh random data key for a new user, stored only wrapped (in the caller's transaction)."""
+    ring = keys.ring
+    wrapped = wrap_data_key(ring, DataKey.generate(), user_id=str(user_id))
+    keys_repo.add_user_key(session, user_id=user_id, wrapped_key=wrapped, kek_version=ring.current)
+
+
+def user_cipher(session: Session, *, keys: KeyRingStore, user_id: uuid.UUID, for_update: bool = False) -> UserCipher:
+    """The user's cipher. ``for_update`` locks the key row: one writer per user at a time."""
+    wrapped = keys_repo.get_wrapped_key(session, user_id, for_update=for_update)
+    if wrapped is None:
+        raise LookupError(f"user {user_id} has no data key")
+    return UserCipher(key=keys.unwrap(wrapped, user_id=user_id), user_id=user_id)
+
+
+@dataclass(frozen=True)
+class RotationReport:
+    kek_version: int
+    rewrapped: int
+
+
+def rotate_keys(sessions: sessionmaker[Session], *, keys: KeyRingStore, batch_size: int = 500) -> RotationReport:
+    """Add a KEK version, then re-wrap every data key under it, in short transactions.
+
+    Safe while the service runs: each batch locks only its own rows (others are skipped and picked
+    up by the next batch), and readers unwrap with whichever version a key currently has.
+    """
+    version = keys.rotate()
+    rewrapped = 0
+    while True:
+        with sessions() as session:
+            stale = keys_repo.lock_stale_keys(session, current_version=version, limit=batch_size)
+            if not stale:
+                if keys_repo.count_stale_keys(session, current_version=version) == 0:
+                    return RotationReport(kek_version=version, rewrapped=rewrapped)
+                time.sleep(0.05)  # the rest are locked by in-flight requests; they finish in milliseconds
+                continue
+            for row in stale:
+                blob = rewrap_data_key(keys.ring, row.wrapped_key, user_id=str(row.user_id))
+                keys_repo.replace_wrapped_key(session, user_id=row.user_id, wrapped_key=blob, kek_version=version)
+            session.commit()
+            rewrapped += len(stale)

@@ -1,0 +1,139 @@
+"""The privacy ledger and budget: every spend is recorded, and no rating's loss may pass the cap.
+
+Accounting unit: one rating (label-level DP, ``LABEL_CHANGE``). Label releases of different faces
+touch disjoint records, so they compose in parallel; everything that touches one face composes
+sequentially (basic composition: epsilons and deltas add). A rating's lifetime loss is therefore
+
+    loss(face) = sum of spends scoped to that face + sum of spends scoped to the whole model,
+
+and the user's reported loss is the worst face. Spends proven under another relation are converted
+to ``LABEL_CHANGE`` first (add/remove-one: group privacy, ``(2 eps, (1 + e^eps) delta)``).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from engine.preference import mechanism_guarantee
+from matchsvc.errors import PrivacyBudgetExhausted
+from matchsvc.repositories import ledger as ledger_repo
+from matchsvc.settings import Settings
+from privacy.mechanisms import ADD_REMOVE_ONE, LABEL_CHANGE, Guarantee
+
+__all__ = ["BudgetReport", "PrivacyPolicy", "budget_report", "charge", "rating_scope"]
+
+LABEL_MECHANISM = "rr"
+
+
+@dataclass(frozen=True)
+class PrivacyPolicy:
+    """The deployment's privacy configuration, fixed at start-up."""
+
+    mechanism: str
+    epsilon: float
+    delta: float
+    cap: float
+    refit_every: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PrivacyPolicy:
+        return cls(
+            mechanism=settings.privacy_mechanism,
+            epsilon=settings.privacy_epsilon,
+            delta=settings.privacy_delta if settings.privacy_mechanism == "dpsgd" else 0.0,
+            cap=settings.privacy_cap,
+            refit_every=settings.refit_every,
+        )
+
+    @property
+    def privatises_labels(self) -> bool:
+        """True when labels are randomised at ingestion (refits are then free post-processing)."""
+        return self.mechanism == LABEL_MECHANISM
+
+    @property
+    def guarantee(self) -> Guarantee:
+        """Per rating (``rr``) or per model release (``objective``, ``dpsgd``)."""
+        return mechanism_guarantee(self.mechanism, epsilon=self.epsilon, delta=self.delta)
+
+
+def rating_scope(face_id: uuid.UUID) -> str:
+    return f"rating:{face_id}"
+
+
+def _label_change_cost(guarantee: Guarantee) -> tuple[float, float, str]:
+    """(epsilon, delta, relation) of a spend, restated for the ledger's ``LABEL_CHANGE`` unit."""
+    if guarantee.neighbouring == ADD_REMOVE_ONE:
+        relation = f"{LABEL_CHANGE} (group privacy from {ADD_REMOVE_ONE})"
+        return 2 * guarantee.epsilon, (1 + math.exp(guarantee.epsilon)) * guarantee.delta, relation
+    return guarantee.epsilon, guarantee.delta, guarantee.neighbouring
+
+
+def charge(
+    session: Session, *, user_id: uuid.UUID, guarantee: Guarantee, scope: str, cap: float
+) -> None:
+    """Record a spend in ``scope`` (a ``rating_scope`` or the model), refusing it past the cap.
+
+    The caller must hold the user's write lock (``user_cipher(..., for_update=True)``) so two
+    concurrent spends cannot both pass the check.
+
+    Raises
+    ------
+    PrivacyBudgetExhausted
+        If the spend would take some rating's lifetime loss above ``cap``; nothing is recorded.
+    """
+    epsilon, delta, relation = _label_change_cost(guarantee)
+    totals = ledger_repo.scope_totals(session, user_id=user_id, rating_scope=scope)
+    if scope == ledger_repo.MODEL_SCOPE:
+        after = totals.model_epsilon + totals.worst_rating_epsilon + epsilon
+    else:
+        after = totals.model_epsilon + totals.rating_scope_epsilon + epsilon
+    if after > cap + 1e-12:
+        what = "another model release" if scope == ledger_repo.MODEL_SCOPE else "another rating of this face"
+        raise PrivacyBudgetExhausted(
+            f"{what} would raise a rating's privacy loss to epsilon={after:.3g}, above the lifetime cap of {cap:g}"
+        )
+    ledger_repo.add_spend(
+        session,
+        user_id=user_id,
+        mechanism=guarantee.mechanism,
+        epsilon=epsilon,
+        delta=delta,
+        neighbouring=relation,
+        scope=scope,
+    )
+
+
+@dataclass(frozen=True)
+class BudgetReport:
+    mechanism: str
+    epsilon_spent: float
+    delta_spent: float
+    epsilon_cap: float
+    spends: int
+    guarantee: str
+
+
+def budget_report(session: Session, *, user_id: uuid.UUID, policy: PrivacyPolicy) -> BudgetReport:
+    """Worst-case lifetime loss over the user's ratings, and what it means in one sentence."""
+    totals = ledger_repo.scope_totals(session, user_id=user_id)
+    spent = totals.model_epsilon + totals.worst_rating_epsilon
+    delta = totals.model_delta + totals.worst_rating_delta
+    spends = len(ledger_repo.list_spends(session, user_id=user_id))
+    delta_text = f" (except with probability {delta:.2g})" if delta > 0 else ""
+    sentence = (
+        f"Whatever we store or release about you would be at most e^{spent:.3g} = {math.exp(spent):.3g} times "
+        f"more or less likely had you answered any single face the other way{delta_text}; "
+        f"this can never exceed e^{policy.cap:g}."
+    )
+    return BudgetReport(
+        mechanism=policy.mechanism,
+        epsilon_spent=spent,
+        delta_spent=delta,
+        epsilon_cap=policy.cap,
+        spends=spends,
+        guarantee=sentence,
+    )
