@@ -1,0 +1,151 @@
+"""Randomized response on like/pass labels: the service's default mechanism.
+
+Mechanism
+---------
+Each stored label is the true label, flipped with probability ``p = 1 / (1 + e^eps)``. For one
+rating, ``P[stored = y | true = y] / P[stored = y | true = 1 - y] = (1 - p) / p = e^eps``, so the
+stored bit is eps-differentially private for that rating's answer. Labels of different faces use
+independent randomness, and a rating only influences its own stored bit, so the whole stored
+dataset (and everything computed from it alone, e.g. a refit model) is eps-DP under the
+``LABEL_CHANGE`` relation: two datasets rating the same (public) faces and differing in the answer
+to one of them.
+
+Randomness
+----------
+The caller supplies the uniforms, so one function serves both callers: the service derives a
+rating's uniform from the user's secret data key (``uniform_from_bytes(key.prf("rr",
+face_id))``), audits draw them from a seeded ``numpy`` generator. The comparison ``u < p`` on a
+53-bit uniform realises ``P[flip] = ceil(p * 2^53) / 2^53``, i.e. ``p`` rounded up by less
+than ``2^-53``, which only lowers the privacy loss; with the float rounding of ``p`` itself the
+realised loss exceeds ``eps`` by less than ``1e-15``. With PRF-derived uniforms the
+guarantee is computational: it holds against anyone who does not hold the data key.
+
+Re-rating
+---------
+Because the uniform is a deterministic function of (user key, face), the flip decision
+``F = [u < p]`` is drawn once per face and reused: every stored value for that face is
+``answer XOR F``. Re-submitting the same answer stores the identical private bit (repeating a
+rating cannot average the noise away), and changing the answer flips the stored bit. Exact
+guarantee: the whole history of stored values for one face is eps-DP with respect to the
+answers, where the neighbouring histories are an answer sequence and its complement. What is
+NOT protected is the pattern of changes: an observer of the history learns *whether* the user
+changed their answer (``answer_t XOR answer_s``), not what the answers were. Hence re-ratings
+spend no additional budget; the budget is charged once per rated face.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+from privacy.mechanisms.base import LABEL_CHANGE, Guarantee
+
+__all__ = ["RandomizedResponse", "uniform_from_bytes"]
+
+_MECHANISM = "randomized_response"
+_UNIFORM_BITS = 53
+
+
+def _check_epsilon(epsilon: float) -> float:
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.floating, np.integer)):
+        raise TypeError(f"epsilon must be a real number, got {epsilon!r}")
+    value = float(epsilon)
+    if math.isnan(value) or value <= 0:
+        raise ValueError(f"epsilon must be > 0 (math.inf only for the non-private benchmark), got {epsilon!r}")
+    return value
+
+
+class RandomizedResponse:
+    """Binary randomized response with flip probability ``1 / (1 + e^epsilon)``.
+
+    Parameters
+    ----------
+    epsilon : float
+        Privacy parameter, ``> 0``. ``math.inf`` gives flip probability 0 (no noise, no
+        guarantee) and exists only for the non-private benchmark baseline.
+
+    Notes
+    -----
+    Guarantee: pure ``epsilon``-DP (``delta = 0``) under ``LABEL_CHANGE``; see the module
+    docstring for re-ratings.
+    """
+
+    def __init__(self, *, epsilon: float) -> None:
+        self._epsilon = _check_epsilon(epsilon)
+        # 1 / (1 + e^eps) written as e^-eps / (1 + e^-eps): no overflow for large eps, and
+        # exactly 0.0 for eps = inf.
+        tail = math.exp(-self._epsilon)
+        self._flip_probability = tail / (1.0 + tail)
+
+    @property
+    def epsilon(self) -> float:
+        """The privacy parameter this instance was built with."""
+        return self._epsilon
+
+    @property
+    def flip_probability(self) -> float:
+        """Probability ``1 / (1 + e^epsilon)`` that a stored label differs from the true one."""
+        return self._flip_probability
+
+    @property
+    def guarantee(self) -> Guarantee:
+        """The claim: ``(epsilon, 0)``-DP for one rating's answer (``LABEL_CHANGE``)."""
+        return Guarantee(epsilon=self._epsilon, delta=0.0, neighbouring=LABEL_CHANGE, mechanism=_MECHANISM)
+
+    def privatize(self, labels: npt.ArrayLike, uniforms: npt.ArrayLike) -> np.ndarray:
+        """Return the private labels: ``labels[i]`` flipped exactly where ``uniforms[i] < p``.
+
+        Parameters
+        ----------
+        labels : array_like of bool or {0, 1}, shape (n,)
+            True answers (1 = like).
+        uniforms : array_like of float, shape (n,)
+            One independent uniform in ``[0, 1)`` per label; see the module docstring for where
+            they come from.
+
+        Returns
+        -------
+        numpy.ndarray of bool, shape (n,)
+        """
+        y = np.asarray(labels)
+        if y.ndim != 1:
+            raise ValueError(f"labels must have shape (n,), got shape {y.shape}")
+        if y.dtype != np.bool_:
+            if y.dtype.kind not in "iuf" or not np.isin(y, (0, 1)).all():
+                raise ValueError("labels must be booleans or 0/1 values")
+            y = y.astype(bool)
+        u = np.asarray(uniforms, dtype=np.float64)
+        if u.shape != y.shape:
+            raise ValueError(f"uniforms must have the shape of labels {y.shape}, got shape {u.shape}")
+        if not ((u >= 0.0) & (u < 1.0)).all():
+            raise ValueError("uniforms must lie in [0, 1)")
+        return y ^ (u < self.flip_probability)
+
+    def privatize_one(self, label: bool, uniform: float) -> bool:
+        """Private label of a single rating; the same mechanism as :meth:`privatize`."""
+        return bool(self.privatize(np.array([label]), np.array([uniform]))[0])
+
+    def __repr__(self) -> str:
+        return f"RandomizedResponse(epsilon={self._epsilon!r})"
+
+
+def uniform_from_bytes(data: bytes) -> float:
+    """Map pseudorandom bytes (e.g. a 32-byte PRF output) to a uniform float in ``[0, 1)``.
+
+    Uses the first 8 bytes, big-endian, keeping the top 53 bits: the result is exactly uniform
+    on the grid ``k / 2^53`` if the bytes are uniform, like ``numpy``'s ``Generator.random``.
+
+    Raises
+    ------
+    TypeError
+        If ``data`` is not ``bytes``.
+    ValueError
+        If ``data`` is shorter than 8 bytes.
+    """
+    if not isinstance(data, (bytes, bytearray)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    if len(data) < 8:
+        raise ValueError(f"data must hold at least 8 bytes, got {len(data)}")
+    return (int.from_bytes(data[:8], "big") >> (64 - _UNIFORM_BITS)) / float(1 << _UNIFORM_BITS)

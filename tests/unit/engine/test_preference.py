@@ -1,0 +1,341 @@
+"""Private preference learning: the released model, the noise-aware learner, online updates."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from scipy.special import expit
+
+from engine.latent._prior import sample_truncated_prior
+from engine.preference import (
+    MECHANISMS,
+    SERVICE_MECHANISMS,
+    OnlinePreference,
+    PreferenceModel,
+    fit_noisy,
+    fit_private,
+    mechanism_guarantee,
+)
+from engine.preference.benchmark import benchmark_accuracy, expected_accuracy, synthetic_user
+from privacy.mechanisms import ADD_REMOVE_ONE, LABEL_CHANGE, REPLACE_ONE, Guarantee, RandomizedResponse
+
+
+def _user_data(dim: int, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    w, b = synthetic_user(dim, rng)
+    Z = sample_truncated_prior(n, dim, rng)
+    return Z, rng.random(n) < expit(Z @ w + b), w, b
+
+
+# --- PreferenceModel ---------------------------------------------------------------------------
+
+
+def test_model_is_an_immutable_calibrated_logit() -> None:
+    model = PreferenceModel(coef=np.array([1.0, -2.0]), intercept=0.5)
+    Z = np.array([[0.0, 0.0], [1.0, 1.0]])
+    assert model.decision_function(Z).tolist() == [0.5, -0.5]
+    assert model.predict_proba(Z) == pytest.approx(expit(np.array([0.5, -0.5])))
+    assert model.dim == 2
+    with pytest.raises(ValueError):
+        model.coef[0] = 3.0
+    with pytest.raises(AttributeError):
+        model.intercept = 1.0  # type: ignore[misc]
+
+
+def test_model_copies_its_input() -> None:
+    source = np.array([1.0, 2.0])
+    model = PreferenceModel(coef=source, intercept=0.0)
+    source[0] = 9.0
+    assert model.coef[0] == 1.0
+
+
+@given(hnp.arrays(np.float64, st.integers(2, 40), elements=st.floats(-1e6, 1e6)))
+def test_vector_round_trip(vector: np.ndarray) -> None:
+    model = PreferenceModel.from_vector(vector)
+    assert np.array_equal(model.to_vector(), vector)
+    assert model == PreferenceModel.from_vector(vector.copy())
+    assert hash(model) == hash(PreferenceModel.from_vector(vector + 0.0))
+
+
+@pytest.mark.parametrize(
+    ("coef", "intercept", "error"),
+    [
+        ([], 0.0, ValueError),
+        ([[1.0]], 0.0, ValueError),
+        ([math.nan], 0.0, ValueError),
+        ([1.0], math.inf, ValueError),
+        ([1.0], "0", TypeError),
+    ],
+)
+def test_model_rejects_bad_values(coef: object, intercept: object, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        PreferenceModel(coef=coef, intercept=intercept)  # type: ignore[arg-type]
+
+
+def test_model_rejects_latents_of_the_wrong_dimension() -> None:
+    with pytest.raises(ValueError, match=r"\(n, 2\)"):
+        PreferenceModel(coef=np.array([1.0, 2.0]), intercept=0.0).decision_function(np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="vector"):
+        PreferenceModel.from_vector([1.0])
+
+
+# --- fit_noisy ---------------------------------------------------------------------------------
+
+
+def test_noise_aware_fit_is_consistent_for_the_clean_model() -> None:
+    """With many ratings the unbiased loss recovers the true weights; the naive fit is shrunk."""
+    rng = np.random.default_rng(0)
+    dim, n = 6, 40_000
+    w, b = np.array([1.5, -1.0, 0.5, 0.0, 0.8, -0.3]), -0.4
+    Z = sample_truncated_prior(n, dim, rng)
+    rr = RandomizedResponse(epsilon=1.0)
+    y_private = rr.privatize(rng.random(n) < expit(Z @ w + b), rng.random(n))
+    model = fit_noisy(Z, y_private, flip_probability=rr.flip_probability)
+    assert np.abs(model.coef - w).max() < 0.12
+    assert abs(model.intercept - b) < 0.12
+    naive = fit_noisy(Z, y_private, flip_probability=0.0)
+    assert np.linalg.norm(naive.coef) < 0.6 * np.linalg.norm(w)
+
+
+def test_fit_noisy_accepts_per_rating_flip_probabilities() -> None:
+    rng = np.random.default_rng(1)
+    Z, y, _, _ = _user_data(4, 30, rng)
+    scalar = fit_noisy(Z, y, flip_probability=0.2)
+    per_rating = fit_noisy(Z, y, flip_probability=np.full(30, 0.2))
+    assert np.allclose(scalar.to_vector(), per_rating.to_vector())
+
+
+def test_public_negatives_lower_the_like_probability_there() -> None:
+    rng = np.random.default_rng(2)
+    Z, y, _, _ = _user_data(4, 40, rng)
+    region = np.zeros((20, 4))
+    region[:, 0] = -2.5
+    region[:, 1:] = rng.normal(size=(20, 3))
+    plain = fit_noisy(Z, y, flip_probability=0.2)
+    guarded = fit_noisy(Z, y, flip_probability=0.2, public_negatives=region)
+    assert guarded.predict_proba(region).mean() < plain.predict_proba(region).mean() - 0.1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"Z": np.zeros((3,))}, ValueError, "Z must have shape"),
+        ({"Z": np.full((3, 2), math.nan)}, ValueError, "finite"),
+        ({"y_private": [1, 0]}, ValueError, "shape"),
+        ({"y_private": [1, 0, 2]}, ValueError, "0/1"),
+        ({"flip_probability": 0.5}, ValueError, "flip_probability"),
+        ({"flip_probability": [0.1, 0.1]}, ValueError, "flip_probability"),
+        ({"l2": 0.0}, ValueError, "l2"),
+        ({"l2": "4"}, TypeError, "l2"),
+        ({"public_negatives": np.zeros((2, 3))}, ValueError, "public_negatives"),
+    ],
+)
+def test_fit_noisy_rejects_bad_input(kwargs: dict[str, object], error: type[Exception], message: str) -> None:
+    args: dict[str, object] = {"Z": np.zeros((3, 2)), "y_private": [1, 0, 1], "flip_probability": 0.1}
+    args.update(kwargs)
+    with pytest.raises(error, match=message):
+        fit_noisy(**args)  # type: ignore[arg-type]
+
+
+def test_fit_noisy_is_well_calibrated_on_clean_labels() -> None:
+    """Reliability curve and Brier score against the true logistic model (users from the prior)."""
+    rng = np.random.default_rng(3)
+    dim, n = 16, 100
+    rr = RandomizedResponse(epsilon=2.0)
+    predicted, truth = [], []
+    for _ in range(200):
+        Z, y, w, b = _user_data(dim, n, rng)
+        model = fit_noisy(Z, rr.privatize(y, rng.random(n)), flip_probability=rr.flip_probability)
+        T = sample_truncated_prior(200, dim, rng)
+        predicted.append(model.predict_proba(T))
+        truth.append(expit(T @ w + b))
+    p, q = np.concatenate(predicted), np.concatenate(truth)
+    edges = np.quantile(p, np.linspace(0, 1, 11))
+    bins = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, 9)
+    gaps = [abs(p[bins == k].mean() - q[bins == k].mean()) for k in range(10)]
+    assert max(gaps) < 0.03
+    brier_gap = np.mean((p - q) ** 2)
+    assert brier_gap < 0.5 * np.mean((q - q.mean()) ** 2)  # far better than the population rate
+    logit = np.log(p / (1 - p))
+    best = min(np.mean((expit(t * logit) - q) ** 2) for t in np.linspace(0.5, 1.5, 101))
+    assert brier_gap < 1.02 * best  # no temperature would help by more than 2 %
+
+
+def test_unbiased_loss_beats_the_naive_fit_at_low_epsilon() -> None:
+    rng = np.random.default_rng(4)
+    dim, n = 16, 50
+    rr = RandomizedResponse(epsilon=1.0)
+    errors: dict[str, list[float]] = {"unbiased": [], "naive": []}
+    accuracy: dict[str, list[float]] = {"unbiased": [], "naive": []}
+    for _ in range(200):
+        Z, y, w, b = _user_data(dim, n, rng)
+        y_private = rr.privatize(y, rng.random(n))
+        T = sample_truncated_prior(200, dim, rng)
+        truth = T @ w + b
+        for name, rho in (("unbiased", rr.flip_probability), ("naive", 0.0)):
+            model = fit_noisy(Z, y_private, flip_probability=rho)
+            errors[name].append(float(np.mean((model.predict_proba(T) - expit(truth)) ** 2)))
+            accuracy[name].append(expected_accuracy(model.decision_function(T), truth))
+    assert np.mean(errors["unbiased"]) < 0.95 * np.mean(errors["naive"])
+    assert np.mean(accuracy["unbiased"]) > np.mean(accuracy["naive"])
+
+
+@pytest.mark.parametrize("n_ratings", [50, 200])
+def test_private_accuracy_is_close_to_non_private_linear_svc(n_ratings: int) -> None:
+    result = benchmark_accuracy(dim=16, n_ratings=n_ratings, epsilons=(2.0,), users=100, test_faces=300, seed=5)
+    row = result["rows"][0]
+    assert row["gap_to_linear_svc"] < 0.03
+    assert row["private"] < row["bayes"]
+
+
+# --- OnlinePreference --------------------------------------------------------------------------
+
+
+def test_online_update_tracks_the_exact_refit() -> None:
+    rng = np.random.default_rng(6)
+    dim, start, extra = 8, 60, 30
+    rr = RandomizedResponse(epsilon=2.0)
+    Z, y, _, _ = _user_data(dim, start + extra, rng)
+    y_private = rr.privatize(y, rng.random(start + extra))
+    online = OnlinePreference.from_fit(Z[:start], y_private[:start], flip_probability=rr.flip_probability)
+    stale = online.model
+    assert online.model == fit_noisy(Z[:start], y_private[:start], flip_probability=rr.flip_probability)
+    for z, label in zip(Z[start:], y_private[start:], strict=True):
+        returned = online.update(z, bool(label), flip_probability=rr.flip_probability)
+        assert returned is online.model
+    exact = fit_noisy(Z, y_private, flip_probability=rr.flip_probability)
+    T = sample_truncated_prior(500, dim, rng)
+    online_gap = np.abs(online.model.predict_proba(T) - exact.predict_proba(T)).mean()
+    stale_gap = np.abs(stale.predict_proba(T) - exact.predict_proba(T)).mean()
+    assert online_gap < 0.01
+    assert online_gap < 0.1 * stale_gap
+
+
+def test_online_state_round_trips_through_json() -> None:
+    rng = np.random.default_rng(7)
+    Z, y, _, _ = _user_data(5, 30, rng)
+    online = OnlinePreference.from_fit(Z, y, flip_probability=0.1)
+    online.update(Z[0] * 0.5, True, flip_probability=0.1)
+    restored = OnlinePreference.from_state_dict(json.loads(json.dumps(online.state_dict())))
+    assert restored.model == online.model
+    z = rng.normal(size=5)
+    assert restored.update(z, False, flip_probability=0.1) == online.update(z, False, flip_probability=0.1)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda s: s.update(version=2),
+        lambda s: s.pop("theta"),
+        lambda s: s.update(theta=s["theta"][:-1]),
+        lambda s: s.update(inverse_hessian=[[1.0]]),
+        lambda s: s.update(posterior_covariance=[[math.nan] * 4] * 4),
+    ],
+)
+def test_online_state_is_validated(mutate: object) -> None:
+    rng = np.random.default_rng(8)
+    Z, y, _, _ = _user_data(3, 10, rng)
+    state = OnlinePreference.from_fit(Z, y, flip_probability=0.1).state_dict()
+    mutate(state)  # type: ignore[operator]
+    with pytest.raises(ValueError):
+        OnlinePreference.from_state_dict(state)
+
+
+def test_online_update_validates_input() -> None:
+    rng = np.random.default_rng(9)
+    Z, y, _, _ = _user_data(3, 10, rng)
+    online = OnlinePreference.from_fit(Z, y, flip_probability=0.1)
+    with pytest.raises(ValueError, match="z"):
+        online.update(np.zeros(4), True, flip_probability=0.1)
+    with pytest.raises(ValueError, match="flip_probability"):
+        online.update(np.zeros(3), True, flip_probability=0.6)
+    with pytest.raises(ValueError, match="y_private"):
+        online.update(np.zeros(3), 2, flip_probability=0.1)  # type: ignore[arg-type]
+
+
+# --- fit_private and guarantees ----------------------------------------------------------------
+
+
+def test_fit_private_rr_is_randomized_response_then_fit_noisy() -> None:
+    rng = np.random.default_rng(10)
+    Z, y, _, _ = _user_data(6, 40, rng)
+    negatives = rng.normal(size=(5, 6))
+    released = fit_private(Z, y, epsilon=1.0, rng=np.random.default_rng(11), public_negatives=negatives)
+    rr = RandomizedResponse(epsilon=1.0)
+    by_hand = fit_noisy(
+        Z,
+        rr.privatize(y, np.random.default_rng(11).random(40)),
+        flip_probability=rr.flip_probability,
+        public_negatives=negatives,
+    )
+    assert released == by_hand
+
+
+def test_fit_private_without_noise_is_the_clean_fit() -> None:
+    rng = np.random.default_rng(12)
+    Z, y, _, _ = _user_data(6, 40, rng)
+    clean = fit_noisy(Z, y, flip_probability=0.0)
+    assert fit_private(Z, y, epsilon=math.inf, rng=rng) == clean
+    assert fit_private(Z, y, epsilon=1.0, mechanism="none") == clean
+
+
+@pytest.mark.parametrize(("mechanism", "delta"), [("rr", 0.0), ("objective", 0.0), ("dpsgd", 1e-5)])
+def test_fit_private_is_deterministic_given_the_rng(mechanism: str, delta: float) -> None:
+    rng = np.random.default_rng(13)
+    Z, y, _, _ = _user_data(6, 40, rng)
+    first = fit_private(Z, y, epsilon=2.0, delta=delta, mechanism=mechanism, rng=np.random.default_rng(14))
+    again = fit_private(Z, y, epsilon=2.0, delta=delta, mechanism=mechanism, rng=np.random.default_rng(14))
+    other = fit_private(Z, y, epsilon=2.0, delta=delta, mechanism=mechanism, rng=np.random.default_rng(15))
+    assert first == again
+    assert first != other
+    assert first.dim == 6
+
+
+def test_objective_perturbation_learns_with_enough_ratings() -> None:
+    rng = np.random.default_rng(16)
+    dim, n = 4, 20_000
+    w, b = np.array([1.5, -1.0, 0.5, 0.0]), 0.0
+    Z = sample_truncated_prior(n, dim, rng)
+    y = rng.random(n) < expit(Z @ w + b)
+    model = fit_private(Z, y, epsilon=1.0, mechanism="objective", rng=rng)
+    cosine = model.coef @ w / (np.linalg.norm(model.coef) * np.linalg.norm(w))
+    assert cosine > 0.95
+
+
+def test_mechanism_guarantees_are_what_each_mechanism_claims() -> None:
+    assert mechanism_guarantee("rr", epsilon=2.0, delta=0.0) == Guarantee(2.0, 0.0, LABEL_CHANGE, "randomized_response")
+    assert mechanism_guarantee("objective", epsilon=1.0, delta=1e-6) == Guarantee(
+        1.0, 0.0, REPLACE_ONE, "objective_perturbation"
+    )
+    assert mechanism_guarantee("dpsgd", epsilon=1.0, delta=1e-5) == Guarantee(1.0, 1e-5, ADD_REMOVE_ONE, "dpsgd")
+    assert not mechanism_guarantee("none", epsilon=1.0, delta=0.0).is_private
+    assert SERVICE_MECHANISMS == ("rr", "objective", "dpsgd")
+    assert set(MECHANISMS) - set(SERVICE_MECHANISMS) == {"none"}
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "epsilon", "delta", "message"),
+    [
+        ("laplace", 1.0, 0.0, "mechanism"),
+        ("rr", 0.0, 0.0, "epsilon"),
+        ("rr", 1.0, 1.0, "delta"),
+        ("objective", math.inf, 0.0, "epsilon"),
+        ("dpsgd", 1.0, 0.0, "delta"),
+        ("dpsgd", math.inf, 1e-5, "epsilon"),
+    ],
+)
+def test_fit_private_rejects_bad_arguments_before_touching_the_labels(
+    mechanism: str, epsilon: float, delta: float, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        fit_private(np.zeros((2, 2)), [1, 0], epsilon=epsilon, delta=delta, mechanism=mechanism)
+
+
+def test_fit_private_rejects_a_legacy_random_state() -> None:
+    with pytest.raises(TypeError, match="rng"):
+        fit_private(np.zeros((2, 2)), [1, 0], epsilon=1.0, rng=np.random.RandomState(0))  # type: ignore[arg-type]
