@@ -7,6 +7,7 @@ from sqlalchemy import create_engine, pool
 
 from matchsvc.db.base import Base
 from matchsvc.db import models  # noqa: F401  (registers the tables on Base.metadata)
+from matchsvc.db import audit_models  # noqa: F401
 from matchsvc.settings import Settings
 
 config = context.config

@@ -19,8 +19,10 @@ from api.middleware import (
     RequestContextMiddleware,
     TokenBucket,
 )
-from api.routers import auth, faces, health, me, ratings
+from api.routers import audit, auth, faces, health, matching, me, profile, ratings, subjects
 from api.schemas.problem import Problem, problem_responses
+from matchsvc.jobs.matching import run_matching
+from matchsvc.jobs.scheduler import PeriodicJob
 from matchsvc.logging import configure_logging
 from matchsvc.runtime import Runtime
 from matchsvc.security import InvalidToken, decode_access_token
@@ -54,9 +56,21 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        job = None
+        if settings.match_interval_seconds > 0:
+            job = PeriodicJob(
+                name="matching",
+                interval=settings.match_interval_seconds,
+                func=lambda: run_matching(
+                    runtime.sessions, keys=runtime.keys, k=settings.match_k, min_ratings=settings.match_min_ratings
+                ).summary(),
+            )
+            job.start()
         try:
             yield
         finally:
+            if job is not None:
+                job.stop()
             if owns_runtime:
                 runtime.close()
 
@@ -65,8 +79,9 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> FastAPI:
     app.state.metrics = HttpMetrics()
 
     common = problem_responses(400, 413, 422, 429)
-    for router in (auth.router, me.router, faces.router, ratings.router):
-        app.include_router(router, responses=common)
+    routers = (auth, me, profile, faces, ratings, matching, subjects, audit)
+    for module in routers:
+        app.include_router(module.router, responses=common)
     app.include_router(health.router)
     install_error_handlers(app)
     app.openapi = lambda: _openapi_with_problem(app)  # type: ignore[method-assign]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
@@ -122,6 +124,24 @@ def bench_api(
     _emit(run_api_benchmark(requests=requests, threads=threads), as_json=as_json)
 
 
+@bench_app.command("privacy")
+def bench_privacy(
+    as_json: Annotated[bool, typer.Option("--json", help="Emit JSON")] = False,
+    out: Annotated[str | None, typer.Option("--out", help="Directory for privacy_benchmark.png and .json")] = None,
+    users: Annotated[int | None, typer.Option(min=2, help="Synthetic users (default 200, 20 with --quick)")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Smoke run: n in {10, 50}, epsilon in {1, inf}")] = False,
+) -> None:
+    """Accuracy of private preference learning vs LinearSVC, Opacus DP-SGD and diffprivlib (progress on stderr)."""
+    from pathlib import Path
+
+    from matchsvc.bench.privacy import QUICK, run_privacy_benchmark
+
+    grid: dict[str, Any] = {"ratings": QUICK["ratings"], "epsilons": QUICK["epsilons"]} if quick else {}
+    count = users if users is not None else (QUICK["users"] if quick else 200)
+    out_dir = None if out is None else Path(out)
+    _emit(run_privacy_benchmark(users=count, out_dir=out_dir, progress=True, **grid), as_json=as_json)
+
+
 keys_app = typer.Typer(help="Encryption keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
@@ -134,3 +154,56 @@ def keys_rotate() -> None:
     with _runtime() as runtime:
         report = rotate_keys(runtime.sessions, keys=runtime.keys)
         _emit({"kek_version": report.kek_version, "rewrapped": report.rewrapped})
+
+
+match_app = typer.Typer(help="Matching.", no_args_is_help=True)
+app.add_typer(match_app, name="match")
+
+
+@match_app.command("run")
+def match_run(
+    k: Annotated[int, typer.Option(min=1, max=200, help="Candidates kept per user")] = 20,
+    min_ratings: Annotated[int, typer.Option(min=1, help="Ratings a user needs before being matched")] = 10,
+    backend: Annotated[str, typer.Option(help="local (torch, CUDA when present) or ray")] = "local",
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available)")] = None,
+) -> None:
+    """Score every eligible pair both ways and store each user's reciprocal top-k candidates."""
+    from matchsvc.jobs.matching import run_matching
+
+    if backend not in ("local", "ray"):
+        raise typer.BadParameter(f"backend must be 'local' or 'ray', got {backend!r}")
+    with _runtime() as runtime:
+        report = run_matching(
+            runtime.sessions, keys=runtime.keys, k=k, min_ratings=min_ratings, backend=backend, device=device,
+            progress=True,
+        )
+    typer.echo(report.summary())
+
+
+audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    as_json: Annotated[bool, typer.Option("--json", help="Emit JSON")] = False,
+    anchor: Annotated[
+        str | None, typer.Option(help="head_hash (hex) from an earlier check: also detects entries cut off the end")
+    ] = None,
+) -> None:
+    """Recompute the audit log's hash chain; exit 1 and name the first bad entry when it is broken.
+
+    Read-only: unlike the API, it appends nothing, so it can check a restored backup or a replica.
+    """
+    from matchsvc.services.audit import verify
+
+    if anchor is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", anchor):
+        raise typer.BadParameter(f"must be a SHA-256 hash in hex (64 characters), got {anchor!r}", param_hint="--anchor")
+    expected = bytes.fromhex(anchor) if anchor is not None else None
+    with _runtime() as runtime, runtime.sessions() as session:
+        result = verify(session, anchor=expected)
+    _emit(dataclasses.asdict(result), as_json=as_json)
+    if not result.ok:
+        where = f"at entry {result.first_bad_id}" if result.first_bad_id is not None else "at the end"
+        typer.echo(f"audit chain broken {where}: {result.reason}", err=True)
+        raise typer.Exit(code=1)

@@ -54,6 +54,11 @@ class KeyRingStore:
     def ring(self) -> KeyRing:
         return self._ring
 
+    @property
+    def rotatable(self) -> bool:
+        """True for a file-backed ring (rotation and retirement can be persisted)."""
+        return self._path is not None
+
     def reload(self) -> None:
         """Pick up versions added by a rotation in another process (no-op without a file)."""
         if self._path is not None:
@@ -70,6 +75,23 @@ class KeyRingStore:
             _write_private(self._path, ring.to_json())
             self._ring = ring
         return version
+
+    def retire_all_but_current(self) -> tuple[int, ...]:
+        """Destroy every non-current KEK (persisted); returns the retired versions.
+
+        Only safe once every live data key is wrapped under the current version. Afterwards any
+        copy of an older wrapped key (a backup) can never be unwrapped again.
+        """
+        if self._path is None:
+            raise RuntimeError("retiring keys needs MATCHSVC_KEYRING_FILE: an environment key ring cannot be updated")
+        with self._lock:
+            ring = self._read()
+            old = tuple(v for v in ring.versions if v != ring.current)
+            for version in old:
+                ring.retire(version)
+            _write_private(self._path, ring.to_json())
+            self._ring = ring
+        return old
 
     def unwrap(self, blob: bytes, *, user_id: uuid.UUID) -> DataKey:
         """Unwrap a user's data key, re-reading the ring once if it names a version we lack."""

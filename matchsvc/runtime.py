@@ -39,13 +39,19 @@ class ServiceSecrets:
 
     token_key: str
     idempotency_key: bytes
+    #: HMAC key that turns user ids into the audit log's subject pseudonyms.
+    audit_pseudonym_key: bytes
 
     @classmethod
     def derive(cls, master: bytes) -> ServiceSecrets:
         def sub(purpose: bytes) -> bytes:
             return hmac.new(master, b"matchsvc/" + purpose, hashlib.sha256).digest()
 
-        return cls(token_key=sub(b"access-token").hex(), idempotency_key=sub(b"idempotency-mac"))
+        return cls(
+            token_key=sub(b"access-token").hex(),
+            idempotency_key=sub(b"idempotency-mac"),
+            audit_pseudonym_key=sub(b"audit-pseudonym"),
+        )
 
     def __repr__(self) -> str:
         return "ServiceSecrets(<redacted>)"

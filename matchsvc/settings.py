@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     #: Shared faces kept in the cache pool the feed prefers for new users.
     shared_pool_size: int = Field(default=2000, ge=0, le=100_000)
 
+    #: The in-process matching schedule of ``serve`` (0 disables it; ``matchsvc match run`` works either way).
+    match_interval_seconds: float = Field(default=600.0, ge=0)
+    match_k: int = Field(default=20, ge=1, le=200)
+    match_min_ratings: int = Field(default=10, ge=1)
+
     latent_backend: str = "procedural"
     diffusion_path: Path | None = None
 

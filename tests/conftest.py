@@ -14,7 +14,7 @@ from matchsvc.runtime import Runtime
 from matchsvc.settings import Settings
 
 #: Generous limits so functional tests never trip the rate limiter; its own test sets tight ones.
-TEST_SETTINGS = {"rate_limit_per_minute": 1_000_000, "rate_limit_burst": 1_000_000}
+TEST_SETTINGS = {"rate_limit_per_minute": 1_000_000, "rate_limit_burst": 1_000_000, "match_interval_seconds": 0}
 
 
 @pytest.fixture(scope="session")

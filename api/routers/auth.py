@@ -36,12 +36,14 @@ def register(body: UserCreate, session: SessionDep, runtime: RuntimeDep) -> User
     summary="Exchange username and password for a short-lived bearer token",
 )
 def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep, runtime: RuntimeDep) -> Token:
-    user = auth_service.authenticate(session, username=form.username, password=form.password)
-    issued = auth_service.issue_token(
-        user,
+    issued = auth_service.login(
+        session,
+        username=form.username,
+        password=form.password,
         requested=frozenset(form.scopes),
         secret=runtime.secrets.token_key,
         minutes=runtime.settings.access_token_minutes,
+        pseudonym_key=runtime.secrets.audit_pseudonym_key,
     )
     return Token(
         access_token=issued.access_token,

@@ -5,7 +5,7 @@ exercise the same code path as the service:
 
 ``"rr"`` (default)
     randomized response on each label, then :func:`fit_noisy` (pure eps, ``LABEL_CHANGE``). The
-    service privatises at rating time with PRF-derived uniforms and refits from the stored bits;
+    service privatises at rating time with fresh OS randomness and refits from the stored bits;
     here the uniforms come from ``rng``. The same :meth:`RandomizedResponse.privatize` runs.
 ``"objective"``
     objective perturbation (pure eps per release, ``REPLACE_ONE``).

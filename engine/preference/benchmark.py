@@ -41,7 +41,9 @@ __all__ = [
     "benchmark_accuracy",
     "benchmark_timing",
     "canary_dataset",
+    "cosine_similarity",
     "expected_accuracy",
+    "linear_svc_model",
     "synthetic_user",
 ]
 
@@ -60,13 +62,33 @@ def expected_accuracy(decision: np.ndarray, true_logit: np.ndarray) -> float:
     return float(np.mean(np.where(decision > 0, p, 1.0 - p)))
 
 
-def _linear_svc_decision(Z: np.ndarray, y: np.ndarray, T: np.ndarray) -> np.ndarray:
-    """Non-private baseline: scikit-learn's LinearSVC with its defaults, on the true answers."""
+def cosine_similarity(estimate: np.ndarray, truth: np.ndarray) -> float:
+    """Cosine between a fitted direction and the true ``w`` (shape (d,) each).
+
+    A zero vector has no direction; it scores 0, the value a direction drawn at random has on
+    average, so a model that learned nothing is not rewarded or punished.
+    """
+    norms = float(np.linalg.norm(estimate) * np.linalg.norm(truth))
+    return float(estimate @ truth) / norms if norms > 0.0 else 0.0
+
+
+def linear_svc_model(Z: np.ndarray, y: np.ndarray) -> PreferenceModel:
+    """Non-private baseline: scikit-learn's LinearSVC with its defaults, on the true answers.
+
+    ``Z`` has shape (n, d), ``y`` shape (n,) of bool. The result's sign is the prediction; its
+    scale is the SVM margin, not a calibrated log-odds.
+    """
     from sklearn.svm import LinearSVC
 
     if y.all() or not y.any():  # one class only: LinearSVC refuses, the constant answer is optimal
-        return np.full(T.shape[0], 1.0 if y.all() else -1.0)
-    return LinearSVC().fit(Z, y).decision_function(T)
+        return PreferenceModel(coef=np.zeros(Z.shape[1]), intercept=1.0 if y.all() else -1.0)
+    svc = LinearSVC().fit(Z, y)
+    return PreferenceModel(coef=svc.coef_[0], intercept=float(svc.intercept_[0]))
+
+
+def _linear_svc_decision(Z: np.ndarray, y: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """:func:`linear_svc_model`'s decision values on the test faces ``T``."""
+    return linear_svc_model(Z, y).decision_function(T)
 
 
 def benchmark_accuracy(

@@ -37,12 +37,18 @@ from sqlalchemy.orm import Mapped, mapped_column
 from matchsvc.db.base import Base, utcnow_column
 
 __all__ = [
+    "Appearance",
+    "Block",
+    "Candidate",
+    "Decision",
     "Face",
     "FaceImage",
     "FaceImpression",
     "IdempotencyRecord",
     "LedgerEntry",
+    "Match",
     "PreferenceState",
+    "Profile",
     "Rating",
     "User",
     "UserKey",
@@ -195,4 +201,95 @@ class IdempotencyRecord(Base):
     request_mac: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     status_code: Mapped[int] = mapped_column(SmallInteger, nullable=False)
     response_body: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = utcnow_column()
+
+
+class Appearance(Base):
+    """The user's own look as a latent made on the device (never a photo), sealed."""
+
+    __tablename__ = "appearances"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    latent_ct: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+class Profile(Base):
+    """What two-way filters need (gender, genders sought, age range), sealed."""
+
+    __tablename__ = "profiles"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    filters_ct: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+class Candidate(Base):
+    """One of a user's current reciprocal top-k, by rank only (no score is stored)."""
+
+    __tablename__ = "candidates"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    candidate_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    rank: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    created_at: Mapped[datetime] = utcnow_column()
+
+
+class Decision(Base):
+    """A like or pass on a candidate. The choice is sealed; the row's existence excludes the pair."""
+
+    __tablename__ = "decisions"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    target_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    choice_ct: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = utcnow_column()
+
+
+class Match(Base):
+    """A mutual like; ``user_low < user_high`` so each pair has one row."""
+
+    __tablename__ = "matches"
+    __table_args__ = (
+        UniqueConstraint("user_low", "user_high"),
+        CheckConstraint("user_low < user_high", name="ordered_pair"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    user_low: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    user_high: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    created_at: Mapped[datetime] = utcnow_column()
+
+
+class Block(Base):
+    """``blocker`` never sees ``blocked`` again, and vice versa."""
+
+    __tablename__ = "blocks"
+
+    blocker_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    blocked_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
     created_at: Mapped[datetime] = utcnow_column()

@@ -11,7 +11,15 @@ from sqlalchemy.orm import Session
 
 from matchsvc.db.models import LedgerEntry
 
-__all__ = ["MODEL_SCOPE", "ScopeTotals", "add_spend", "list_spends", "scope_totals"]
+__all__ = [
+    "MODEL_SCOPE",
+    "ScopeTotals",
+    "add_spend",
+    "list_spends",
+    "scope_totals",
+    "totals_by_mechanism",
+    "worst_case_by_user",
+]
 
 #: Scope of a spend that touches every rating at once (a model release).
 MODEL_SCOPE = "model"
@@ -71,3 +79,35 @@ def scope_totals(session: Session, *, user_id: uuid.UUID, rating_scope: str | No
 
 def list_spends(session: Session, *, user_id: uuid.UUID) -> Sequence[LedgerEntry]:
     return session.scalars(select(LedgerEntry).where(LedgerEntry.user_id == user_id).order_by(LedgerEntry.id)).all()
+
+
+def totals_by_mechanism(session: Session) -> dict[str, dict[str, float]]:
+    """Sum of epsilon and delta and the number of spends, per mechanism, over all users."""
+    query = select(
+        LedgerEntry.mechanism, func.sum(LedgerEntry.epsilon), func.sum(LedgerEntry.delta), func.count()
+    ).group_by(LedgerEntry.mechanism)
+    return {
+        mechanism: {"epsilon": float(eps), "delta": float(delta), "spends": int(count)}
+        for mechanism, eps, delta, count in session.execute(query)
+    }
+
+
+def worst_case_by_user(session: Session) -> list[tuple[uuid.UUID, float, float]]:
+    """(user, worst-case epsilon, its delta) per user with spends: model scope + worst rating scope."""
+    per_scope = (
+        select(
+            LedgerEntry.user_id,
+            LedgerEntry.scope,
+            func.sum(LedgerEntry.epsilon).label("eps"),
+            func.sum(LedgerEntry.delta).label("delta"),
+        )
+        .group_by(LedgerEntry.user_id, LedgerEntry.scope)
+        .subquery()
+    )
+    is_model = per_scope.c.scope == MODEL_SCOPE
+    model_eps = func.coalesce(func.sum(per_scope.c.eps).filter(is_model), 0.0)
+    model_delta = func.coalesce(func.sum(per_scope.c.delta).filter(is_model), 0.0)
+    worst_eps = func.coalesce(func.max(per_scope.c.eps).filter(~is_model), 0.0)
+    worst_delta = func.coalesce(func.max(per_scope.c.delta).filter(~is_model), 0.0)
+    query = select(per_scope.c.user_id, model_eps + worst_eps, model_delta + worst_delta).group_by(per_scope.c.user_id)
+    return [(user_id, float(eps), float(delta)) for user_id, eps, delta in session.execute(query)]

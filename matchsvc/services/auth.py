@@ -11,13 +11,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from matchsvc.db.models import User
-from matchsvc.errors import AuthenticationFailed, Conflict, InvalidInput, PermissionDenied
+from matchsvc.errors import AuthenticationFailed, Conflict, InvalidInput, MatchsvcError, PermissionDenied
 from matchsvc.keys import KeyRingStore
 from matchsvc.repositories import users as users_repo
 from matchsvc.security import Scope, create_access_token, hash_password, verify_password
+from matchsvc.services import audit
 from matchsvc.services.keys import create_user_key
 
-__all__ = ["IssuedToken", "MINIMUM_AGE", "MIN_PASSWORD_LENGTH", "USERNAME_PATTERN", "authenticate", "issue_token", "register"]
+__all__ = [
+    "IssuedToken",
+    "MINIMUM_AGE",
+    "MIN_PASSWORD_LENGTH",
+    "USERNAME_PATTERN",
+    "authenticate",
+    "issue_token",
+    "login",
+    "register",
+]
 
 MINIMUM_AGE = 18
 MIN_PASSWORD_LENGTH = 10
@@ -100,3 +110,57 @@ def issue_token(
         user_id=uuid.UUID(str(user.id)), scopes=granted, secret=secret, minutes=minutes, now=now
     )
     return IssuedToken(access_token=token, expires_at=expires, scopes=granted)
+
+
+def login(
+    session: Session,
+    *,
+    username: str,
+    password: str,
+    requested: frozenset[str],
+    secret: str,
+    minutes: int,
+    pseudonym_key: bytes,
+) -> IssuedToken:
+    """:func:`authenticate` then :func:`issue_token`, with the outcome written to the audit log.
+
+    A failure is logged and committed before the error propagates. Wrong credentials name no
+    subject (the attempted username may be mistyped, or someone else's, and is never stored); a
+    refused scope names the account, which has then proved its password.
+    """
+    try:
+        user = authenticate(session, username=username, password=password)
+    except AuthenticationFailed:
+        audit.record(
+            session,
+            action=audit.AuditAction.login_failed,
+            actor=None,
+            subject_user_id=None,
+            details={"reason": "bad-credentials"},
+            actor_scope="anonymous",
+        )
+        session.commit()
+        raise
+    try:
+        issued = issue_token(user, requested=requested, secret=secret, minutes=minutes)
+    except MatchsvcError as exc:
+        audit.record(
+            session,
+            action=audit.AuditAction.login_failed,
+            actor=user,
+            subject_user_id=user.id,
+            details={"reason": exc.code},
+            pseudonym_key=pseudonym_key,
+        )
+        session.commit()
+        raise
+    audit.record(
+        session,
+        action=audit.AuditAction.login,
+        actor=user,
+        subject_user_id=user.id,
+        details={"granted": sorted(issued.scopes)},
+        pseudonym_key=pseudonym_key,
+    )
+    session.commit()
+    return issued

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from matchsvc.keys import KeyRingStore, UserCipher
 from matchsvc.repositories import keys as keys_repo
+from matchsvc.services import audit
 from privacy.crypto import DataKey, rewrap_data_key, wrap_data_key
 
 __all__ = ["RotationReport", "create_user_key", "rotate_keys", "user_cipher"]
@@ -41,6 +42,7 @@ def rotate_keys(sessions: sessionmaker[Session], *, keys: KeyRingStore, batch_si
 
     Safe while the service runs: each batch locks only its own rows (others are skipped and picked
     up by the next batch), and readers unwrap with whichever version a key currently has.
+    The completed rotation is written to the audit log (``key_rotation``).
     """
     version = keys.rotate()
     rewrapped = 0
@@ -49,6 +51,14 @@ def rotate_keys(sessions: sessionmaker[Session], *, keys: KeyRingStore, batch_si
             stale = keys_repo.lock_stale_keys(session, current_version=version, limit=batch_size)
             if not stale:
                 if keys_repo.count_stale_keys(session, current_version=version) == 0:
+                    audit.record(
+                        session,
+                        action=audit.AuditAction.key_rotation,
+                        actor=None,
+                        subject_user_id=None,
+                        details={"kek_version": version, "rewrapped": rewrapped},
+                    )
+                    session.commit()
                     return RotationReport(kek_version=version, rewrapped=rewrapped)
                 time.sleep(0.05)  # the rest are locked by in-flight requests; they finish in milliseconds
                 continue

@@ -137,3 +137,44 @@ def budget_report(session: Session, *, user_id: uuid.UUID, policy: PrivacyPolicy
         spends=spends,
         guarantee=sentence,
     )
+
+
+@dataclass(frozen=True)
+class PopulationBudget:
+    """What an auditor needs to check the deployment's privacy claims across all users."""
+
+    mechanism: str
+    epsilon_per_release: float
+    delta_per_release: float
+    epsilon_cap: float
+    users: int
+    users_at_cap: int
+    per_mechanism: dict[str, dict[str, float]]
+    spent_quantiles: dict[str, float]
+    per_user: list[tuple[uuid.UUID, float, float]]
+
+
+def population_budget(session: Session, *, policy: PrivacyPolicy) -> PopulationBudget:
+    """Per-mechanism totals, the distribution of users' worst-case loss, and who is at the cap.
+
+    A user is *at the cap* when one more charge of the deployment's size would be refused.
+    """
+    per_user = ledger_repo.worst_case_by_user(session)
+    spent = sorted(eps for _, eps, _ in per_user)
+    step = _label_change_cost(policy.guarantee)[0]
+    quantiles = (
+        {f"p{q}": spent[min(len(spent) - 1, int(q / 100 * len(spent)))] for q in (50, 90, 99)} | {"max": spent[-1]}
+        if spent
+        else {}
+    )
+    return PopulationBudget(
+        mechanism=policy.mechanism,
+        epsilon_per_release=policy.epsilon,
+        delta_per_release=policy.delta,
+        epsilon_cap=policy.cap,
+        users=len(per_user),
+        users_at_cap=sum(eps + step > policy.cap + 1e-12 for eps in spent),
+        per_mechanism=ledger_repo.totals_by_mechanism(session),
+        spent_quantiles=quantiles,
+        per_user=per_user,
+    )

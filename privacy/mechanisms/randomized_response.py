@@ -12,25 +12,26 @@ to one of them.
 
 Randomness
 ----------
-The caller supplies the uniforms, so one function serves both callers: the service derives a
-rating's uniform from the user's secret data key (``uniform_from_bytes(key.prf("rr",
-face_id))``), audits draw them from a seeded ``numpy`` generator. The comparison ``u < p`` on a
-53-bit uniform realises ``P[flip] = ceil(p * 2^53) / 2^53``, i.e. ``p`` rounded up by less
-than ``2^-53``, which only lowers the privacy loss; with the float rounding of ``p`` itself the
-realised loss exceeds ``eps`` by less than ``1e-15``. With PRF-derived uniforms the
-guarantee is computational: it holds against anyone who does not hold the data key.
+The caller supplies the uniforms, so one function serves every caller: the service draws each
+rating's uniform from the operating system's CSPRNG at ingestion, audits draw them from a seeded
+``numpy`` generator. The comparison ``u < p`` on a 53-bit uniform realises ``P[flip] =
+ceil(p * 2^53) / 2^53``, i.e. ``p`` rounded up by less than ``2^-53``, which only lowers the
+privacy loss; with the float rounding of ``p`` itself the realised loss exceeds ``eps`` by less
+than ``1e-15``. :func:`uniform_from_bytes` turns PRF output into such a uniform for callers that
+want noise reproducible from a secret key (the guarantee is then computational: it holds only
+against whoever does not hold the key).
 
 Re-rating
 ---------
-Because the uniform is a deterministic function of (user key, face), the flip decision
-``F = [u < p]`` is drawn once per face and reused: every stored value for that face is
-``answer XOR F``. Re-submitting the same answer stores the identical private bit (repeating a
-rating cannot average the noise away), and changing the answer flips the stored bit. Exact
-guarantee: the whole history of stored values for one face is eps-DP with respect to the
-answers, where the neighbouring histories are an answer sequence and its complement. What is
-NOT protected is the pattern of changes: an observer of the history learns *whether* the user
-changed their answer (``answer_t XOR answer_s``), not what the answers were. Hence re-ratings
-spend no additional budget; the budget is charged once per rated face.
+Two sound ways to stop repeated ratings of one face from averaging the noise away:
+
+* fresh randomness per release, each release charged to that face (sequential composition: k
+  releases of one face are ``k * eps``-DP for its answer). The service does this, so the noise can
+  never be undone, not even by the operator holding every key; a ledger cap bounds ``k``;
+* a flip decision drawn once per (user, face) from a keyed PRF (``uniform_from_bytes``): every
+  stored value is ``answer XOR F``, so the whole history for one face is eps-DP for the answers
+  (neighbouring histories: an answer sequence and its complement), re-ratings are free, and what
+  is not protected is *whether* the user changed their answer.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Nothing personal is readable at rest: a full scenario, then a scan of every column of every table.
+"""Nothing personal is readable at rest: a full scenario, then a scan of every column of every table
+(labels, preference models, appearances, filters, passwords).
 
 Also: ciphertexts moved between rows or users fail, and key rotation under traffic loses nothing.
 """
@@ -14,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, text
 
+from engine.latent import AGE_INDEX
 from matchsvc.runtime import Runtime
 from matchsvc.services.keys import rotate_keys, user_cipher
 from matchsvc.services.preferences import load_model, open_label
@@ -43,37 +45,44 @@ def _dump(runtime: Runtime) -> dict[tuple[str, str], list[object]]:
     return values
 
 
-def _needles(runtime: Runtime, user_ids: list[uuid.UUID]) -> tuple[list[bytes], list[str]]:
-    """Byte and text forms of every user's model parameters: none may appear at rest."""
-    byte_needles: list[bytes] = []
-    text_needles = [PASSWORD]
+def _needles(runtime: Runtime, user_ids: list[uuid.UUID]) -> list[bytes]:
+    """Binary (float64) and decimal forms of every user's model parameters, and the password."""
+    needles = [PASSWORD.encode()]
     with runtime.sessions() as session:
         for user_id in user_ids:
             stored = load_model(session, cipher=user_cipher(session, keys=runtime.keys, user_id=user_id))
             assert stored is not None
             for value in [*stored.model.coef, stored.model.intercept]:
-                byte_needles += [struct.pack("<d", value), struct.pack(">d", value), struct.pack("<f", value)]
-                text_needles += [repr(float(value))[:10], f"{value:.6g}"]
-    return byte_needles, [needle for needle in text_needles if len(needle) >= 6]
+                needles += [struct.pack("<d", value), struct.pack(">d", value)]
+                needles.append(repr(float(value))[:10].encode())  # json.dumps writes repr
+    return [needle for needle in needles if len(needle) >= 6]
 
 
 def test_database_holds_no_plaintext_labels_models_or_passwords(client: TestClient, db: Runtime) -> None:
     rng = np.random.default_rng(3)
     users = [auth_headers(client) for _ in range(3)]
+    looks = []
     for headers in users:
         _rate_some(client, headers, 25, rng)
+        look = rng.uniform(-2, 2, db.latent_space.dim)
+        look[AGE_INDEX] = 1.0  # an adult
+        looks.append(look)
+        assert client.put("/v1/me/appearance", json={"latent": look.tolist()}, headers=headers).status_code == 204
+        profile = {"gender": "nonbinary", "seeks": ["woman"], "age_min": 31, "age_max": 47}
+        assert client.put("/v1/me/profile", json=profile, headers=headers).status_code == 200
     user_ids = [uuid.UUID(client.get("/v1/me", headers=h).json()["id"]) for h in users]
-    byte_needles, text_needles = _needles(db, user_ids)
+    needles = _needles(db, user_ids) + [b"nonbinary"]
+    for look in looks:
+        needles += [struct.pack("<d", v) for v in look] + [repr(float(v))[:10].encode() for v in look]
+    needles = [needle for needle in needles if len(needle) >= 6]  # short ones match by chance
 
     dump = _dump(db)
-    assert ("ratings", "label_ct") in dump and ("preference_states", "state_ct") in dump
+    assert {("ratings", "label_ct"), ("preference_states", "state_ct"), ("appearances", "latent_ct")} <= set(dump)
     for (table, column), values in dump.items():
         for value in values:
-            if isinstance(value, (bytes, memoryview)):
-                blob = bytes(value)
-                assert not any(needle in blob for needle in byte_needles), (table, column)
-            rendered = str(value)
-            assert not any(needle in rendered for needle in text_needles), (table, column, rendered[:80])
+            raw = bytes(value) if isinstance(value, (bytes, memoryview)) else str(value).encode()
+            found = [needle for needle in needles if needle in raw]
+            assert not found, (table, column, found)
             assert not isinstance(value, bool) or table in {"faces"}, f"plaintext boolean in {table}.{column}"
     # No column may be named like a plaintext label or preference.
     assert not {(t, c) for t, c in dump if c in {"liked", "label", "coef", "w", "b", "dwell_ms"}}

@@ -1,0 +1,70 @@
+"""Appearance, filter profile, candidates and matches."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from matchsvc.services.profiles import MAX_AGE, MIN_AGE, Gender
+
+__all__ = [
+    "AppearanceUpdate",
+    "CandidatePage",
+    "CandidatePublic",
+    "DecisionResult",
+    "MatchList",
+    "MatchPublic",
+    "ProfilePublic",
+    "ProfileUpdate",
+]
+
+
+class AppearanceUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    latent: list[float] = Field(
+        min_length=1,
+        max_length=1024,
+        description="Your look as a latent built on your device (e.g. sliders over the named dimensions)",
+    )
+
+
+class ProfileUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gender: Gender
+    seeks: list[Gender] = Field(min_length=1, max_length=len(Gender))
+    age_min: int = Field(ge=MIN_AGE, le=MAX_AGE)
+    age_max: int = Field(ge=MIN_AGE, le=MAX_AGE)
+
+
+class ProfilePublic(ProfileUpdate):
+    pass
+
+
+class CandidatePublic(BaseModel):
+    user_id: uuid.UUID
+    avatar_url: str
+
+
+class CandidatePage(BaseModel):
+    items: list[CandidatePublic]
+    next_cursor: str | None
+
+
+class DecisionResult(BaseModel):
+    matched: bool
+    match_id: uuid.UUID | None = None
+
+
+class MatchPublic(BaseModel):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    avatar_url: str
+    created_at: datetime
+
+
+class MatchList(BaseModel):
+    items: list[MatchPublic]

@@ -1,0 +1,1 @@
+"""Batch jobs: matching, and the in-process scheduler that runs them periodically."""

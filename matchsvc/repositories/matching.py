@@ -1,0 +1,138 @@
+"""Candidates, decisions, matches and blocks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import and_, delete, or_, select, union
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from matchsvc.db.models import Block, Candidate, Decision, Match
+
+__all__ = [
+    "add_block",
+    "add_decision",
+    "add_match",
+    "delete_match",
+    "all_decisions",
+    "blocked_or_matched_pairs",
+    "get_decision",
+    "is_blocked",
+    "is_candidate",
+    "list_candidates",
+    "list_matches",
+    "match_between",
+    "remove_pair",
+    "replace_candidates",
+]
+
+
+def _ordered(a: uuid.UUID, b: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID]:
+    return (a, b) if a < b else (b, a)
+
+
+def replace_candidates(session: Session, ranked: dict[uuid.UUID, list[uuid.UUID]]) -> None:
+    """Replace the candidate lists of the users in ``ranked`` (others keep theirs)."""
+    if not ranked:
+        return
+    session.execute(delete(Candidate).where(Candidate.user_id.in_(list(ranked))))
+    rows = [
+        {"user_id": user_id, "candidate_id": other, "rank": rank}
+        for user_id, others in ranked.items()
+        for rank, other in enumerate(others)
+    ]
+    for start in range(0, len(rows), 5000):
+        session.execute(insert(Candidate).values(rows[start : start + 5000]))
+
+
+def list_candidates(session: Session, *, user_id: uuid.UUID, after_rank: int | None, limit: int) -> Sequence[Candidate]:
+    query = select(Candidate).where(Candidate.user_id == user_id)
+    if after_rank is not None:
+        query = query.where(Candidate.rank > after_rank)
+    return session.scalars(query.order_by(Candidate.rank).limit(limit)).all()
+
+
+def is_candidate(session: Session, *, user_id: uuid.UUID, candidate_id: uuid.UUID) -> bool:
+    return session.get(Candidate, (user_id, candidate_id)) is not None
+
+
+def get_decision(session: Session, *, user_id: uuid.UUID, target_id: uuid.UUID) -> Decision | None:
+    return session.get(Decision, (user_id, target_id))
+
+
+def add_decision(session: Session, *, user_id: uuid.UUID, target_id: uuid.UUID, choice_ct: bytes) -> bool:
+    """False when the user already decided on this target (the first decision stands)."""
+    statement = (
+        insert(Decision)
+        .values(user_id=user_id, target_id=target_id, choice_ct=choice_ct)
+        .on_conflict_do_nothing()
+        .returning(Decision.user_id)
+    )
+    return session.execute(statement).first() is not None
+
+
+def match_between(session: Session, a: uuid.UUID, b: uuid.UUID) -> Match | None:
+    low, high = _ordered(a, b)
+    return session.scalar(select(Match).where(Match.user_low == low, Match.user_high == high))
+
+
+def add_match(session: Session, a: uuid.UUID, b: uuid.UUID) -> Match:
+    low, high = _ordered(a, b)
+    statement = insert(Match).values(id=uuid.uuid4(), user_low=low, user_high=high).on_conflict_do_nothing()
+    session.execute(statement)
+    match = match_between(session, a, b)
+    assert match is not None
+    return match
+
+
+def list_matches(session: Session, *, user_id: uuid.UUID) -> Sequence[Match]:
+    query = select(Match).where(or_(Match.user_low == user_id, Match.user_high == user_id))
+    return session.scalars(query.order_by(Match.created_at, Match.id)).all()
+
+
+def delete_match(session: Session, *, match_id: uuid.UUID, user_id: uuid.UUID) -> Match | None:
+    """Delete a match the user is part of; returns it, or None if there is no such match for them."""
+    match = session.get(Match, match_id)
+    if match is None or user_id not in (match.user_low, match.user_high):
+        return None
+    session.delete(match)
+    return match
+
+
+def add_block(session: Session, *, blocker_id: uuid.UUID, blocked_id: uuid.UUID) -> None:
+    session.execute(insert(Block).values(blocker_id=blocker_id, blocked_id=blocked_id).on_conflict_do_nothing())
+
+
+def is_blocked(session: Session, a: uuid.UUID, b: uuid.UUID) -> bool:
+    query = select(Block.blocker_id).where(
+        or_(and_(Block.blocker_id == a, Block.blocked_id == b), and_(Block.blocker_id == b, Block.blocked_id == a))
+    )
+    return session.scalar(query.limit(1)) is not None
+
+
+def remove_pair(session: Session, a: uuid.UUID, b: uuid.UUID) -> None:
+    """Remove every candidate entry and the match between two users (both directions)."""
+    session.execute(
+        delete(Candidate).where(
+            or_(
+                and_(Candidate.user_id == a, Candidate.candidate_id == b),
+                and_(Candidate.user_id == b, Candidate.candidate_id == a),
+            )
+        )
+    )
+    low, high = _ordered(a, b)
+    session.execute(delete(Match).where(Match.user_low == low, Match.user_high == high))
+
+
+def blocked_or_matched_pairs(session: Session) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Pairs never to suggest to each other again: blocks and existing matches."""
+    query = union(select(Block.blocker_id, Block.blocked_id), select(Match.user_low, Match.user_high))
+    return [tuple(row) for row in session.execute(query)]
+
+
+def all_decisions(session: Session) -> list[tuple[uuid.UUID, uuid.UUID, bytes]]:
+    """(decider, target, sealed choice) of every decision; the job opens them with the decider's key."""
+    query = select(Decision.user_id, Decision.target_id, Decision.choice_ct)
+    return [tuple(row) for row in session.execute(query)]

@@ -1,0 +1,58 @@
+"""Sealed appearances and filter profiles."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from matchsvc.db.models import Appearance, PreferenceState, Profile, User
+
+__all__ = ["get_appearance", "get_profile", "matchable_rows", "put_appearance", "put_profile"]
+
+
+def _upsert(session: Session, model: type, *, user_id: uuid.UUID, column: str, blob: bytes) -> None:
+    statement = insert(model).values(user_id=user_id, **{column: blob})
+    statement = statement.on_conflict_do_update(
+        index_elements=[model.user_id], set_={column: getattr(statement.excluded, column), "updated_at": func.now()}
+    )
+    session.execute(statement)
+
+
+def put_appearance(session: Session, *, user_id: uuid.UUID, latent_ct: bytes) -> None:
+    _upsert(session, Appearance, user_id=user_id, column="latent_ct", blob=latent_ct)
+
+
+def get_appearance(session: Session, user_id: uuid.UUID) -> bytes | None:
+    return session.scalar(select(Appearance.latent_ct).where(Appearance.user_id == user_id))
+
+
+def put_profile(session: Session, *, user_id: uuid.UUID, filters_ct: bytes) -> None:
+    _upsert(session, Profile, user_id=user_id, column="filters_ct", blob=filters_ct)
+
+
+def get_profile(session: Session, user_id: uuid.UUID) -> bytes | None:
+    return session.scalar(select(Profile.filters_ct).where(Profile.user_id == user_id))
+
+
+def matchable_rows(session: Session) -> Sequence[tuple[uuid.UUID, int, bytes | None, bytes | None, bytes | None, int]]:
+    """Every user with (id, birth year, appearance, filters, model state, ratings); None where missing."""
+    query = (
+        select(
+            User.id,
+            User.birth_year,
+            Appearance.latent_ct,
+            Profile.filters_ct,
+            PreferenceState.state_ct,
+            func.coalesce(PreferenceState.n_ratings, 0),
+        )
+        .outerjoin(Appearance, Appearance.user_id == User.id)
+        .outerjoin(Profile, Profile.user_id == User.id)
+        .outerjoin(PreferenceState, PreferenceState.user_id == User.id)
+        .where(User.scopes.contains(["user"]))
+        .order_by(User.id)
+    )
+    return [tuple(row) for row in session.execute(query)]

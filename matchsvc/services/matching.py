@@ -1,0 +1,143 @@
+"""What a user does with their candidates: like, pass, match, unmatch, block, and see avatars.
+
+Nothing here reveals another user's preference, score or latent: candidates are listed by rank,
+and the only view of another person is the rendered avatar of a current candidate or match.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from engine.latent import LatentSpace
+from matchsvc.errors import InvalidInput, NotFound
+from matchsvc.keys import KeyRingStore, UserCipher
+from matchsvc.repositories import matching as matching_repo
+from matchsvc.repositories import users as users_repo
+from matchsvc.services.keys import user_cipher
+from matchsvc.services.profiles import render_avatar
+
+__all__ = [
+    "CandidatePage",
+    "MatchView",
+    "block",
+    "candidate_avatar",
+    "decide",
+    "list_candidates",
+    "list_matches",
+    "match_avatar",
+    "open_choice",
+    "unmatch",
+]
+
+LIKE, PASS = b"like", b"pass"
+
+
+@dataclass(frozen=True)
+class CandidatePage:
+    user_ids: list[uuid.UUID]
+    next_after_rank: int | None
+
+
+def list_candidates(session: Session, *, user_id: uuid.UUID, after_rank: int | None, limit: int) -> CandidatePage:
+    rows = list(matching_repo.list_candidates(session, user_id=user_id, after_rank=after_rank, limit=limit + 1))
+    page = rows[:limit]
+    return CandidatePage(
+        user_ids=[row.candidate_id for row in page],
+        next_after_rank=page[-1].rank if len(rows) > limit else None,
+    )
+
+
+def open_choice(cipher: UserCipher, *, target_id: uuid.UUID, blob: bytes) -> bytes:
+    return cipher.open(blob, table="decisions", column="choice", row=str(target_id))
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    matched: bool
+    match_id: uuid.UUID | None
+
+
+def decide(
+    session: Session, *, user_id: uuid.UUID, target_id: uuid.UUID, like: bool, keys: KeyRingStore
+) -> DecisionResult:
+    """Like or pass on a current candidate; a like answered by a like creates the match.
+
+    The first decision on a candidate stands: repeating it returns the same result.
+    """
+    if not matching_repo.is_candidate(session, user_id=user_id, candidate_id=target_id):
+        raise NotFound(f"candidate {target_id} not found")
+    cipher = user_cipher(session, keys=keys, user_id=user_id, for_update=True)
+    choice = LIKE if like else PASS
+    blob = cipher.seal(choice, table="decisions", column="choice", row=str(target_id))
+    if not matching_repo.add_decision(session, user_id=user_id, target_id=target_id, choice_ct=blob):
+        earlier = matching_repo.get_decision(session, user_id=user_id, target_id=target_id)
+        assert earlier is not None
+        if open_choice(cipher, target_id=target_id, blob=earlier.choice_ct) != choice:
+            raise InvalidInput("you already decided on this candidate")
+    result = DecisionResult(matched=False, match_id=None)
+    if like:
+        theirs = matching_repo.get_decision(session, user_id=target_id, target_id=user_id)
+        if theirs is not None:
+            their_cipher = user_cipher(session, keys=keys, user_id=target_id)
+            if open_choice(their_cipher, target_id=user_id, blob=theirs.choice_ct) == LIKE:
+                match = matching_repo.add_match(session, user_id, target_id)
+                result = DecisionResult(matched=True, match_id=match.id)
+    session.commit()
+    return result
+
+
+@dataclass(frozen=True)
+class MatchView:
+    id: uuid.UUID
+    other_user_id: uuid.UUID
+    created_at: datetime
+
+
+def list_matches(session: Session, *, user_id: uuid.UUID) -> list[MatchView]:
+    return [
+        MatchView(
+            id=match.id,
+            other_user_id=match.user_high if match.user_low == user_id else match.user_low,
+            created_at=match.created_at,
+        )
+        for match in matching_repo.list_matches(session, user_id=user_id)
+    ]
+
+
+def unmatch(session: Session, *, user_id: uuid.UUID, match_id: uuid.UUID) -> None:
+    """Remove the match; the decisions stay, so the pair is not suggested again."""
+    if matching_repo.delete_match(session, match_id=match_id, user_id=user_id) is None:
+        raise NotFound(f"match {match_id} not found")
+    session.commit()
+
+
+def block(session: Session, *, user_id: uuid.UUID, target_id: uuid.UUID) -> None:
+    """Hide both ways at once and forever: candidates and any match between the two are removed."""
+    if target_id == user_id:
+        raise InvalidInput("you cannot block yourself")
+    if users_repo.get_user(session, target_id) is None:
+        raise NotFound(f"user {target_id} not found")
+    matching_repo.add_block(session, blocker_id=user_id, blocked_id=target_id)
+    matching_repo.remove_pair(session, user_id, target_id)
+    session.commit()
+
+
+def candidate_avatar(
+    session: Session, *, user_id: uuid.UUID, candidate_id: uuid.UUID, keys: KeyRingStore, space: LatentSpace
+) -> bytes:
+    if not matching_repo.is_candidate(session, user_id=user_id, candidate_id=candidate_id):
+        raise NotFound(f"candidate {candidate_id} not found")
+    return render_avatar(session, user_id=candidate_id, keys=keys, space=space)
+
+
+def match_avatar(
+    session: Session, *, user_id: uuid.UUID, match_id: uuid.UUID, keys: KeyRingStore, space: LatentSpace
+) -> bytes:
+    for match in list_matches(session, user_id=user_id):
+        if match.id == match_id:
+            return render_avatar(session, user_id=match.other_user_id, keys=keys, space=space)
+    raise NotFound(f"match {match_id} not found")

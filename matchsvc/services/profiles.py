@@ -1,0 +1,163 @@
+"""A user's appearance (a latent made on the device) and the filters two-way matching needs."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from enum import Enum
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from engine.latent import PRIOR_BOUND, LatentSpace, encode_png
+from matchsvc.errors import InvalidInput, NotFound
+from matchsvc.keys import KeyRingStore, UserCipher
+from matchsvc.repositories import profiles as profiles_repo
+from matchsvc.services.keys import user_cipher
+from privacy.codec import decode_floats, encode_floats
+
+__all__ = [
+    "AGE_BUCKETS",
+    "Filters",
+    "Gender",
+    "age_of",
+    "group_code",
+    "open_appearance",
+    "open_filters",
+    "render_avatar",
+    "seeks_mask",
+    "set_appearance",
+    "set_filters",
+    "get_filters",
+]
+
+#: Ages are bucketed for the scoring kernel's 64-bit group masks: 4 genders x 16 buckets.
+AGE_BUCKETS = 16
+_BUCKET_YEARS = 4
+MIN_AGE = 18
+MAX_AGE = 120
+
+
+class Gender(str, Enum):
+    woman = "woman"
+    man = "man"
+    nonbinary = "nonbinary"
+    other = "other"
+
+
+@dataclass(frozen=True)
+class Filters:
+    gender: Gender
+    seeks: frozenset[Gender]
+    age_min: int
+    age_max: int
+
+    def __post_init__(self) -> None:
+        if not self.seeks:
+            raise InvalidInput("seeks must name at least one gender")
+        if not MIN_AGE <= self.age_min <= self.age_max <= MAX_AGE:
+            raise InvalidInput(
+                f"age range must satisfy {MIN_AGE} <= age_min <= age_max <= {MAX_AGE}, "
+                f"got {self.age_min}..{self.age_max}"
+            )
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["gender"] = self.gender.value
+        data["seeks"] = sorted(g.value for g in self.seeks)
+        return json.dumps(data, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Filters:
+        data = json.loads(raw)
+        return cls(
+            gender=Gender(data["gender"]),
+            seeks=frozenset(Gender(g) for g in data["seeks"]),
+            age_min=int(data["age_min"]),
+            age_max=int(data["age_max"]),
+        )
+
+    def accepts_age(self, age: int) -> bool:
+        return self.age_min <= age <= self.age_max
+
+
+_GENDERS = list(Gender)
+
+
+def age_of(birth_year: int, *, today: datetime | None = None) -> int:
+    """Age as of this year (birth years only); the adult check at registration is stricter."""
+    return (today or datetime.now(UTC)).year - birth_year
+
+
+def _bucket(age: int) -> int:
+    return min(AGE_BUCKETS - 1, max(0, (age - MIN_AGE) // _BUCKET_YEARS))
+
+
+def group_code(gender: Gender, age: int) -> int:
+    """The scoring kernel's group id in [0, 63]: gender and coarse age bucket."""
+    return _GENDERS.index(gender) * AGE_BUCKETS + _bucket(age)
+
+
+def seeks_mask(filters: Filters) -> int:
+    """int64 bitmask of every group the filters could accept (coarse; exact ages are checked after)."""
+    mask = 0
+    buckets = range(_bucket(filters.age_min), _bucket(filters.age_max) + 1)
+    for gender in filters.seeks:
+        for bucket in buckets:
+            mask |= 1 << (_GENDERS.index(gender) * AGE_BUCKETS + bucket)
+    return mask - (1 << 64) if mask >= 1 << 63 else mask
+
+
+def _seal_latent(cipher: UserCipher, latent: np.ndarray) -> bytes:
+    return cipher.seal(encode_floats(latent), table="appearances", column="latent", row="current")
+
+
+def open_appearance(cipher: UserCipher, blob: bytes) -> np.ndarray:
+    return decode_floats(cipher.open(blob, table="appearances", column="latent", row="current"))
+
+
+def open_filters(cipher: UserCipher, blob: bytes) -> Filters:
+    return Filters.from_json(cipher.open(blob, table="profiles", column="filters", row="current"))
+
+
+def set_appearance(
+    session: Session, *, user_id: uuid.UUID, keys: KeyRingStore, space: LatentSpace, latent: list[float]
+) -> None:
+    """Validate and store the user's appearance latent (sealed); nothing is stored when invalid."""
+    z = np.asarray(latent, dtype=np.float64)
+    if z.shape != (space.dim,):
+        raise InvalidInput(f"latent must have {space.dim} values, got {z.size}")
+    if not np.isfinite(z).all():
+        raise InvalidInput("latent values must be finite numbers")
+    if np.abs(z).max() > PRIOR_BOUND:
+        raise InvalidInput(f"latent values must lie in [-{PRIOR_BOUND:g}, {PRIOR_BOUND:g}]")
+    if bool(space.in_safety_region(z)):
+        raise InvalidInput("this appearance is in the safety region (apparent age under 18)")
+    cipher = user_cipher(session, keys=keys, user_id=user_id, for_update=True)
+    profiles_repo.put_appearance(session, user_id=user_id, latent_ct=_seal_latent(cipher, z))
+    session.commit()
+
+
+def render_avatar(session: Session, *, user_id: uuid.UUID, keys: KeyRingStore, space: LatentSpace) -> bytes:
+    """PNG of a user's generated avatar, rendered on request: a cached image would be a plaintext appearance."""
+    blob = profiles_repo.get_appearance(session, user_id)
+    if blob is None:
+        raise NotFound("no appearance has been set")
+    cipher = user_cipher(session, keys=keys, user_id=user_id)
+    return encode_png(space.render(open_appearance(cipher, blob)))
+
+
+def set_filters(session: Session, *, user_id: uuid.UUID, keys: KeyRingStore, filters: Filters) -> None:
+    cipher = user_cipher(session, keys=keys, user_id=user_id, for_update=True)
+    blob = cipher.seal(filters.to_json(), table="profiles", column="filters", row="current")
+    profiles_repo.put_profile(session, user_id=user_id, filters_ct=blob)
+    session.commit()
+
+
+def get_filters(session: Session, *, user_id: uuid.UUID, keys: KeyRingStore) -> Filters:
+    blob = profiles_repo.get_profile(session, user_id)
+    if blob is None:
+        raise NotFound("no profile has been set")
+    return open_filters(user_cipher(session, keys=keys, user_id=user_id), blob)
