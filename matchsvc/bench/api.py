@@ -24,6 +24,7 @@ from matchsvc.security import create_access_token
 from matchsvc.services import auth as auth_service
 from matchsvc.services import faces as faces_service
 from matchsvc.settings import Settings
+from privacy.crypto import KeyRing
 
 __all__ = ["run_api_benchmark"]
 
@@ -83,12 +84,16 @@ def _drive(base: str, requests: list[tuple[str, dict, dict]], *, threads: int) -
 def run_api_benchmark(*, requests: int = 2000, threads: int = 8, users: int = 20) -> dict[str, Any]:
     """Throughput of our rating endpoint (auth, idempotency, served-face check, upsert) vs a bare insert."""
     secret = uuid.uuid4().hex + uuid.uuid4().hex
-    runtime = Runtime.start(Settings(secret_key=secret), ephemeral=True)
+    keyring = KeyRing.generate().to_json()  # shared with the server process, so it can read our users' keys
+    runtime = Runtime.start(Settings(secret_key=secret, keyring=keyring), ephemeral=True)
     try:
         env = {
             **os.environ,
             "DATABASE_URL": runtime.engine.url.render_as_string(hide_password=False),
             "MATCHSVC_SECRET_KEY": secret,
+            "MATCHSVC_KEYRING": keyring,
+            "MATCHSVC_SHARED_POOL_SIZE": "0",
+            "MATCHSVC_MATCH_INTERVAL_SECONDS": "0",
             "MATCHSVC_RATE_LIMIT_PER_MINUTE": str(10**9),
             "MATCHSVC_RATE_LIMIT_BURST": str(10**9),
             "MATCHSVC_LOG_LEVEL": "WARNING",
@@ -105,9 +110,16 @@ def run_api_benchmark(*, requests: int = 2000, threads: int = 8, users: int = 20
                 token, _ = create_access_token(
                     user_id=user.id, scopes=frozenset({"user"}), secret=runtime.secrets.token_key, minutes=60
                 )
-                faces = faces_service.next_faces(
-                    session, user_id=user.id, space=runtime.latent_space, n=per_user, rng=rng
-                )
+                faces = []
+                while len(faces) < per_user:
+                    faces += faces_service.next_faces(
+                        session,
+                        user_id=user.id,
+                        keys=runtime.keys,
+                        space=runtime.latent_space,
+                        n=min(50, per_user - len(faces)),
+                        rng=rng,
+                    )
                 for face in faces:
                     body = {"face_id": str(face.id), "liked": bool(rng.random() < 0.5)}
                     headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
