@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit, logit
 
-from engine.latent.base import PRIOR_BOUND, LatentSpace
+from engine.latent.base import PRIOR_BOUND, LatentSpace, sample_outside_safety
 from engine.sampling import ReleasedModel, farthest_point_indices, linear_params
 
 __all__ = ["MAX_IDEAL", "IdealLatents", "ideal_latents"]
@@ -48,8 +48,6 @@ _LEVEL_STEPS: int = 48
 _SAFETY_STEPS: int = 40
 #: Candidates within this many logits of the target count as on the level.
 _LEVEL_TOL: float = 1e-6
-#: How many times the prior pool is redrawn when the safety filter leaves fewer than ``n``.
-_MAX_DRAWS: int = 8
 
 
 @dataclass(frozen=True)
@@ -92,24 +90,6 @@ def _check_options(n: int, score: float | None, pool_size: int, top_level: float
         )
     if not (_is_real(top_level) and 0.0 < top_level < 1.0):
         raise ValueError(f"top_level must be a real number in (0, 1), got {top_level!r}")
-
-
-def _safe_prior(
-    space: LatentSpace, *, size: int, need: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Prior samples outside the safety region, shape ``(k, d)`` with ``k >= need``."""
-    kept: list[np.ndarray] = []
-    total = 0
-    for _ in range(_MAX_DRAWS):
-        z = space.sample(size, rng)
-        kept.append(z[~space.in_safety_region(z)])
-        total += kept[-1].shape[0]
-        if total >= need:
-            return np.concatenate(kept)
-    raise RuntimeError(
-        f"the safety region of space {space.name!r} rejected almost every prior sample: "
-        f"{total} of {_MAX_DRAWS * size} kept, {need} needed"
-    )
 
 
 def _level_multipliers(z0: np.ndarray, coef: np.ndarray, level: float) -> np.ndarray:
@@ -230,7 +210,7 @@ def ideal_latents(
     wanted = reach if score is None else float(logit(score)) - intercept
     level = min(max(wanted, -reach), reach)
 
-    z0 = _safe_prior(space, size=pool_size, need=n, rng=rng)
+    z0 = sample_outside_safety(space, size=pool_size, need=n, rng=rng)
     if reach > 0.0:
         lam = _level_multipliers(z0, coef, level)
         z = np.clip(z0 + lam[:, None] * coef, -PRIOR_BOUND, PRIOR_BOUND)

@@ -47,7 +47,7 @@ from typing import Protocol
 
 import numpy as np
 
-from engine.latent.base import LatentSpace
+from engine.latent.base import LatentSpace, sample_outside_safety
 
 __all__ = [
     "MAX_BATCH_SIZE",
@@ -62,9 +62,6 @@ __all__ = [
 
 #: Largest batch one call may ask for.
 MAX_BATCH_SIZE: int = 64
-
-#: How many times the fresh prior sample is redrawn when the safety filter leaves too few faces.
-_MAX_DRAWS: int = 8
 
 
 class ReleasedModel(Protocol):
@@ -338,25 +335,6 @@ def _usable_cached(space: LatentSpace, cached: np.ndarray) -> np.ndarray:
     return first[~space.in_safety_region(cached[first])].astype(np.int64)
 
 
-def _fresh_pool(
-    space: LatentSpace, *, size: int, need: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Prior samples outside the safety region, shape ``(>= need, d)``."""
-    kept: list[np.ndarray] = []
-    total = 0
-    for _ in range(_MAX_DRAWS):
-        z = space.sample(size, rng)
-        z = z[~space.in_safety_region(z)]
-        kept.append(z)
-        total += z.shape[0]
-        if total >= max(need, 1):
-            return np.concatenate(kept) if len(kept) > 1 else z
-    raise RuntimeError(
-        f"the safety region of space {space.name!r} rejected almost every prior sample: "
-        f"{total} of {_MAX_DRAWS * size} kept, {need} needed"
-    )
-
-
 @dataclass(frozen=True)
 class _Group:
     """``count`` slots of one role, filled from the cache or from the fresh pool."""
@@ -472,7 +450,7 @@ def next_batch(
 
     usable = _usable_cached(space, cached_arr)
     n_cached = min(_stochastic_round(config.cached_share(n_rated) * n, rng), usable.size)
-    fresh = _fresh_pool(space, size=config.pool_size, need=n - n_cached, rng=rng)
+    fresh = sample_outside_safety(space, size=config.pool_size, need=n - n_cached, rng=rng)
     pools = {True: cached_arr[usable], False: fresh}
     margins = None
     if params is not None and n_rated >= config.warmup_ratings:

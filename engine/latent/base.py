@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-__all__ = ["PRIOR_BOUND", "LatentSpace", "LatentSpaceError"]
+__all__ = ["PRIOR_BOUND", "LatentSpace", "LatentSpaceError", "sample_outside_safety"]
 
 #: Half-width of the valid box; +-3 standard deviations keeps 99.7 % of the prior per axis.
 PRIOR_BOUND: float = 3.0
@@ -63,3 +63,25 @@ class LatentSpace(Protocol):
     def project(self, z: np.ndarray) -> np.ndarray:
         """Clamp latents of shape ``(..., dim)`` into the valid set (same shape, float64)."""
         ...
+
+
+def sample_outside_safety(
+    space: LatentSpace, *, size: int, need: int, rng: np.random.Generator, max_draws: int = 8
+) -> np.ndarray:
+    """Prior samples that may be shown: draws of ``size`` until at least ``need`` are kept.
+
+    Returns shape ``(k, dim)`` with ``k >= need``. Raises ``LatentSpaceError`` when the safety
+    region rejects almost everything (a misconfigured space), instead of looping forever.
+    """
+    kept: list[np.ndarray] = []
+    total = 0
+    for _ in range(max_draws):
+        z = space.sample(size, rng)
+        kept.append(z[~space.in_safety_region(z)])
+        total += kept[-1].shape[0]
+        if total >= need:
+            return np.concatenate(kept)
+    raise LatentSpaceError(
+        f"the safety region of space {space.name!r} rejected almost every prior sample: "
+        f"{total} of {max_draws * size} kept, {need} needed"
+    )

@@ -10,6 +10,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from engine.latent import LatentSpace, encode_png
+from engine.latent.base import sample_outside_safety
 from engine.reverse import ideal_latents
 from engine.sampling import next_batch
 from matchsvc.db.models import Face
@@ -27,8 +28,7 @@ def ensure_shared_pool(session: Session, *, space: LatentSpace, size: int, rng: 
     """Top the shared (cached) face pool up to ``size`` prior faces outside the safety region."""
     missing = size - faces_repo.count_shared(session)
     if missing > 0:
-        latents = space.sample(2 * missing + 16, rng)
-        latents = latents[~space.in_safety_region(latents)][:missing]
+        latents = sample_outside_safety(space, size=missing, need=missing, rng=rng)[:missing]
         faces_repo.add_faces(session, backend=space.name, latents=latents, shared=True)
         session.commit()
     return max(missing, 0)
