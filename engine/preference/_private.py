@@ -33,6 +33,7 @@ from privacy.mechanisms import (
     LABEL_CHANGE,
     Guarantee,
     RandomizedResponse,
+    check_epsilon,
     objective_perturbation,
 )
 
@@ -68,15 +69,6 @@ DPSGD_MAX_GRAD_NORM: float = 1.0
 _DPSGD_LEARNING_RATE: float = 0.5
 
 
-def _check_epsilon(epsilon: float) -> float:
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.floating, np.integer)):
-        raise TypeError(f"epsilon must be a real number, got {epsilon!r}")
-    value = float(epsilon)
-    if math.isnan(value) or value <= 0:
-        raise ValueError(f"epsilon must be > 0, got {epsilon!r}")
-    return value
-
-
 def mechanism_guarantee(mechanism: str, *, epsilon: float, delta: float) -> Guarantee:
     """What one :func:`fit_private` release with these arguments claims; the ledger records it.
 
@@ -88,7 +80,7 @@ def mechanism_guarantee(mechanism: str, *, epsilon: float, delta: float) -> Guar
     """
     if mechanism not in MECHANISMS:
         raise ValueError(f"mechanism must be one of {MECHANISMS}, got {mechanism!r}")
-    eps = _check_epsilon(epsilon)
+    eps = check_epsilon(epsilon)
     if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0.0 <= delta < 1.0:
         raise ValueError(f"delta must be in [0, 1), got {delta!r}")
     if mechanism == "rr":

@@ -12,21 +12,14 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from privacy._validation import check_delta, check_epsilon
 from privacy.accounting.base import Accountant
 
 __all__ = ["BasicCompositionAccountant"]
 
 
 def _check_release(epsilon: float, delta: float) -> tuple[float, float]:
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):
-        raise TypeError(f"epsilon must be a real number, got {epsilon!r}")
-    if isinstance(delta, bool) or not isinstance(delta, (int, float)):
-        raise TypeError(f"delta must be a real number, got {delta!r}")
-    if math.isnan(epsilon) or epsilon < 0:
-        raise ValueError(f"epsilon must be >= 0 (or math.inf), got {epsilon!r}")
-    if not 0.0 <= delta < 1.0:
-        raise ValueError(f"delta must be in [0, 1), got {delta!r}")
-    return float(epsilon), float(delta)
+    return check_epsilon(epsilon, allow_zero=True), check_delta(delta)
 
 
 class BasicCompositionAccountant(Accountant):

@@ -4,6 +4,7 @@ Mechanisms know nothing of accounting (:mod:`privacy.accounting`); each one stat
 :class:`Guarantee` it provides per release, and the caller records it.
 """
 
+from privacy._validation import check_delta, check_epsilon
 from privacy.mechanisms import objective_perturbation
 from privacy.mechanisms.base import (
     ADD_REMOVE_ONE,
@@ -20,6 +21,8 @@ __all__ = [
     "NEIGHBOURING_RELATIONS",
     "REPLACE_ONE",
     "Guarantee",
+    "check_delta",
+    "check_epsilon",
     "RandomizedResponse",
     "objective_perturbation",
     "uniform_from_bytes",

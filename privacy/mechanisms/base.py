@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from privacy._validation import check_delta, check_epsilon
+
 __all__ = [
     "ADD_REMOVE_ONE",
     "LABEL_CHANGE",
@@ -66,14 +68,8 @@ class Guarantee:
     mechanism: str
 
     def __post_init__(self) -> None:
-        if isinstance(self.epsilon, bool) or not isinstance(self.epsilon, (int, float)):
-            raise TypeError(f"epsilon must be a real number, got {self.epsilon!r}")
-        if math.isnan(self.epsilon) or self.epsilon < 0:
-            raise ValueError(f"epsilon must be >= 0 (or math.inf), got {self.epsilon!r}")
-        if isinstance(self.delta, bool) or not isinstance(self.delta, (int, float)):
-            raise TypeError(f"delta must be a real number, got {self.delta!r}")
-        if not 0.0 <= self.delta < 1.0:
-            raise ValueError(f"delta must be in [0, 1), got {self.delta!r}")
+        check_epsilon(self.epsilon, allow_zero=True)
+        check_delta(self.delta)
         if self.neighbouring not in _SUBJECTS:
             raise ValueError(f"neighbouring must be one of {NEIGHBOURING_RELATIONS}, got {self.neighbouring!r}")
         if not isinstance(self.mechanism, str) or not self.mechanism:

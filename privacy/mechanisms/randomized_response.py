@@ -41,21 +41,13 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from privacy._validation import check_epsilon
 from privacy.mechanisms.base import LABEL_CHANGE, Guarantee
 
 __all__ = ["RandomizedResponse", "uniform_from_bytes"]
 
 _MECHANISM = "randomized_response"
 _UNIFORM_BITS = 53
-
-
-def _check_epsilon(epsilon: float) -> float:
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.floating, np.integer)):
-        raise TypeError(f"epsilon must be a real number, got {epsilon!r}")
-    value = float(epsilon)
-    if math.isnan(value) or value <= 0:
-        raise ValueError(f"epsilon must be > 0 (math.inf only for the non-private benchmark), got {epsilon!r}")
-    return value
 
 
 class RandomizedResponse:
@@ -74,7 +66,7 @@ class RandomizedResponse:
     """
 
     def __init__(self, *, epsilon: float) -> None:
-        self._epsilon = _check_epsilon(epsilon)
+        self._epsilon = check_epsilon(epsilon)
         # 1 / (1 + e^eps) written as e^-eps / (1 + e^-eps): no overflow for large eps, and
         # exactly 0.0 for eps = inf.
         tail = math.exp(-self._epsilon)
