@@ -59,7 +59,8 @@ def authenticated_user(
     user = get_user(session, claims.user_id)
     if user is None:
         raise AuthenticationFailed("invalid or expired token")
-    missing = set(security_scopes.scopes) - claims.scopes
+    # A token never grants more than the account holds now: removing a scope takes effect at once.
+    missing = set(security_scopes.scopes) - (claims.scopes & set(user.scopes))
     if missing:
         raise PermissionDenied(f"token lacks scope(s): {', '.join(sorted(missing))}")
     return user

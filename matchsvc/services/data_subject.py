@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from matchsvc.db.audit_models import AuditEntry
 from matchsvc.db.base import Base
 from matchsvc.db.models import Face, User
-from matchsvc.errors import NotFound
+from matchsvc.errors import NotFound, PermissionDenied
 from matchsvc.keys import KeyRingStore, UserCipher
 from matchsvc.services import audit
 from matchsvc.services.keys import rotate_keys, user_cipher
@@ -37,6 +37,10 @@ log = structlog.get_logger(__name__)
 
 #: Columns never exported: credentials and key material (the export is decrypted already).
 _WITHHELD = {("users", "password_hash"), ("user_keys", "wrapped_key")}
+
+
+def _is_staff(user: User) -> bool:
+    return bool(set(user.scopes) - {"user"})
 
 
 def _model_json(cipher: UserCipher, row: dict[str, Any]) -> Any:
@@ -101,10 +105,29 @@ def _export_row(table: Table, row: dict[str, Any], *, owner: bool, cipher: UserC
 def export_user(
     session: Session, *, user_id: uuid.UUID, keys: KeyRingStore, actor: User, pseudonym_key: bytes
 ) -> dict[str, Any]:
-    """Everything held about ``user_id``, decrypted, as one JSON-able bundle; the export is audited."""
+    """Everything held about ``user_id``, decrypted, as one JSON-able bundle; the export is audited.
+
+    Raises
+    ------
+    NotFound
+        No such user (the attempt is still audited).
+    PermissionDenied
+        An auditor asked for a staff account: those are managed from the command line.
+    """
     user = session.get(User, user_id)
-    if user is None:
-        raise NotFound(f"user {user_id} not found")
+    if user is None or (actor.id != user_id and _is_staff(user)):
+        audit.record(
+            session,
+            action=audit.AuditAction.export,
+            actor=actor,
+            subject_user_id=user_id,
+            details={"refused": "not found" if user is None else "staff account"},
+            pseudonym_key=pseudonym_key,
+        )
+        session.commit()
+        if user is None:
+            raise NotFound(f"user {user_id} not found")
+        raise PermissionDenied("staff accounts are exported and deleted from the command line")
     cipher = user_cipher(session, keys=keys, user_id=user_id)
     tables: dict[str, list[dict[str, Any]]] = {
         "users": [_export_row(User.__table__, _row(session, User.__table__, User.__table__.c.id, user_id)[0],
@@ -168,8 +191,20 @@ def delete_user(
     unwrap this user's data key (restore other users' keys from the live ``user_keys`` table).
     """
     with sessions() as session:
-        if session.get(User, user_id) is None:
-            return DeletionReceipt(deleted=False, rows_deleted=0, kek_version=None)
+        user = session.get(User, user_id)
+        if user is None or (actor is not None and actor.id != user_id and _is_staff(user)):
+            audit.record(
+                session,
+                action=audit.AuditAction.deletion,
+                actor=actor,
+                subject_user_id=user_id,
+                details={"refused": "not found" if user is None else "staff account"},
+                pseudonym_key=pseudonym_key,
+            )
+            session.commit()
+            if user is None:
+                return DeletionReceipt(deleted=False, rows_deleted=0, kek_version=None)
+            raise PermissionDenied("staff accounts are exported and deleted from the command line")
         removed = 0
         # The key goes first: if anything below fails, the transaction keeps it; if it commits,
         # every ciphertext of this user is unreadable even where a row were somehow left behind.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
@@ -12,32 +11,16 @@ from sqlalchemy import text
 from matchsvc.jobs.matching import run_matching
 from matchsvc.runtime import Runtime
 from matchsvc.security import Scope
-from matchsvc.services import auth as auth_service
 from matchsvc.services.data_subject import user_references
 from privacy.crypto import DecryptionError, unwrap_data_key
-from tests.support.accounts import PASSWORD, auth_headers
-
-
-def _auditor(client: TestClient, db: Runtime) -> dict[str, str]:
-    name = f"auditor{uuid.uuid4().hex[:6]}"
-    with db.sessions() as session:
-        auth_service.register(
-            session, keys=db.keys, username=name, password=PASSWORD, birth_year=1975, scopes=frozenset({Scope.auditor})
-        )
-    return auth_headers(client, name)
+from tests.support.accounts import auth_headers
+from tests.support.scenario import rate_faces, set_profile, staff_headers
 
 
 def _active_user(client: TestClient, db: Runtime, *, gender: str, seeks: str) -> tuple[dict[str, str], str]:
     headers = auth_headers(client)
-    for face in client.get("/v1/faces/next", params={"n": 12}, headers=headers).json()["faces"]:
-        client.post(
-            "/v1/ratings", json={"face_id": face["id"], "liked": True},
-            headers={**headers, "Idempotency-Key": uuid.uuid4().hex},
-        )
-    look = np.zeros(db.latent_space.dim)
-    assert client.put("/v1/me/appearance", json={"latent": look.tolist()}, headers=headers).status_code == 204
-    profile = {"gender": gender, "seeks": [seeks], "age_min": 18, "age_max": 99}
-    assert client.put("/v1/me/profile", json=profile, headers=headers).status_code == 200
+    rate_faces(client, headers, n=12)
+    set_profile(client, headers, look=[0.0] * db.latent_space.dim, gender=gender, seeks=[seeks])
     return headers, client.get("/v1/me", headers=headers).json()["id"]
 
 
@@ -75,7 +58,7 @@ def test_export_then_auditor_deletion_leaves_nothing(client: TestClient, db: Run
             text("SELECT wrapped_key FROM user_keys WHERE user_id = :id"), {"id": ann_id}
         ).scalar_one()
 
-    auditor = _auditor(client, db)
+    auditor = staff_headers(client, db, Scope.auditor)
     assert client.delete(f"/v1/audit/users/{ann_id}", headers=auditor).status_code == 204
     assert client.delete(f"/v1/audit/users/{ann_id}", headers=auditor).status_code == 204  # idempotent
 
@@ -100,13 +83,13 @@ def test_user_can_delete_themselves(client: TestClient, db: Runtime) -> None:
     user_id = client.get("/v1/me", headers=headers).json()["id"]
     assert client.delete("/v1/me", headers=headers).status_code == 204
     assert client.get("/v1/me", headers=headers).status_code == 401
-    auditor = _auditor(client, db)
+    auditor = staff_headers(client, db, Scope.auditor)
     assert client.get(f"/v1/audit/users/{user_id}/deletion-proof", headers=auditor).json()["clean"] is True
 
 
 def test_privacy_budget_report_json_and_csv(client: TestClient, db: Runtime) -> None:
     _active_user(client, db, gender="woman", seeks="man")
-    auditor = _auditor(client, db)
+    auditor = staff_headers(client, db, Scope.auditor)
     report = client.get("/v1/audit/privacy-budget", headers=auditor).json()
     assert report["users"] == 1 and report["per_mechanism"]["randomized_response"]["spends"] == 12
     assert report["spent_quantiles"]["max"] == pytest.approx(db.policy.epsilon)
@@ -115,3 +98,29 @@ def test_privacy_budget_report_json_and_csv(client: TestClient, db: Runtime) -> 
     assert len(csv_text.splitlines()) == 2
     user = auth_headers(client)
     assert client.get("/v1/audit/privacy-budget", headers=user).status_code == 403
+
+
+def test_staff_accounts_cannot_be_exported_or_deleted_over_the_api(client: TestClient, db: Runtime) -> None:
+    auditor = staff_headers(client, db, Scope.auditor)
+    admin = staff_headers(client, db, Scope.admin)
+    admin_id = client.get("/v1/me", headers=admin).json()["id"]
+    before = _audit_count(db)
+    assert client.delete(f"/v1/audit/users/{admin_id}", headers=auditor).status_code == 403
+    assert client.get(f"/v1/audit/users/{admin_id}/export", headers=auditor).status_code == 403
+    assert client.get(f"/v1/audit/users/{uuid.uuid4()}/export", headers=auditor).status_code == 404
+    assert client.get("/v1/me", headers=admin).status_code == 200
+    assert _audit_count(db) == before + 3  # refused and not-found attempts are audited too
+
+
+def test_removing_a_scope_takes_effect_before_the_token_expires(client: TestClient, db: Runtime) -> None:
+    auditor = staff_headers(client, db, Scope.auditor)
+    assert client.get("/v1/audit/log", headers=auditor).status_code == 200
+    auditor_id = client.get("/v1/me", headers=auditor).json()["id"]
+    with db.engine.begin() as connection:
+        connection.execute(text("UPDATE users SET scopes = ARRAY['user'] WHERE id = :id"), {"id": auditor_id})
+    assert client.get("/v1/audit/log", headers=auditor).status_code == 403
+
+
+def _audit_count(db: Runtime) -> int:
+    with db.engine.connect() as connection:
+        return connection.execute(text("SELECT count(*) FROM audit_log")).scalar_one()
