@@ -12,7 +12,6 @@ import pytest
 from fastapi.testclient import TestClient
 from scipy.special import expit
 from sklearn.svm import LinearSVC
-from sqlalchemy import text
 
 from api.main import create_app
 from engine.preference.benchmark import expected_accuracy, synthetic_user
@@ -20,6 +19,7 @@ from matchsvc.runtime import Runtime
 from matchsvc.services.keys import user_cipher
 from matchsvc.services.preferences import load_model
 from tests.support.accounts import auth_headers
+from tests.support.scenario import served_latents
 
 USERS = 12
 RATINGS = 50
@@ -32,15 +32,9 @@ def _simulate(client: TestClient, runtime: Runtime, rng: np.random.Generator) ->
     Z, y = [], []
     while len(y) < RATINGS:
         faces = client.get("/v1/faces/next", params={"n": 10}, headers=headers).json()["faces"]
-        with runtime.engine.connect() as connection:
-            latents = dict(
-                connection.execute(
-                    text("SELECT id::text, latent FROM faces WHERE id::text = ANY(:ids)"),
-                    {"ids": [face["id"] for face in faces]},
-                ).all()
-            )
+        latents = served_latents(runtime, faces)
         for face in faces:
-            z = np.asarray(latents[face["id"]])
+            z = latents[face["id"]]
             liked = bool(rng.random() < expit(z @ w + b))  # the person looks at the face and answers
             response = client.post(
                 "/v1/ratings",

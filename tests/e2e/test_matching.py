@@ -8,12 +8,12 @@ import uuid
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
 
 from engine.latent import DIMENSION_NAMES
 from matchsvc.jobs.matching import run_matching
 from matchsvc.runtime import Runtime
 from tests.support.accounts import auth_headers
+from tests.support.scenario import served_latents
 
 SMILE = DIMENSION_NAMES.index("smile")
 GLASSES = DIMENSION_NAMES.index("glasses")
@@ -24,13 +24,7 @@ def _train(client: TestClient, db: Runtime, headers: dict[str, str], axis: int, 
     rated = 0
     while rated < n:
         faces = client.get("/v1/faces/next", params={"n": 10}, headers=headers).json()["faces"]
-        with db.engine.connect() as connection:
-            latents = dict(
-                connection.execute(
-                    text("SELECT id::text, latent FROM faces WHERE id::text = ANY(:ids)"),
-                    {"ids": [face["id"] for face in faces]},
-                ).all()
-            )
+        latents = served_latents(db, faces)
         for face in faces:
             liked = latents[face["id"]][axis] > 0
             response = client.post(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
+import numpy as np
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
@@ -19,7 +20,7 @@ from matchsvc.security import Scope
 from matchsvc.services import auth as auth_service
 from tests.support.accounts import PASSWORD, auth_headers
 
-__all__ = ["rate_faces", "set_profile", "staff_headers", "truncate_all", "user_id"]
+__all__ = ["rate_faces", "served_latents", "set_profile", "staff_headers", "truncate_all", "user_id"]
 
 
 def staff_headers(client: TestClient, runtime: Runtime, *scopes: Scope, username: str | None = None) -> dict[str, str]:
@@ -86,3 +87,13 @@ def truncate_all(runtime: Runtime) -> None:
     tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
     with runtime.engine.begin() as connection:
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+def served_latents(runtime: Runtime, faces: list[dict]) -> dict[str, np.ndarray]:
+    """The latents of faces a client was served (what the person in a simulation "sees"), by face id."""
+    with runtime.engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT id::text, latent FROM faces WHERE id::text = ANY(:ids)"),
+            {"ids": [face["id"] for face in faces]},
+        ).all()
+    return {face_id: np.asarray(latent) for face_id, latent in rows}
