@@ -76,13 +76,15 @@ def linear_svc_model(Z: np.ndarray, y: np.ndarray) -> PreferenceModel:
     """Non-private baseline: scikit-learn's LinearSVC with its defaults, on the true answers.
 
     ``Z`` has shape (n, d), ``y`` shape (n,) of bool. The result's sign is the prediction; its
-    scale is the SVM margin, not a calibrated log-odds.
+    scale is the SVM margin, not a calibrated log-odds. ``random_state`` is fixed because
+    liblinear's dual solver (chosen when n < d) visits the examples in a random order, which
+    would otherwise make reruns differ in the sixth decimal.
     """
     from sklearn.svm import LinearSVC
 
     if y.all() or not y.any():  # one class only: LinearSVC refuses, the constant answer is optimal
         return PreferenceModel(coef=np.zeros(Z.shape[1]), intercept=1.0 if y.all() else -1.0)
-    svc = LinearSVC().fit(Z, y)
+    svc = LinearSVC(random_state=0).fit(Z, y)
     return PreferenceModel(coef=svc.coef_[0], intercept=float(svc.intercept_[0]))
 
 
