@@ -16,12 +16,10 @@ __all__ = [
     "add_faces",
     "add_image",
     "count_shared",
-    "get_face",
     "get_image",
-    "get_faces",
     "record_impressions",
+    "served_face",
     "unseen_shared_faces",
-    "was_served",
 ]
 
 
@@ -32,10 +30,6 @@ def add_faces(session: Session, *, backend: str, latents: np.ndarray, shared: bo
     return faces
 
 
-def get_face(session: Session, face_id: uuid.UUID) -> Face | None:
-    return session.get(Face, face_id)
-
-
 def record_impressions(session: Session, *, user_id: uuid.UUID, face_ids: Sequence[uuid.UUID]) -> None:
     if not face_ids:
         return
@@ -43,11 +37,14 @@ def record_impressions(session: Session, *, user_id: uuid.UUID, face_ids: Sequen
     session.execute(insert(FaceImpression).values(rows).on_conflict_do_nothing())
 
 
-def was_served(session: Session, *, user_id: uuid.UUID, face_id: uuid.UUID) -> bool:
-    query = select(
-        exists().where(FaceImpression.user_id == user_id, FaceImpression.face_id == face_id)
+def served_face(session: Session, *, user_id: uuid.UUID, face_id: uuid.UUID) -> Face | None:
+    """The face, if it was served to this user; None for unknown faces and other users' faces alike."""
+    query = (
+        select(Face)
+        .join(FaceImpression, FaceImpression.face_id == Face.id)
+        .where(FaceImpression.user_id == user_id, Face.id == face_id)
     )
-    return bool(session.scalar(query))
+    return session.scalar(query)
 
 
 def get_image(session: Session, face_id: uuid.UUID) -> FaceImage | None:
@@ -58,12 +55,6 @@ def add_image(session: Session, *, face_id: uuid.UUID, png: bytes, etag: str) ->
     """Idempotent: two workers rendering the same face concurrently store it once."""
     statement = insert(FaceImage).values(face_id=face_id, png=png, etag=etag)
     session.execute(statement.on_conflict_do_nothing(index_elements=[FaceImage.face_id]))
-
-
-def get_faces(session: Session, face_ids: Sequence[uuid.UUID]) -> list[Face]:
-    """Faces by id, in the order asked for."""
-    by_id = {face.id: face for face in session.scalars(select(Face).where(Face.id.in_(face_ids)))}
-    return [by_id[face_id] for face_id in face_ids]
 
 
 def count_shared(session: Session) -> int:

@@ -108,8 +108,8 @@ def face_image(session: Session, *, user_id: uuid.UUID, face_id: uuid.UUID, spac
 
     Faces never served to the caller are "not found": whether a face exists is nobody else's business.
     """
-    face = faces_repo.get_face(session, face_id)
-    if face is None or not faces_repo.was_served(session, user_id=user_id, face_id=face_id):
+    face = faces_repo.served_face(session, user_id=user_id, face_id=face_id)
+    if face is None:
         raise NotFound(f"face {face_id} not found")
     cached = faces_repo.get_image(session, face_id)
     if cached is not None:

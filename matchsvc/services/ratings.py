@@ -92,7 +92,8 @@ def submit_rating(
     try:
         cipher = user_cipher(session, keys=keys, user_id=user_id, for_update=True)
         receipt = None
-        if policy.privatises_labels and faces_repo.was_served(session, user_id=user_id, face_id=face_id):
+        face = faces_repo.served_face(session, user_id=user_id, face_id=face_id)
+        if policy.privatises_labels and face is not None:
             charge(session, user_id=user_id, guarantee=policy.guarantee, scope=rating_scope(face_id), cap=policy.cap)
         stored_label = privatise(liked, epsilon=policy.epsilon) if policy.privatises_labels else liked
         stored = ratings_repo.upsert_served_rating(
@@ -112,7 +113,6 @@ def submit_rating(
             status_code=201 if receipt.created else 200,
             body=receipt.to_json(),
         ):
-            face = faces_repo.get_face(session, face_id)
             assert face is not None  # the upsert just proved it was served
             absorb_rating(
                 session,
