@@ -112,6 +112,26 @@ def bench_render(
     _emit(run_render_benchmark(faces=faces), as_json=as_json)
 
 
+@bench_app.command("scoring")
+def bench_scoring(
+    as_json: Annotated[bool, typer.Option("--json", help="Emit JSON")] = False,
+    sizes: Annotated[str, typer.Option(help="Comma-separated user counts")] = "10000,50000,100000",
+    k: Annotated[int, typer.Option(min=1, help="Candidates per user")] = 20,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available)")] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed repetitions per case (median reported)")] = 3,
+) -> None:
+    """reciprocal_topk against a blocked GEMM floor, FAISS exact search and a dense reference, at d = latent dim and 128."""
+    from engine.latent import create_latent_space
+    from matchsvc.bench.scoring import run_scoring_benchmark
+
+    try:
+        counts = tuple(int(size) for size in sizes.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"sizes must be comma-separated integers, got {sizes!r}") from None
+    dims = (create_latent_space("procedural").dim, 128)
+    _emit(run_scoring_benchmark(sizes=counts, dims=dims, k=k, device=device, repeats=repeats), as_json=as_json)
+
+
 @bench_app.command("api")
 def bench_api(
     as_json: Annotated[bool, typer.Option("--json", help="Emit JSON")] = False,
