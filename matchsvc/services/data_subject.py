@@ -39,8 +39,29 @@ log = structlog.get_logger(__name__)
 _WITHHELD = {("users", "password_hash"), ("user_keys", "wrapped_key")}
 
 
-def _is_staff(user: User) -> bool:
-    return bool(set(user.scopes) - {"user"})
+def _refused(
+    session: Session, action: audit.AuditAction, *, user_id: uuid.UUID, actor: User | None, pseudonym_key: bytes
+) -> bool:
+    """Audit and refuse an attempt on a missing user (returns True) or, by someone else, on staff (raises).
+
+    Staff accounts are exported and deleted from the command line, never over the API.
+    """
+    user = session.get(User, user_id)
+    staff = user is not None and bool(set(user.scopes) - {"user"})
+    if user is not None and not (staff and actor is not None and actor.id != user_id):
+        return False
+    audit.record(
+        session,
+        action=action,
+        actor=actor,
+        subject_user_id=user_id,
+        details={"refused": "not found" if user is None else "staff account"},
+        pseudonym_key=pseudonym_key,
+    )
+    session.commit()
+    if user is None:
+        return True
+    raise PermissionDenied("staff accounts are exported and deleted from the command line")
 
 
 def _model_json(cipher: UserCipher, row: dict[str, Any]) -> Any:
@@ -114,20 +135,8 @@ def export_user(
     PermissionDenied
         An auditor asked for a staff account: those are managed from the command line.
     """
-    user = session.get(User, user_id)
-    if user is None or (actor.id != user_id and _is_staff(user)):
-        audit.record(
-            session,
-            action=audit.AuditAction.export,
-            actor=actor,
-            subject_user_id=user_id,
-            details={"refused": "not found" if user is None else "staff account"},
-            pseudonym_key=pseudonym_key,
-        )
-        session.commit()
-        if user is None:
-            raise NotFound(f"user {user_id} not found")
-        raise PermissionDenied("staff accounts are exported and deleted from the command line")
+    if _refused(session, audit.AuditAction.export, user_id=user_id, actor=actor, pseudonym_key=pseudonym_key):
+        raise NotFound(f"user {user_id} not found")
     cipher = user_cipher(session, keys=keys, user_id=user_id)
     tables: dict[str, list[dict[str, Any]]] = {
         "users": [_export_row(User.__table__, _row(session, User.__table__, User.__table__.c.id, user_id)[0],
@@ -191,20 +200,8 @@ def delete_user(
     unwrap this user's data key (restore other users' keys from the live ``user_keys`` table).
     """
     with sessions() as session:
-        user = session.get(User, user_id)
-        if user is None or (actor is not None and actor.id != user_id and _is_staff(user)):
-            audit.record(
-                session,
-                action=audit.AuditAction.deletion,
-                actor=actor,
-                subject_user_id=user_id,
-                details={"refused": "not found" if user is None else "staff account"},
-                pseudonym_key=pseudonym_key,
-            )
-            session.commit()
-            if user is None:
-                return DeletionReceipt(deleted=False, rows_deleted=0, kek_version=None)
-            raise PermissionDenied("staff accounts are exported and deleted from the command line")
+        if _refused(session, audit.AuditAction.deletion, user_id=user_id, actor=actor, pseudonym_key=pseudonym_key):
+            return DeletionReceipt(deleted=False, rows_deleted=0, kek_version=None)
         removed = 0
         # The key goes first: if anything below fails, the transaction keeps it; if it commits,
         # every ciphertext of this user is unreadable even where a row were somehow left behind.
