@@ -94,15 +94,17 @@ def privacy_budget(
     auditor: AuditorUser,
     session: SessionDep,
     runtime: RuntimeDep,
-    format: Annotated[Literal["json", "csv"], Query(description="json summary or per-user csv")] = "json",
+    output: Annotated[
+        Literal["json", "csv"], Query(alias="format", description="json summary or per-user csv")
+    ] = "json",
 ) -> PopulationBudget | Response:
     report = population_budget(session, policy=runtime.policy)
     audit.record(
         session, action=audit.AuditAction.auditor_read, actor=auditor, subject_user_id=None,
-        details={"resource": "privacy-budget", "format": format},
+        details={"resource": "privacy-budget", "format": output},
     )
     session.commit()
-    if format == "csv":
+    if output == "csv":
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(["user_pseudonym", "epsilon_spent", "delta_spent", "epsilon_cap"])
