@@ -11,17 +11,21 @@ holding the ``n x n`` score matrix: memory is ``O(n k + B^2)`` for blocks of ``B
 
 How it stays fast
 -----------------
-* **One product serves both directions.** For a block pair ``(I, J)`` with ``J >= I`` one batched
-  GEMM gives ``x = logit p[I, J]`` and ``y = logit p[J, I]`` laid out the same way; rows ``I``
-  read the result along its rows and rows ``J`` down its columns, so every unordered pair is
-  multiplied once, exactly the work of a one-directional exact search.
+* **One product serves both directions.** For a block pair ``(I, J)`` with ``J >= I`` two GEMMs
+  give ``x = logit p[I, J]`` and ``y = logit p[J, I]`` laid out the same way; rows ``I`` read
+  them along their rows and rows ``J`` down their columns, so every pair's two logits are
+  computed once: the multiply work of a one-directional exact search.
 * **Eligibility lives in the GEMM.** Group filters are extra coordinates: a pair that is not
   mutually sought gets a logit near ``-2**100`` and can never be a candidate.
-* **Prune before scoring.** Every combine is increasing in both probabilities, so ``s > t`` is
-  equivalent to a per-combine statistic ``T`` of ``u = exp(-x)``, ``v = exp(-y)`` staying below
-  ``T(t)``. A cheap exp-free lower bound on ``log T`` (tangents under the softplus, at most
+* **Prune before scoring.** Every combine is increasing in both probabilities, so ``s > t``
+  holds exactly when a per-combine statistic ``T`` of ``u = exp(-x)``, ``v = exp(-y)`` stays
+  below a cutoff ``T_t``. A cheap exp-free lower bound on ``log T`` (tangents under the softplus, at most
   ``_TANGENT_GAP`` short) is compared against each row's cutoff, which rises with the row's
   running ``k``-th best score; only survivors are scored exactly.
+* **Seeded cutoffs.** A row whose list is not full yet takes a cutoff from the block in hand:
+  of its ``k + e`` smallest statistics (``e`` = its excluded partners) at least ``k`` belong to
+  real candidates, and each of those scores at least what the largest of them implies. The C
+  engine meets every row's own diagonal block first and seeds there.
 * **Two engines, same contract.** On the CPU a small C kernel (compiled once per process with
   the system compiler and loaded with ``ctypes``) fuses the statistic, the cutoff test, exact
   scoring and the per-row top-k insert into one pass per direction, threads over rows, and lets
@@ -35,12 +39,13 @@ Products run in float32 (TF32 and bfloat16 shortcuts are switched off for the ca
 candidate's score is evaluated in float64 from its two float32 logits and rounded once to
 float32, so equal logits always give equal scores wherever they sit. Against a float64
 reference every score has relative error at most ``2 * delta + 2**-23``, where ``delta`` bounds
-the float32 logit error, about ``(d + 2) * 2**-24 * (|pref_i| |looks_j| + |b_i|)`` (the log of
-every combine moves by at most the sum of the two logit errors). Each row is ordered by
-``(score desc, index asc)`` on those float32 scores, so exact ties go to the lower index. Hence,
-for every row and every ``r``, the first ``r`` indices equal the float64 reference's whenever
-the reference's ``r``-th and ``(r + 1)``-th scores differ by more than twice that relative
-error; inside closer near-ties the order may differ from the reference's. Pruning is exact: a
+the float32 logit error: ``delta <= (d + 3) * 2**-24 * (|pref_i| |looks_j| + |b_i|)`` for the
+pair (input rounding plus the dot product; the log of every combine moves by at most the sum of
+the two logit errors). Each row is ordered by ``(score desc, index asc)`` on those float32
+scores, so exact ties go to the lower index. Hence, for every row and every ``r``, the first
+``r`` indices are, as a set, the float64 reference's first ``r`` whenever the reference's
+``r``-th and ``(r + 1)``-th scores differ by more than twice that relative error; inside closer
+near-ties the order may differ from the reference's. Pruning is exact: a
 pair is dropped only when its score provably cannot enter the row's top ``k``.
 """
 
@@ -112,14 +117,18 @@ def _as_tensor(name: str, value: object) -> Tensor:
 
 
 def _real(name: str, value: object, shape: tuple[int, ...]) -> Tensor:
+    """A finite float32 CPU copy of a real array (float64 inputs are rounded once, here)."""
     t = _as_tensor(name, value)
     if t.dtype == torch.bool or t.is_complex():
         raise ValueError(f"{name} must hold real numbers, got dtype {t.dtype}")
     if tuple(t.shape) != shape:
         raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
-    t = t.to(device="cpu", dtype=torch.float64)
-    if not bool(torch.isfinite(t).all()):
+    t = t.to("cpu")
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} must be finite; it holds NaN or infinite values")
+    t = t.to(torch.float32)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} is too large for float32 scoring: it has values beyond 3.4e38")
     return t
 
 
@@ -434,16 +443,17 @@ def reciprocal_topk(
         raise ValueError(f"pref must have at least one latent dimension, got shape {(n, d)}")
     if n > _MAX_USERS:
         raise ValueError(f"at most {_MAX_USERS} users are supported, got {n}")
-    pref64 = _real("pref", pref_t, (n, d))
-    bias64 = _real("bias", bias, (n,))
-    looks64 = _real("looks", looks, (n, d))
+    pref32 = _real("pref", pref_t, (n, d))
+    bias32 = _real("bias", bias, (n,))
+    looks32 = _real("looks", looks, (n, d))
     slot, sought = _eligibility(group, seeks, n)
     excl = _exclusions(exclude, n)
     dev = _resolve_device(device)
     block = _block_size(block_size, dev)
     if n == 0:
         return torch.empty(0, k), torch.empty(0, k, dtype=torch.int64)
-    reach = float(pref64.norm(dim=1).max() * looks64.norm(dim=1).max() + bias64.abs().max())
+    norms = [torch.linalg.vector_norm(t, dim=1, dtype=torch.float64).max() for t in (pref32, looks32)]
+    reach = float(norms[0] * norms[1] + bias32.abs().max())
     if reach > _MAX_LOGIT:
         raise ValueError(
             f"pref, looks and bias are too large for float32 scoring: logits may reach {reach:.3g}"
@@ -453,10 +463,10 @@ def reciprocal_topk(
     lib = _native() if dev.type == "cpu" else None
     with _ieee_matmul():
         if lib is not None:
-            left, right = _augment(pref64, None, looks64, slot, sought, padded)
-            run = _run_native(lib, left, right, bias64, n, excl, k, combine, block)
+            left, right = _augment(pref32, None, looks32, slot, sought, padded)
+            run = _run_native(lib, left, right, bias32, n, excl, k, combine, block)
         else:
-            left, right = _augment(pref64, bias64, looks64, slot, sought, padded)
+            left, right = _augment(pref32, bias32, looks32, slot, sought, padded)
             run = _run_torch(left, right, n, excl, k, combine, block, dev)
     scores, indices = _decode(run)
     return scores.cpu(), indices.cpu()
@@ -496,7 +506,7 @@ def _augment(
     sought: Tensor,
     padded: int,
 ) -> tuple[Tensor, Tensor]:
-    """Float32 row vectors whose dot products are the logits, eligibility included.
+    """Row vectors (float32) whose dot products are the logits, eligibility included.
 
     ``[pref_i, b_i, pen_i] . [looks_j, 1, onehot_j] = pref_i . looks_j + b_i + pen_i[slot_j]``
     with ``pen_i`` 0 for sought groups and ``-2**100`` otherwise; the group columns are left
@@ -507,8 +517,8 @@ def _augment(
     n, d = pref.shape
     g = 0 if bool(sought.all()) else sought.shape[1]
     nb = 0 if bias is None else 1
-    left = torch.zeros(padded, d + nb + g, dtype=torch.float64)
-    right = torch.zeros(padded, d + nb + g, dtype=torch.float64)
+    left = torch.zeros(padded, d + nb + g)
+    right = torch.zeros(padded, d + nb + g)
     left[:n, :d] = pref
     right[:n, :d] = looks
     if bias is not None:
@@ -518,21 +528,17 @@ def _augment(
     if g:
         left[:n, d + nb :] = torch.where(sought, 0.0, -_BIG)
         right[torch.arange(n), d + nb + slot] = 1.0
-    return left.float(), right.float()
+    return left, right
 
 
-def _block_operands(left: Tensor, right: Tensor, block: int, dev: torch.device) -> tuple[Tensor, Tensor]:
-    """Per block ``[left; right]`` and ``[right; left]^T`` so one bmm yields ``x`` and ``y``.
+def _logits(left: Tensor, right: Tensor, i0: int, j0: int, block: int, xy: Tensor) -> None:
+    """Both directions of block pair ``(I, J)`` into ``xy`` (2, B, B), one GEMM each.
 
     ``x = left_I right_J^T`` is ``logit p[I, J]``; ``y = right_I left_J^T`` is ``logit p[J, I]``
-    laid out like ``x`` (entry ``[a, b]`` concerns users ``I_a`` and ``J_b`` in both).
+    laid out like ``x``: entry ``[a, b]`` concerns users ``I_a`` and ``J_b`` in both.
     """
-    padded, dim = left.shape
-    lb = left.view(padded // block, block, dim)
-    rb = right.view(padded // block, block, dim)
-    lhs = torch.stack([lb, rb], 1).to(dev)
-    rhs = torch.stack([rb, lb], 1).transpose(2, 3).contiguous().to(dev)
-    return lhs, rhs
+    torch.mm(left[i0 : i0 + block], right[j0 : j0 + block].t(), out=xy[0])
+    torch.mm(right[i0 : i0 + block], left[j0 : j0 + block].t(), out=xy[1])
 
 
 # --------------------------------------------------------------------------- C engine
@@ -903,16 +909,15 @@ def _run_native(
 ) -> Tensor:
     """All block pairs through the C kernel; returns the (n, k) descending key lists.
 
-    Per pair, one bmm, then each of ``T = torch.get_num_threads()`` workers (this thread and
+    Per pair, two GEMMs, then each of ``T = torch.get_num_threads()`` workers (this thread and
     ``T - 1`` pool threads) scans a share of rows ``I`` along the block and a share of rows ``J``
     down it. Those row sets are disjoint, so no two workers write the same row; ctypes releases
     the GIL for the scans.
     """
     padded = left.shape[0]
     nb = padded // block
-    lhs, rhs = _block_operands(left, right, block, torch.device("cpu"))
     bias32 = torch.zeros(padded, dtype=torch.float32)
-    bias32[:n] = bias.float()
+    bias32[:n] = bias
     run = torch.full((padded, k), -1, dtype=torch.int64)
     cut = torch.full((padded,), _NO_CUT, dtype=torch.float32)
     ecount = _exclusion_counts(excl, n, padded)
@@ -946,7 +951,7 @@ def _run_native(
         for bi, bj in pairs:
             i0, j0 = bi * block, bj * block
             a_end, b_end = min(block, n - i0), min(block, n - j0)
-            torch.bmm(lhs[bi], rhs[bj], out=xy)
+            _logits(left, right, i0, j0, block, xy)
             # Worker 0 is this thread; the pool runs the others alongside it.
             others = [pool.submit(scan, w, i0, j0, a_end, b_end) for w in range(1, workers)] if pool else []
             scan(0, i0, j0, a_end, b_end)
@@ -1170,7 +1175,7 @@ def _run_torch(
     padded = left.shape[0]
     nb = padded // block
     chunk = _chunk_for(block)
-    lhs, rhs = _block_operands(left, right, block, dev)
+    left, right = left.to(dev), right.to(dev)
     extra = _exclusion_counts(excl, n, padded).to(dev)
     if excl is not None:
         excl = excl.to(dev)
@@ -1191,7 +1196,7 @@ def _run_torch(
         i0 = bi * block
         for bj in range(bi, nb):
             j0 = bj * block
-            torch.bmm(lhs[bi], rhs[bj], out=xy)
+            _logits(left, right, i0, j0, block, xy)
             if bi == bj:
                 x.diagonal().fill_(-math.inf)
             rmin, cmin = chunk_pass(x, y, chunk)

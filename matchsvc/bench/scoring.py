@@ -2,14 +2,16 @@
 
 For each ``(n, d)`` the benchmark times, in this process and on the same thread count:
 
-* ``reciprocal_topk``: :func:`engine.scoring.reciprocal_topk`, both directions, top ``k``.
+* ``reciprocal_topk``: :func:`engine.scoring.reciprocal_topk` (default harmonic combine, default
+  block size), both directions, top ``k``.
 * ``gemm_floor``: the one-directional logits ``pref_I @ looks_J^T + b_I`` for every block pair,
   blocked like ``reciprocal_topk`` and written into one reused ``B x B`` buffer: the matrix
   work any exact method must do, with no scoring and no selection.
 * ``faiss_flat_ip``: FAISS ``IndexFlatIP`` exact top ``k`` of ``pref . looks`` (one direction,
   so half the semantic work; the per-user bias does not change a row's ranking).
-* ``dense_reference``: the naive dense ``n x n`` reciprocal matrix and ``torch.topk``, only
-  where its float32 matrices fit comfortably in memory.
+* ``dense_reference``: the naive dense ``n x n`` harmonic reciprocal matrix and ``torch.topk``,
+  only where its float32 matrices fit comfortably in memory; ``index_agreement`` is the share
+  of top-``k`` indices it shares with ``reciprocal_topk`` (float32 near-ties may differ).
 
 Seconds are medians over ``repeats`` warm runs (after one untimed run); ratios divide those
 medians, so they compare like with like on a shared machine. ``cold_seconds`` is one run in a
@@ -113,9 +115,17 @@ def _dense(
     return dense
 
 
+def _available_memory() -> int:
+    """Bytes of physical memory free now, or 0 where the OS does not say."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
 def _dense_skip_reason(n: int) -> str | None:
     need = 3 * 4 * n * n
-    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 0
+    available = _available_memory()
     budget = min(_DENSE_BUDGET_BYTES, available // 4) if available else _DENSE_BUDGET_BYTES
     if need > budget:
         return f"needs about {need / 2**30:.1f} GiB for three n x n float32 matrices; budget {budget / 2**30:.1f} GiB"
