@@ -1,53 +1,34 @@
-"""Learning from randomized-response labels with the unbiased (noise-aware) logistic loss.
+"""The randomized-response label channel: validation, exact likelihood and Fisher information.
 
-Loss. For a label flipped with probability ``rho < 1/2``, Natarajan et al. (NeurIPS 2013,
-Lemma 1) give the loss whose expectation over the flip is the clean loss,
+A stored label is the true answer flipped with probability ``rho < 1/2`` (``rho = 0``: clean).
+With ``p = sigmoid(t)`` the model's like-probability at logit ``t``, the stored label is a like
+with probability
 
-    l~(t, s~) = ((1 - rho) l(t, s~) - rho l(t, -s~)) / (1 - 2 rho).
+    q(t) = rho + (1 - 2 rho) p,
 
-For the logistic loss ``l(t, s) = log(1 + e^(-s t))`` we have ``l(t, -s) = l(t, s) + s t``, so
-``l~(t, s~) = l(t, s~) - kappa s~ t`` with ``kappa = rho / (1 - 2 rho)``: the logistic loss plus
-a term linear in the parameters. The objective stays convex and Newton's method solves it
-(:mod:`engine.preference._solver`). Public known negatives enter with ``rho = 0``. Fitting is
-post-processing of already-private labels and costs no privacy budget.
+and, writing ``s = +1`` for a stored like and ``-1`` for a pass, ``P(s | t) = rho + (1 - 2 rho)
+sigmoid(s t)``. This is the likelihood :mod:`engine.preference._posterior` uses; it is not
+log-concave in ``t`` (it flattens at ``rho`` and ``1 - rho``), which is why the fit uses the
+expected (Fisher) information, always positive, for its steps and its Laplace covariance:
 
-Prior. The linear term makes each example's loss unbounded below, so the L2 penalty is required.
-It is a Gaussian prior: precision ``l2`` per weight coordinate (default 4: a one-standard-
-deviation move along a latent axis shifts the log-odds by about 0.5) and ``INTERCEPT_L2`` for
-the intercept (standard deviation 1 logit). The unbiased loss keeps the *clean* curvature while
-a noisy label carries less information, so the prior is up-weighted by the ratio of the Fisher
-information of a clean label to that of a randomized-response label about the logit ``t``,
+    I_clean(t) = p (1 - p),   I_rr(t) = (1 - 2 rho)^2 p^2 (1 - p)^2 / (q (1 - q)).
 
-    I_clean(t) = p (1 - p),   I_rr(t) = (1 - 2 rho)^2 p^2 (1 - p)^2 / (q (1 - q)),
-
-with ``p = sigmoid(t)``, ``q = rho + (1 - 2 rho) p``, summed over the examples. It is
-``1 / (1 - 2 rho)^2`` at ``t = 0``, which the first solve uses; one more solve uses the ratio at
-the first solve's logits. With clean labels the ratio is 1 and one solve is done.
-
-Calibration. The released probability must average over what is still unknown about the
-weights: ``E[sigmoid(t)] ~ sigmoid(t_hat / sqrt(1 + pi v / 8))`` (MacKay 1992), with ``v`` the
-variance of ``x . theta`` under the Laplace posterior for the randomized-response likelihood
-(precision ``X^T diag(I_rr) X + prior``), averaged over faces from the latent prior. That one
-factor is folded into ``coef`` and ``intercept``, so ``sigmoid(coef . z + intercept)`` is the
-released like-probability. Measured on users drawn from the prior (d = 16, n = 50), the best
-post-hoc temperature is 1.00 at eps = 2 and 0.88 at eps = 1 (1 = calibrated, below 1 = still
-slightly over-confident); see ``engine.preference.benchmark``.
+Prior scale. ``DEFAULT_L2`` is the precision of each weight coordinate in the default isotropic
+prior (a one-standard-deviation move along a latent axis shifts the log-odds by about 0.5) and
+``INTERCEPT_L2`` that of the intercept (standard deviation 1 logit).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from scipy.special import expit
 
 from engine.latent.base import PRIOR_BOUND
-from engine.preference._model import PreferenceModel
-from engine.preference._solver import minimise
 
-__all__ = ["DEFAULT_L2", "INTERCEPT_L2", "fit_noisy"]
+__all__ = ["DEFAULT_L2", "INTERCEPT_L2", "rr_curvature", "rr_information", "rr_log_likelihood"]
 
 #: Default prior precision of each weight coordinate (module docstring).
 DEFAULT_L2: float = 4.0
@@ -127,6 +108,34 @@ def rr_information(t: np.ndarray, rho: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return clean, (1.0 - 2.0 * rho) ** 2 * clean * ratio
 
 
+def rr_log_likelihood(t: np.ndarray, s: np.ndarray, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``log P(s | t)`` of each stored label and its derivative in ``t``, stable for any ``t``.
+
+    ``log(rho + (1 - 2 rho) sigmoid(s t))`` is evaluated as a log-sum-exp, so ``rho = 0`` gives
+    the plain logistic log-likelihood without ``log(0)``. The derivative is
+    ``s r sigmoid(-s t)`` with ``r = (1 - 2 rho) sigmoid(s t) / P(s | t)`` in ``[0, 1]``: the
+    share of the stored label's probability that came from the true answer.
+    """
+    with np.errstate(divide="ignore"):
+        log_rho = np.log(rho)
+    log_true = np.log1p(-2.0 * rho) - np.logaddexp(0.0, -s * t)
+    log_p = np.logaddexp(log_rho, log_true)
+    return log_p, s * np.exp(log_true - log_p) * expit(-s * t)
+
+
+def rr_curvature(t: np.ndarray, s: np.ndarray, rho: np.ndarray) -> np.ndarray:
+    """Observed information ``-d^2/dt^2 log P(s | t)``; negative where the likelihood is convex in ``t``.
+
+    With ``r`` as in :func:`rr_log_likelihood` and ``u = sigmoid(-s t)`` it is
+    ``r u (1 - 2 u + r u)``: ``u (1 - u)`` for clean labels (``r = 1``), the logistic curvature.
+    """
+    log_true = np.log1p(-2.0 * rho) - np.logaddexp(0.0, -s * t)
+    with np.errstate(divide="ignore"):
+        r = np.exp(log_true - np.logaddexp(np.log(rho), log_true))
+    u = expit(-s * t)
+    return r * u * (1.0 - 2.0 * u + r * u)
+
+
 def calibration_factor(posterior_covariance_diagonal: np.ndarray) -> float:
     """MacKay's ``1 / sqrt(1 + pi v / 8)`` with ``v`` the posterior variance of ``x . theta``.
 
@@ -137,95 +146,3 @@ def calibration_factor(posterior_covariance_diagonal: np.ndarray) -> float:
     moments[-1] = 1.0
     variance = float(moments @ posterior_covariance_diagonal)
     return 1.0 / math.sqrt(1.0 + math.pi * variance / 8.0)
-
-
-@dataclass(frozen=True)
-class NoisyFit:
-    """Everything :class:`OnlinePreference` needs from an exact fit.
-
-    Attributes
-    ----------
-    theta : numpy.ndarray, shape (d + 1,)
-        Uncalibrated minimiser ``[w, b]`` of the penalised noise-aware objective.
-    inverse_hessian : numpy.ndarray, shape (d + 1, d + 1)
-        Inverse Hessian of that objective at ``theta``.
-    posterior_covariance : numpy.ndarray, shape (d + 1, d + 1)
-        Laplace posterior covariance under the randomized-response likelihood.
-    """
-
-    theta: np.ndarray
-    inverse_hessian: np.ndarray
-    posterior_covariance: np.ndarray
-
-
-def calibrated_model(theta: np.ndarray, posterior_covariance: np.ndarray) -> PreferenceModel:
-    """The released model: ``theta = [w, b]`` scaled by :func:`calibration_factor`."""
-    scaled = theta * calibration_factor(np.diag(posterior_covariance))
-    return PreferenceModel(coef=scaled[:-1], intercept=float(scaled[-1]))
-
-
-def solve_noisy(
-    Z: npt.ArrayLike,
-    y_private: npt.ArrayLike,
-    *,
-    flip_probability: float | npt.ArrayLike,
-    public_negatives: npt.ArrayLike | None,
-    l2: float,
-) -> NoisyFit:
-    """Validate the inputs and fit (module docstring); the work behind :func:`fit_noisy`."""
-    z = check_latents(Z)
-    n, d = z.shape
-    labels = check_labels(y_private, n, name="y_private")
-    rho = check_flip_probability(flip_probability, n)
-    prior = np.full(d + 1, check_l2(l2))
-    prior[-1] = INTERCEPT_L2
-    s = np.where(labels, 1.0, -1.0)
-    if public_negatives is not None:
-        negatives = check_latents(public_negatives, name="public_negatives", dim=d)
-        z = np.vstack([z, negatives])
-        s = np.concatenate([s, -np.ones(negatives.shape[0])])
-        rho = np.concatenate([rho, np.zeros(negatives.shape[0])])
-    X = np.hstack([z, np.ones((z.shape[0], 1))])
-    linear = -(X.T @ (s * rho / (1.0 - 2.0 * rho)))
-    penalty = prior * (X.shape[0] / float(np.sum((1.0 - 2.0 * rho) ** 2)))
-    theta, hessian = minimise(X, s, linear=linear, penalty=penalty)
-    clean, private = rr_information(X @ theta, rho)
-    if rho.any():
-        penalty = prior * float(clean.sum() / private.sum())
-        theta, hessian = minimise(X, s, linear=linear, penalty=penalty, start=theta)
-        clean, private = rr_information(X @ theta, rho)
-    precision = (X.T * private) @ X
-    precision[np.diag_indices(d + 1)] += prior
-    return NoisyFit(theta=theta, inverse_hessian=np.linalg.inv(hessian), posterior_covariance=np.linalg.inv(precision))
-
-
-def fit_noisy(
-    Z: npt.ArrayLike,
-    y_private: npt.ArrayLike,
-    *,
-    flip_probability: float | npt.ArrayLike,
-    public_negatives: npt.ArrayLike | None = None,
-    l2: float = DEFAULT_L2,
-) -> PreferenceModel:
-    """Fit the calibrated preference model to randomized-response labels.
-
-    Parameters
-    ----------
-    Z : array_like, shape (n, d)
-        Latents of the rated faces (public).
-    y_private : array_like of bool or {0, 1}, shape (n,)
-        Stored (private) labels, 1 = like.
-    flip_probability : float or array_like, shape (n,)
-        The flip rate each label was privatised with, in ``[0, 1/2)``; 0 for clean labels.
-    public_negatives : array_like, shape (m, d), optional
-        Latents known to be negatives without asking (the safety region), taken as clean.
-    l2 : float
-        Prior precision per weight coordinate (module docstring).
-
-    Returns
-    -------
-    PreferenceModel
-        ``sigmoid(coef . z + intercept)`` estimates the clean like-probability.
-    """
-    fit = solve_noisy(Z, y_private, flip_probability=flip_probability, public_negatives=public_negatives, l2=l2)
-    return calibrated_model(fit.theta, fit.posterior_covariance)

@@ -1,63 +1,59 @@
-"""Second-order online updates of the noise-aware preference fit between exact refits.
+"""One-rating-at-a-time updates of the preference posterior between exact refits.
 
-The service refits exactly (:func:`engine.preference.fit_noisy`) on a schedule; in between, each
-new rating moves the model by one Newton step on the objective with that rating added. The
-Hessian and the Laplace posterior covariance each gain one rank-one term ``c x x^T`` per rating,
-so their inverses are updated with the Sherman-Morrison formula
+Each new rating is absorbed by one Laplace (assumed-density) step that treats the current
+posterior ``N(m, S)`` as the prior. The maximiser of ``log N(theta; m, S) + log P(s | theta . x)``
+lies on the line ``m + a S x``, where the scalar ``a`` solves ``a = g(m . x + a x^T S x)`` (``g``
+the derivative of the rating's log-likelihood); a few Fisher-scoring iterations find it. Then
 
-    (A + c x x^T)^-1 = A^-1 - c (A^-1 x)(A^-1 x)^T / (1 + c x^T A^-1 x),
+    S' = (S^-1 + I_rr(t) x x^T)^-1 = S - I_rr (S x)(S x)^T / (1 + I_rr x^T S x)
 
-in ``O(d^2)``. Approximations, all removed by the next exact refit: the curvature of earlier
-ratings stays at the logits where it was last evaluated, the penalty keeps the scale of the last
-exact fit, and a step is one Newton step, not a full minimisation. :meth:`OnlinePreference.update`
-adds a rating of a face not yet in the fit; when the user changes the answer to a face already
-in it, refit exactly instead.
+at the new logit ``t``, with ``I_rr`` the Fisher information (:mod:`engine.preference._noisy`):
+``O(d^2)`` per rating (Sherman-Morrison). The
+evidence gains the log predictive probability of the stored label (probit approximation). What
+it leaves out -- earlier ratings' curvature re-evaluated at the new mean, a full maximisation, the
+drift weights -- the next exact refit (:func:`engine.preference.fit_posterior`) restores. Use it
+for a face not yet in the fit; a changed answer to a face already in it needs an exact refit.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import expit
 
 from engine.preference._model import PreferenceModel
 from engine.preference._noisy import (
-    DEFAULT_L2,
-    NoisyFit,
-    calibrated_model,
     check_flip_probability,
     check_labels,
     check_latents,
     rr_information,
-    solve_noisy,
+    rr_log_likelihood,
 )
+from engine.preference._posterior import Posterior, PreferencePrior, fit_posterior
 
 __all__ = ["OnlinePreference"]
 
-_STATE_VERSION = 1
-
-
-def _add_rank_one(inverse: np.ndarray, x: np.ndarray, weight: float) -> None:
-    """In place: ``inverse <- (inverse^-1 + weight x x^T)^-1`` (Sherman-Morrison), ``weight >= 0``."""
-    u = inverse @ x
-    inverse -= np.outer(u, u) * (weight / (1.0 + weight * float(x @ u)))
+_STATE_VERSION = 2
+_PROBIT = math.pi / 8.0
+#: Fisher-scoring iterations of the scalar step; the map is a contraction, four reach round-off.
+_SCALAR_ITERATIONS = 4
 
 
 class OnlinePreference:
-    """A noise-aware preference fit that absorbs one rating at a time.
+    """A preference posterior that absorbs one rating at a time.
 
-    Build it with :meth:`from_fit` (an exact fit) or :meth:`from_state_dict`; ``model`` is the
-    released, calibrated :class:`PreferenceModel`.
+    Build it from a :class:`Posterior` (usually an exact fit), with :meth:`from_fit`, or with
+    :meth:`from_state_dict`; ``model`` is the released, calibrated :class:`PreferenceModel`.
     """
 
-    def __init__(self, fit: NoisyFit) -> None:
-        self._theta = np.array(fit.theta, dtype=np.float64)
-        self._inverse_hessian = np.array(fit.inverse_hessian, dtype=np.float64)
-        self._covariance = np.array(fit.posterior_covariance, dtype=np.float64)
-        self._model = calibrated_model(self._theta, self._covariance)
+    def __init__(self, posterior: Posterior) -> None:
+        if not isinstance(posterior, Posterior):
+            raise TypeError(f"posterior must be a Posterior, got {type(posterior).__name__}")
+        self._posterior = posterior
+        self._model = posterior.model()
 
     @classmethod
     def from_fit(
@@ -67,21 +63,30 @@ class OnlinePreference:
         *,
         flip_probability: float | npt.ArrayLike,
         public_negatives: npt.ArrayLike | None = None,
-        l2: float = DEFAULT_L2,
+        prior: PreferencePrior | None = None,
+        weights: npt.ArrayLike | None = None,
     ) -> OnlinePreference:
-        """Start from the exact fit; arguments as for :func:`engine.preference.fit_noisy`."""
+        """Start from the exact fit; arguments as for :func:`engine.preference.fit_posterior`."""
         return cls(
-            solve_noisy(Z, y_private, flip_probability=flip_probability, public_negatives=public_negatives, l2=l2)
+            fit_posterior(
+                Z, y_private, flip_probability=flip_probability, prior=prior,
+                public_negatives=public_negatives, weights=weights,
+            )
         )
 
     @property
     def dim(self) -> int:
         """Latent dimension ``d``."""
-        return self._theta.size - 1
+        return self._posterior.dim
+
+    @property
+    def posterior(self) -> Posterior:
+        """The current posterior."""
+        return self._posterior
 
     @property
     def model(self) -> PreferenceModel:
-        """The current released model (calibrated, like :func:`engine.preference.fit_noisy`'s)."""
+        """The current released model (``posterior.model()``)."""
         return self._model
 
     def update(self, z: npt.ArrayLike, y_private: bool, *, flip_probability: float) -> PreferenceModel:
@@ -97,49 +102,54 @@ class OnlinePreference:
             The flip rate it was privatised with, in ``[0, 1/2)``.
         """
         x = np.append(check_latents(np.reshape(z, (1, -1)), name="z", dim=self.dim)[0], 1.0)
-        s = 1.0 if check_labels(np.array([y_private]), 1, name="y_private")[0] else -1.0
+        s = np.array([1.0 if check_labels(np.array([y_private]), 1, name="y_private")[0] else -1.0])
         rho = check_flip_probability(flip_probability, 1)
-        t = float(x @ self._theta)
-        clean, private = rr_information(np.array([t]), rho)
-        gradient = x * (-s * (float(expit(-s * t)) + float(rho[0] / (1.0 - 2.0 * rho[0]))))
-        _add_rank_one(self._inverse_hessian, x, float(clean[0]))
-        _add_rank_one(self._covariance, x, float(private[0]))
-        self._theta -= self._inverse_hessian @ gradient
-        self._model = calibrated_model(self._theta, self._covariance)
+        mean, covariance = self._posterior.mean, self._posterior.covariance
+        u = covariance @ x
+        prior_t = float(x @ mean)
+        variance = float(x @ u)
+        predictive, _ = rr_log_likelihood(np.array([prior_t / math.sqrt(1.0 + _PROBIT * variance)]), s, rho)
+        step = 0.0  # the new mean is mean + step * u; Fisher scoring on this one scalar
+        for _ in range(_SCALAR_ITERATIONS):
+            t = np.array([prior_t + variance * step])
+            slope = float(rr_log_likelihood(t, s, rho)[1][0])
+            step -= (step - slope) / (1.0 + variance * float(rr_information(t, rho)[1][0]))
+        information = float(rr_information(np.array([prior_t + variance * step]), rho)[1][0])
+        updated = covariance - np.outer(u, u) * (information / (1.0 + information * variance))
+        self._posterior = Posterior(
+            mean=mean + step * u,
+            covariance=(updated + updated.T) / 2.0,
+            log_evidence=self._posterior.log_evidence + float(predictive[0]),
+        )
+        self._model = self._posterior.model()
         return self._model
 
     def state_dict(self) -> dict[str, Any]:
         """Plain lists and floats, to be stored encrypted; :meth:`from_state_dict` restores."""
-        return {
-            "version": _STATE_VERSION,
-            "theta": self._theta.tolist(),
-            "inverse_hessian": self._inverse_hessian.tolist(),
-            "posterior_covariance": self._covariance.tolist(),
-        }
+        return {"version": _STATE_VERSION, "posterior": self._posterior.to_state()}
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, Any]) -> OnlinePreference:
         """Restore from :meth:`state_dict`.
 
+        Version 1 states (the earlier noise-corrected fit: ``theta`` and its Laplace
+        ``posterior_covariance``) load as a posterior with that mean and covariance and an
+        untracked evidence; the next exact refit replaces them.
+
         Raises
         ------
         ValueError
-            If the state has another version, wrong shapes, or non-finite values.
+            If the state has an unknown version, wrong shapes, or non-finite values.
         """
-        if not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION:
-            raise ValueError(f"state must be a mapping with version {_STATE_VERSION}")
+        if not isinstance(state, Mapping) or state.get("version") not in (1, _STATE_VERSION):
+            raise ValueError(f"state must be a mapping with version 1 or {_STATE_VERSION}")
+        if state["version"] == _STATE_VERSION:
+            if not isinstance(state.get("posterior"), Mapping):
+                raise ValueError("state['posterior'] must be a mapping")
+            return cls(Posterior.from_state(state["posterior"]))
         try:
-            theta = np.asarray(state["theta"], dtype=np.float64)
-            inverse_hessian = np.asarray(state["inverse_hessian"], dtype=np.float64)
+            mean = np.asarray(state["theta"], dtype=np.float64)
             covariance = np.asarray(state["posterior_covariance"], dtype=np.float64)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"state is malformed: {exc!r}") from exc
-        p = theta.size
-        if theta.shape != (p,) or p < 2:
-            raise ValueError(f"state['theta'] must have shape (d + 1,) with d >= 1, got shape {theta.shape}")
-        for name, matrix in (("inverse_hessian", inverse_hessian), ("posterior_covariance", covariance)):
-            if matrix.shape != (p, p):
-                raise ValueError(f"state[{name!r}] must have shape ({p}, {p}), got shape {matrix.shape}")
-        if not all(np.isfinite(a).all() for a in (theta, inverse_hessian, covariance)):
-            raise ValueError("state must hold finite values")
-        return cls(NoisyFit(theta=theta, inverse_hessian=inverse_hessian, posterior_covariance=covariance))
+        return cls(Posterior(mean=mean, covariance=covariance))

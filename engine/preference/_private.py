@@ -25,7 +25,8 @@ import numpy.typing as npt
 
 from engine.latent.base import PRIOR_BOUND
 from engine.preference._model import PreferenceModel
-from engine.preference._noisy import check_labels, check_latents, fit_noisy
+from engine.preference._noisy import check_labels, check_latents
+from engine.preference._posterior import PreferencePrior, fit_noisy
 from engine.preference._solver import minimise
 from privacy.accounting import RDPAccountant, calibrate_noise_multiplier
 from privacy.mechanisms import (
@@ -181,6 +182,7 @@ def fit_private(
     mechanism: str = "rr",
     rng: np.random.Generator | None = None,
     public_negatives: npt.ArrayLike | None = None,
+    prior: PreferencePrior | None = None,
 ) -> PreferenceModel:
     """Fit the released preference model from TRUE labels through a privacy mechanism.
 
@@ -202,6 +204,11 @@ def fit_private(
     public_negatives : array_like, shape (m, d), optional
         Latents known to be negatives without asking (the safety region). They are public, so
         they enter every learner as clean, unprivatised examples.
+    prior : PreferencePrior, optional
+        Gaussian prior over ``[w, b]`` for ``"rr"`` and ``"none"`` (e.g. the population model's);
+        the isotropic default when omitted. Using it is post-processing of that release, whose own
+        (user-level) guarantee is accounted separately; this release's guarantee is unchanged.
+        ``"objective"`` and ``"dpsgd"`` have no prior and refuse one.
 
     Returns
     -------
@@ -212,6 +219,8 @@ def fit_private(
         spend more budget, and with tens of ratings it is dominated by the noise anyway.
     """
     guarantee = mechanism_guarantee(mechanism, epsilon=epsilon, delta=delta)
+    if prior is not None and mechanism not in ("rr", "none"):
+        raise ValueError(f"prior is only used by the 'rr' and 'none' learners, not {mechanism!r}")
     z = check_latents(Z)
     labels = check_labels(y, z.shape[0])
     if rng is None:
@@ -224,9 +233,9 @@ def fit_private(
     if mechanism == "rr":
         rr = RandomizedResponse(epsilon=guarantee.epsilon)
         private = rr.privatize(labels, rng.random(labels.size))
-        return fit_noisy(z, private, flip_probability=rr.flip_probability, public_negatives=negatives)
+        return fit_noisy(z, private, flip_probability=rr.flip_probability, public_negatives=negatives, prior=prior)
     if mechanism == "none":
-        return fit_noisy(z, labels, flip_probability=0.0, public_negatives=negatives)
+        return fit_noisy(z, labels, flip_probability=0.0, public_negatives=negatives, prior=prior)
     s = np.where(labels, 1.0, -1.0)
     if negatives is not None:
         z = np.vstack([z, negatives])

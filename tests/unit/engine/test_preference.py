@@ -17,6 +17,7 @@ from engine.preference import (
     MECHANISMS,
     SERVICE_MECHANISMS,
     OnlinePreference,
+    PreferencePrior,
     PreferenceModel,
     fit_noisy,
     fit_private,
@@ -130,8 +131,10 @@ def test_public_negatives_lower_the_like_probability_there() -> None:
         ({"y_private": [1, 0, 2]}, ValueError, "0/1"),
         ({"flip_probability": 0.5}, ValueError, "flip_probability"),
         ({"flip_probability": [0.1, 0.1]}, ValueError, "flip_probability"),
-        ({"l2": 0.0}, ValueError, "l2"),
-        ({"l2": "4"}, TypeError, "l2"),
+        ({"prior": PreferencePrior.isotropic(3)}, ValueError, "dimension"),
+        ({"prior": np.zeros(2)}, TypeError, "PreferencePrior"),
+        ({"weights": [1.0, 0.0, 1.0]}, ValueError, "weights"),
+        ({"weights": [1.0, 1.0]}, ValueError, "weights"),
         ({"public_negatives": np.zeros((2, 3))}, ValueError, "public_negatives"),
     ],
 )
@@ -213,7 +216,9 @@ def test_online_update_tracks_the_exact_refit() -> None:
     online_gap = np.abs(online.model.predict_proba(T) - exact.predict_proba(T)).mean()
     stale_gap = np.abs(stale.predict_proba(T) - exact.predict_proba(T)).mean()
     assert online_gap < 0.01
-    assert online_gap < 0.1 * stale_gap
+    # One assumed-density step per rating leaves earlier ratings' curvature where it was: the
+    # online model closes about 88 % of the stale model's gap; the exact refit closes the rest.
+    assert online_gap < 0.15 * stale_gap
 
 
 def test_online_state_round_trips_through_json() -> None:
@@ -230,11 +235,13 @@ def test_online_state_round_trips_through_json() -> None:
 @pytest.mark.parametrize(
     "mutate",
     [
-        lambda s: s.update(version=2),
-        lambda s: s.pop("theta"),
-        lambda s: s.update(theta=s["theta"][:-1]),
-        lambda s: s.update(inverse_hessian=[[1.0]]),
-        lambda s: s.update(posterior_covariance=[[math.nan] * 4] * 4),
+        lambda s: s.update(version=3),
+        lambda s: s.pop("posterior"),
+        lambda s: s["posterior"].pop("mean"),
+        lambda s: s["posterior"].update(mean=s["posterior"]["mean"][:-1]),
+        lambda s: s["posterior"].update(covariance=[[1.0]]),
+        lambda s: s["posterior"].update(covariance=[[math.nan] * 4] * 4),
+        lambda s: s["posterior"].update(covariance=[[1.0, 2.0, 0.0, 0.0]] * 4),
     ],
 )
 def test_online_state_is_validated(mutate: object) -> None:
@@ -244,6 +251,18 @@ def test_online_state_is_validated(mutate: object) -> None:
     mutate(state)  # type: ignore[operator]
     with pytest.raises(ValueError):
         OnlinePreference.from_state_dict(state)
+
+
+def test_online_reads_version_1_states_as_a_posterior() -> None:
+    """States written before the posterior existed load with their mean and covariance."""
+    mean, covariance = [0.5, -0.25, 0.1], np.diag([0.2, 0.3, 0.4])
+    state = {"version": 1, "theta": mean, "inverse_hessian": np.eye(3).tolist(), "posterior_covariance": covariance.tolist()}
+    online = OnlinePreference.from_state_dict(state)
+    assert np.array_equal(online.posterior.mean, mean)
+    assert np.array_equal(online.posterior.covariance, covariance)
+    assert math.isnan(online.posterior.log_evidence)
+    with pytest.raises(ValueError):
+        OnlinePreference.from_state_dict({"version": 1, "theta": mean})
 
 
 def test_online_update_validates_input() -> None:

@@ -1,0 +1,117 @@
+"""Noticing a change of taste: a posterior predictive test of the recent ratings.
+
+The ratings are replayed in order through one-step posterior updates from the prior
+(:class:`engine.preference.OnlinePreference`). For a window of the last ``k`` ratings, the
+posterior of the ratings *before* the window predicts each stored label in it,
+``pi_i = P(stored like)``, and the window's log score is ``L = sum_i log P(stored label_i)``. If
+tastes did not change, the window's labels are draws from that same posterior: ``theta`` from
+the posterior, answers from ``theta``, randomized response on top. Simulating that (256 draws
+from a fixed seed, so the weights are a deterministic function of the data) gives the null mean
+and spread of ``L`` including the uncertainty about ``theta``, which an independent-labels
+formula misses (it raised the false-alarm rate to 11 % in our simulations). Changed tastes make
+the recent labels more surprising: ``Z_k = (L - mean) / sd`` goes negative.
+
+Windows ``k = 5, 10, 15, ...`` leave at least :data:`MIN_HISTORY` older ratings; with ``m``
+windows a change is declared when ``min_k Z_k < -Phi^-1(1 - DRIFT_ALPHA / m)`` (Bonferroni). The
+ratings before the most surprising window then get weight :data:`DRIFT_OLD_WEIGHT`: they still
+inform the fit, as a quarter of a rating each, while the recent ones dominate. Measured (d = 6,
+60 ratings at eps 2, 200 users each): stable tastes flagged 2.5 % of the time (the nominal 1 %
+holds only up to the normal approximation), a reversal after rating 35 caught 77 % of the time.
+
+The test reads only stored (private) labels and public latents: post-processing, no budget.
+With randomized response the predictive probabilities stay within ``[rho, 1 - rho]``, so at small
+epsilon only large changes are detectable; that is the price of the label noise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from scipy.special import expit
+from scipy.stats import norm
+
+from engine.preference._noisy import check_flip_probability, check_labels, check_latents
+from engine.preference._online import OnlinePreference
+from engine.preference._posterior import Posterior, PreferencePrior
+
+__all__ = ["DRIFT_ALPHA", "DRIFT_OLD_WEIGHT", "MIN_HISTORY", "drift_weights"]
+
+#: Family-wise false-alarm rate of the test for a user whose taste did not change.
+DRIFT_ALPHA: float = 0.01
+#: Weight of each rating older than a detected change (1 = no down-weighting).
+DRIFT_OLD_WEIGHT: float = 0.25
+#: Ratings the model must have seen before a window can be tested against it.
+MIN_HISTORY: int = 15
+_WINDOW_STEP = 5
+_SIMULATIONS = 256
+_SIMULATION_SEED = 20261123
+
+
+def _window_statistics(
+    Z: np.ndarray, labels: np.ndarray, rho: np.ndarray, prior: PreferencePrior, windows: np.ndarray
+) -> np.ndarray:
+    """``Z_k`` of each window (module docstring)."""
+    online = OnlinePreference(Posterior.from_prior(prior))
+    before = []
+    for z, label, flip in zip(Z, labels, rho, strict=True):
+        before.append(online.posterior)
+        online.update(z, bool(label), flip_probability=float(flip))
+    simulation = np.random.default_rng(_SIMULATION_SEED)
+    n = len(labels)
+    statistics = np.empty(windows.size)
+    for w, k in enumerate(windows):
+        posterior, faces, flips = before[n - k], Z[n - k :], rho[n - k :]
+        like = flips + (1.0 - 2.0 * flips) * posterior.predict_proba(faces)
+        log_like, log_pass = np.log(like), np.log1p(-like)
+        observed = float(np.where(labels[n - k :], log_like, log_pass).sum())
+        chol = np.linalg.cholesky(posterior.covariance)
+        thetas = posterior.mean + simulation.standard_normal((_SIMULATIONS, posterior.mean.size)) @ chol.T
+        stored_like = simulation.random((_SIMULATIONS, k)) < flips + (1.0 - 2.0 * flips) * expit(
+            thetas[:, :-1] @ faces.T + thetas[:, -1:]
+        )
+        null = np.where(stored_like, log_like, log_pass).sum(axis=1)
+        spread = float(null.std())
+        statistics[w] = (observed - float(null.mean())) / spread if spread > 0 else 0.0
+    return statistics
+
+
+def drift_weights(
+    Z: npt.ArrayLike,
+    y_private: npt.ArrayLike,
+    *,
+    flip_probability: float | npt.ArrayLike,
+    prior: PreferencePrior | None = None,
+) -> np.ndarray:
+    """Per-rating weights for :func:`engine.preference.fit_posterior`: 1 unless tastes changed.
+
+    Parameters
+    ----------
+    Z : array_like, shape (n, d)
+        Latents of the rated faces, oldest rating first.
+    y_private : array_like of bool or {0, 1}, shape (n,)
+        Stored labels, same order.
+    flip_probability : float or array_like, shape (n,)
+        Each label's flip rate, in ``[0, 1/2)``.
+    prior : PreferencePrior, optional
+        The prior the replay starts from (the user's fit uses the same); isotropic when omitted.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n,)
+        All 1 when no change is detected (or fewer than ``MIN_HISTORY + 5`` ratings); otherwise
+        ``DRIFT_OLD_WEIGHT`` before the detected change and 1 from it on.
+    """
+    z = check_latents(Z)
+    n = z.shape[0]
+    labels = check_labels(y_private, n, name="y_private")
+    rho = check_flip_probability(flip_probability, n)
+    weights = np.ones(n)
+    windows = np.arange(_WINDOW_STEP, n - MIN_HISTORY + 1, _WINDOW_STEP)
+    if windows.size == 0:
+        return weights
+    chosen = PreferencePrior.isotropic(z.shape[1]) if prior is None else prior
+    statistic = _window_statistics(z, labels, rho, chosen, windows)
+    worst = int(np.argmin(statistic))
+    if statistic[worst] < -norm.ppf(1.0 - DRIFT_ALPHA / windows.size):
+        weights[: n - windows[worst]] = DRIFT_OLD_WEIGHT
+    return weights

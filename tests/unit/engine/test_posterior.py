@@ -1,0 +1,270 @@
+"""The per-user Laplace posterior under the exact randomized-response likelihood, and drift."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+from scipy.special import expit, logsumexp
+
+from engine.latent._prior import sample_truncated_prior
+from engine.preference import (
+    DRIFT_OLD_WEIGHT,
+    Posterior,
+    PreferencePrior,
+    drift_weights,
+    fit_noisy,
+    fit_posterior,
+    fit_private,
+    gaussian_likelihood,
+    rr_flip_probability,
+)
+from privacy.mechanisms import RandomizedResponse
+
+
+def _answers(Z: np.ndarray, theta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return rng.random(len(Z)) < expit(Z @ theta[:-1] + theta[-1])
+
+
+def _stored(y: np.ndarray, epsilon: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    rr = RandomizedResponse(epsilon=epsilon)
+    return rr.privatize(y, rng.random(len(y))), rr.flip_probability
+
+
+def _negative_log_posterior(theta: np.ndarray, X: np.ndarray, y: np.ndarray, rho: float, prior: PreferencePrior) -> float:
+    """Written out independently of the module: -log prior - sum log(rho + (1 - 2 rho) sigmoid(s t))."""
+    like = rho + (1 - 2 * rho) * expit(X @ theta)
+    log_lik = np.sum(np.log(np.where(y, like, 1 - like)))
+    offset = theta - prior.mean_vector()
+    return float(-log_lik + 0.5 * offset @ np.linalg.inv(prior.covariance()) @ offset)
+
+
+def _informative_prior(dim: int, rng: np.random.Generator) -> PreferencePrior:
+    A = rng.normal(size=(dim, dim)) * 0.2
+    return PreferencePrior(mean=rng.normal(size=dim), cov=A @ A.T + 0.1 * np.eye(dim), intercept_mean=0.3)
+
+
+# --- PreferencePrior ---------------------------------------------------------------------------
+
+
+def test_prior_blocks_and_validation() -> None:
+    prior = PreferencePrior(mean=[1.0, 2.0], cov=[[2.0, 0.5], [0.5, 1.0]], intercept_mean=-1.0, intercept_variance=4.0)
+    assert prior.mean_vector().tolist() == [1.0, 2.0, -1.0]
+    assert prior.covariance() @ prior.precision() == pytest.approx(np.eye(3))
+    assert PreferencePrior.isotropic(3).cov == pytest.approx(np.eye(3) / 4.0)
+    for bad in (
+        {"mean": [1.0], "cov": [[-1.0]]},
+        {"mean": [1.0, 2.0], "cov": [[1.0, 0.9], [0.1, 1.0]]},
+        {"mean": [1.0], "cov": [[1.0, 0.0]]},
+        {"mean": [math.nan], "cov": [[1.0]]},
+        {"mean": [1.0], "cov": [[1.0]], "intercept_variance": 0.0},
+    ):
+        with pytest.raises(ValueError):
+            PreferencePrior(**bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        PreferencePrior.isotropic(0)
+
+
+# --- fit_posterior -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("epsilon", [0.5, 2.0, math.inf])
+def test_map_is_the_exact_randomized_response_posterior_mode(epsilon: float) -> None:
+    rng = np.random.default_rng(1)
+    dim, n = 4, 40
+    prior = _informative_prior(dim, rng)
+    Z = sample_truncated_prior(n, dim, rng)
+    y, rho = _stored(_answers(Z, rng.normal(size=dim + 1), rng), epsilon, rng)
+    X = np.hstack([Z, np.ones((n, 1))])
+    reference = minimize(_negative_log_posterior, prior.mean_vector(), args=(X, y, rho, prior), method="BFGS", tol=1e-10)
+    posterior = fit_posterior(Z, y, flip_probability=rho, prior=prior)
+    assert posterior.mean == pytest.approx(reference.x, abs=1e-5)
+
+
+def test_laplace_evidence_and_probit_prediction_match_numerical_integration() -> None:
+    """d = 1: integrate the exact posterior on a grid over (w, b)."""
+    rng = np.random.default_rng(2)
+    n, epsilon = 40, 1.0
+    prior = PreferencePrior(mean=[0.5], cov=[[0.5]], intercept_mean=0.0, intercept_variance=1.0)
+    Z = sample_truncated_prior(n, 1, rng)
+    y, rho = _stored(_answers(Z, np.array([1.5, 0.2]), rng), epsilon, rng)
+    posterior = fit_posterior(Z, y, flip_probability=rho, prior=prior)
+    grid = np.linspace(-6, 6, 601)
+    W, B = np.meshgrid(grid, grid, indexing="ij")
+    thetas = np.stack([W.ravel(), B.ravel()], axis=1)
+    like = rho + (1 - 2 * rho) * expit(thetas @ np.hstack([Z, np.ones((n, 1))]).T)
+    log_lik = np.log(np.where(y, like, 1 - like)).sum(axis=1)
+    offset = thetas - prior.mean_vector()
+    log_prior = -0.5 * np.einsum("ij,jk,ik->i", offset, prior.precision(), offset) - math.log(2 * math.pi)
+    log_prior += 0.5 * np.linalg.slogdet(prior.precision())[1]
+    cell = (grid[1] - grid[0]) ** 2
+    exact_evidence = float(logsumexp(log_lik + log_prior) + math.log(cell))
+    assert posterior.log_evidence == pytest.approx(exact_evidence, abs=0.1)
+    weights = np.exp(log_lik + log_prior - logsumexp(log_lik + log_prior))
+    faces = np.array([[-2.0], [0.0], [1.0], [2.5]])
+    exact = weights @ expit(thetas @ np.hstack([faces, np.ones((4, 1))]).T)
+    assert posterior.predict_proba(faces) == pytest.approx(exact, abs=0.03)  # Laplace + probit
+    assert np.abs(posterior.predict_proba(faces) - 0.5).max() < np.abs(expit(faces[:, 0] * posterior.mean[0] + posterior.mean[1]) - 0.5).max()
+
+
+def test_prior_weight_follows_epsilon_and_the_number_of_ratings() -> None:
+    """The data pull the posterior away from a (wrong) prior more with more ratings and less noise."""
+    rng = np.random.default_rng(3)
+    dim, users = 6, 60
+    prior = _informative_prior(dim, rng)
+    pull: dict[tuple[float, int], float] = {}
+    for epsilon in (0.5, 1.0, 2.0, math.inf):
+        for n in (5, 20, 80):
+            moves = []
+            for _ in range(users):
+                theta = rng.normal(size=dim + 1) * 1.5
+                Z = sample_truncated_prior(n, dim, rng)
+                y, rho = _stored(_answers(Z, theta, rng), epsilon, rng)
+                posterior = fit_posterior(Z, y, flip_probability=rho, prior=prior)
+                to_truth = theta - prior.mean_vector()
+                moves.append(float((posterior.mean - prior.mean_vector()) @ to_truth / (to_truth @ to_truth)))
+            pull[epsilon, n] = float(np.mean(moves))
+    for epsilon in (0.5, 1.0, 2.0, math.inf):
+        assert pull[epsilon, 5] < pull[epsilon, 20] < pull[epsilon, 80]
+    for n in (20, 80):
+        assert pull[0.5, n] < pull[1.0, n] < pull[2.0, n] < pull[math.inf, n]
+
+
+def test_credible_intervals_cover_the_truth_when_the_prior_is_right() -> None:
+    """Users drawn from the prior: 90 % posterior intervals of a face's logit cover about 90 %."""
+    rng = np.random.default_rng(4)
+    dim, n = 6, 30
+    prior = _informative_prior(dim, rng)
+    chol = np.linalg.cholesky(prior.covariance())
+    hits = []
+    for _ in range(300):
+        theta = prior.mean_vector() + chol @ rng.normal(size=dim + 1)
+        Z = sample_truncated_prior(n, dim, rng)
+        y, rho = _stored(_answers(Z, theta, rng), 1.0, rng)
+        posterior = fit_posterior(Z, y, flip_probability=rho, prior=prior)
+        faces = sample_truncated_prior(20, dim, rng)
+        X = np.hstack([faces, np.ones((20, 1))])
+        half = 1.6449 * np.sqrt(posterior.logit_variance(faces))
+        hits.append(np.abs(X @ posterior.mean - X @ theta) <= half)
+    coverage = float(np.mean(hits))
+    assert 0.85 <= coverage <= 0.95
+
+
+def test_a_confident_prior_dominates_few_ratings_and_no_prior_means_isotropic() -> None:
+    rng = np.random.default_rng(5)
+    Z = sample_truncated_prior(5, 3, rng)
+    y = np.array([1, 0, 1, 1, 0], dtype=bool)
+    sure = PreferencePrior(mean=[2.0, -1.0, 0.5], cov=np.eye(3) * 1e-6, intercept_mean=0.5, intercept_variance=1e-6)
+    model = fit_noisy(Z, y, flip_probability=0.2, prior=sure)
+    assert model.coef == pytest.approx([2.0, -1.0, 0.5], abs=1e-3)
+    assert model.intercept == pytest.approx(0.5, abs=1e-3)
+    default = fit_posterior(Z, y, flip_probability=0.2)
+    explicit = fit_posterior(Z, y, flip_probability=0.2, prior=PreferencePrior.isotropic(3))
+    assert np.array_equal(default.mean, explicit.mean)
+
+
+def test_weights_temper_ratings() -> None:
+    rng = np.random.default_rng(6)
+    Z = sample_truncated_prior(30, 4, rng)
+    y = _answers(Z, rng.normal(size=5), rng)
+    full = fit_posterior(Z, y, flip_probability=0.1)
+    half = fit_posterior(Z, y, flip_probability=0.1, weights=np.full(30, 0.5))
+    assert np.trace(half.covariance) > np.trace(full.covariance)
+    assert np.linalg.norm(half.mean) < np.linalg.norm(full.mean)
+
+
+def test_posterior_state_round_trips_and_from_prior_is_the_prior() -> None:
+    rng = np.random.default_rng(7)
+    Z = sample_truncated_prior(20, 3, rng)
+    posterior = fit_posterior(Z, _answers(Z, rng.normal(size=4), rng), flip_probability=0.2)
+    restored = Posterior.from_state(json.loads(json.dumps(posterior.to_state())))
+    assert np.array_equal(restored.mean, posterior.mean)
+    assert np.array_equal(restored.covariance, posterior.covariance)
+    assert restored.log_evidence == posterior.log_evidence
+    prior = PreferencePrior.isotropic(3)
+    start = Posterior.from_prior(prior)
+    assert np.array_equal(start.covariance, prior.covariance())
+    assert start.log_evidence == 0.0
+    with pytest.raises(ValueError):
+        Posterior.from_state({"mean": [1.0, 2.0]})
+    with pytest.raises(ValueError):
+        Posterior(mean=[1.0, 2.0], covariance=np.eye(2), log_evidence=math.inf)
+
+
+# --- gaussian_likelihood -----------------------------------------------------------------------
+
+
+def test_gaussian_likelihood_times_the_prior_gives_back_the_posterior() -> None:
+    rng = np.random.default_rng(8)
+    for n in (2, 40):
+        Z = sample_truncated_prior(n, 5, rng)
+        y, rho = _stored(_answers(Z, rng.normal(size=6), rng), 1.0, rng)
+        h, H = gaussian_likelihood(Z, y, flip_probability=rho)
+        assert np.linalg.eigvalsh(H).min() > -1e-9
+        prior = PreferencePrior.isotropic(5)
+        posterior = fit_posterior(Z, y, flip_probability=rho)
+        precision = H + prior.precision()
+        assert np.linalg.solve(precision, h + prior.precision() @ prior.mean_vector()) == pytest.approx(posterior.mean)
+        assert np.linalg.inv(precision) == pytest.approx(posterior.covariance)
+
+
+# --- fit_private -------------------------------------------------------------------------------
+
+
+def test_fit_private_passes_the_prior_to_the_label_private_learners_only() -> None:
+    rng = np.random.default_rng(9)
+    Z = sample_truncated_prior(10, 3, rng)
+    y = _answers(Z, rng.normal(size=4), rng)
+    sure = PreferencePrior(mean=[1.0, 1.0, 1.0], cov=np.eye(3) * 1e-8, intercept_variance=1e-8)
+    model = fit_private(Z, y, epsilon=1.0, prior=sure, rng=np.random.default_rng(0))
+    assert model.coef == pytest.approx([1.0, 1.0, 1.0], abs=1e-3)
+    with pytest.raises(ValueError, match="prior"):
+        fit_private(Z, y, epsilon=1.0, delta=1e-5, mechanism="dpsgd", prior=sure)
+    assert rr_flip_probability(math.inf) == 0.0
+    assert rr_flip_probability(1.0) == pytest.approx(1 / (1 + math.e))
+
+
+# --- drift -------------------------------------------------------------------------------------
+
+
+def _history(n: int, change: int | None, rng: np.random.Generator, epsilon: float = 2.0) -> tuple[np.ndarray, np.ndarray, float]:
+    dim = 6
+    theta = np.append(rng.normal(size=dim) * 1.2, 0.0)
+    Z = sample_truncated_prior(n, dim, rng)
+    logits = Z @ theta[:-1] + theta[-1]
+    if change is not None:
+        logits[change:] = -logits[change:]  # tastes reversed from rating `change` on
+    y, rho = _stored(rng.random(n) < expit(logits), epsilon, rng)
+    return Z, y, rho
+
+
+def test_drift_rarely_fires_for_stable_tastes_and_catches_a_reversal() -> None:
+    rng = np.random.default_rng(10)
+    users = 150
+    prior = PreferencePrior(mean=np.zeros(6), cov=np.eye(6) * 1.44)
+    false_alarms = sum(
+        (drift_weights(*_history(60, None, rng)[:2], flip_probability=rr_flip_probability(2.0), prior=prior) < 1).any()
+        for _ in range(users)
+    )
+    detected, located = 0, 0
+    for _ in range(users):
+        Z, y, rho = _history(60, 35, rng)
+        weights = drift_weights(Z, y, flip_probability=rho, prior=prior)
+        if (weights < 1).any():
+            detected += 1
+            start = int(np.argmax(weights == 1.0))
+            assert set(np.unique(weights)) == {DRIFT_OLD_WEIGHT, 1.0}
+            assert (weights[start:] == 1.0).all()
+            located += abs(start - 35) <= 10
+    assert false_alarms / users <= 0.04
+    assert detected / users >= 0.65
+    assert located >= 0.8 * detected
+
+
+def test_drift_needs_enough_history() -> None:
+    rng = np.random.default_rng(11)
+    Z, y, rho = _history(14, 7, rng)
+    assert (drift_weights(Z, y, flip_probability=rho) == 1.0).all()
