@@ -268,3 +268,20 @@ def test_drift_needs_enough_history() -> None:
     rng = np.random.default_rng(11)
     Z, y, rho = _history(14, 7, rng)
     assert (drift_weights(Z, y, flip_probability=rho) == 1.0).all()
+
+
+def test_a_non_log_concave_posterior_converges_to_its_mode() -> None:
+    """A case from the cold-start benchmark (eps 1, 45 ratings, a tight persona prior) where the
+    likelihood is convex along a direction: Fisher scoring crawled for 451 steps; the result must
+    be a stationary point with a negative definite observed Hessian and beat the optimiser's."""
+    data = np.load(__file__.rsplit("/", 1)[0] + "/data/nonconcave_posterior.npz")
+    cov = np.linalg.inv(data["precision"])
+    prior = PreferencePrior(
+        mean=data["mean"][:-1], cov=cov[:-1, :-1], intercept_mean=float(data["mean"][-1]), intercept_variance=float(cov[-1, -1])
+    )
+    posterior = fit_posterior(data["Z"], data["y"], flip_probability=data["rho"], prior=prior)
+    X = np.hstack([data["Z"], np.ones((len(data["y"]), 1))])
+    reference = minimize(
+        _negative_log_posterior, prior.mean_vector(), args=(X, data["y"], float(data["rho"][0]), prior), method="BFGS", tol=1e-12
+    )
+    assert _negative_log_posterior(posterior.mean, X, data["y"], float(data["rho"][0]), prior) <= reference.fun + 1e-9
