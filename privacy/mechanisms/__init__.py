@@ -8,6 +8,7 @@ from privacy._validation import check_delta, check_epsilon
 from privacy.mechanisms import objective_perturbation
 from privacy.mechanisms.base import (
     ADD_REMOVE_ONE,
+    ADD_REMOVE_USER,
     LABEL_CHANGE,
     NEIGHBOURING_RELATIONS,
     REPLACE_ONE,
@@ -17,6 +18,7 @@ from privacy.mechanisms.randomized_response import RandomizedResponse, uniform_f
 
 __all__ = [
     "ADD_REMOVE_ONE",
+    "ADD_REMOVE_USER",
     "LABEL_CHANGE",
     "NEIGHBOURING_RELATIONS",
     "REPLACE_ONE",

@@ -1,8 +1,8 @@
 """What a privacy mechanism claims: the :class:`Guarantee` value every mechanism hands out.
 
 A differential-privacy claim is only meaningful together with its neighbouring relation (which
-pairs of datasets must be indistinguishable). The relations used in matchsvc, all at the level of
-ONE rating of ONE user (faces and their latents are public):
+pairs of datasets must be indistinguishable). Faces and their latents are public. The relations
+used in matchsvc at the level of ONE rating of ONE user, for a user's own preference model:
 
 ``LABEL_CHANGE``
     the two datasets rate the same faces and differ in the answer (like/pass) to one face.
@@ -12,6 +12,14 @@ ONE rating of ONE user (faces and their latents are public):
     one dataset has one rating more than the other. An (eps, delta) guarantee under this
     relation gives (2 eps, (1 + e^eps) delta) for ``LABEL_CHANGE`` by group privacy, since a
     changed answer is one removal plus one addition.
+
+and at the level of ONE user, for models learned across users (the population model):
+
+``ADD_REMOVE_USER``
+    one dataset has one user more than the other: that user's whole rating history is present
+    or absent. Any change to one user's ratings (adding, removing or changing any number of
+    them) is at most one removal plus one addition of that user, so an (eps, delta) guarantee
+    under this relation gives (2 eps, (1 + e^eps) delta) for each relation above.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from privacy._validation import check_delta, check_epsilon
 
 __all__ = [
     "ADD_REMOVE_ONE",
+    "ADD_REMOVE_USER",
     "LABEL_CHANGE",
     "NEIGHBOURING_RELATIONS",
     "REPLACE_ONE",
@@ -32,12 +41,14 @@ __all__ = [
 LABEL_CHANGE = "label-change"
 REPLACE_ONE = "replace-one"
 ADD_REMOVE_ONE = "add-remove-one"
+ADD_REMOVE_USER = "add-remove-user"
 
 #: The sentence subject :meth:`Guarantee.describe` uses for each relation.
 _SUBJECTS = {
     LABEL_CHANGE: "Changing your answer to any single face",
     REPLACE_ONE: "Replacing any single rating (face and answer)",
     ADD_REMOVE_ONE: "Adding or removing any single rating",
+    ADD_REMOVE_USER: "Adding or removing your whole rating history",
 }
 NEIGHBOURING_RELATIONS: tuple[str, ...] = tuple(_SUBJECTS)
 

@@ -12,6 +12,7 @@ from scipy import stats
 
 from privacy.mechanisms import (
     ADD_REMOVE_ONE,
+    ADD_REMOVE_USER,
     LABEL_CHANGE,
     NEIGHBOURING_RELATIONS,
     REPLACE_ONE,
@@ -44,8 +45,8 @@ def test_non_private_guarantee_says_so() -> None:
     assert "no differential-privacy guarantee" in g.describe()
 
 
-def test_neighbouring_relations_are_the_three_documented_ones() -> None:
-    assert NEIGHBOURING_RELATIONS == (LABEL_CHANGE, REPLACE_ONE, ADD_REMOVE_ONE)
+def test_neighbouring_relations_are_the_four_documented_ones() -> None:
+    assert NEIGHBOURING_RELATIONS == (LABEL_CHANGE, REPLACE_ONE, ADD_REMOVE_ONE, ADD_REMOVE_USER)
 
 
 @pytest.mark.parametrize(
