@@ -1,0 +1,192 @@
+"""``fit_population``: validate the users' likelihoods, calibrate the noise, train, post-process.
+
+torch and Opacus are imported when a fit runs, not with this package: the service's request path
+only needs :class:`~engine.population.PopulationModel` and its posterior, which are numpy.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+from scipy.special import softmax
+
+from engine.population._model import PopulationModel, check_count, check_positive
+from privacy.accounting import calibrate_noise_multiplier
+from privacy.mechanisms import ADD_REMOVE_USER, Guarantee, check_delta, check_epsilon
+
+__all__ = [
+    "DEFAULT_LEARNING_RATE",
+    "DEFAULT_MAX_GRAD_NORM",
+    "DEFAULT_PERSONAS",
+    "DEFAULT_RANK",
+    "DEFAULT_SAMPLE_RATE",
+    "DEFAULT_STEPS",
+    "MECHANISM",
+    "fit_population",
+]
+
+#: Name the ledger records for a population release.
+MECHANISM = "dpsgd"
+DEFAULT_PERSONAS = 4
+DEFAULT_RANK = 4
+#: The DP-SGD schedule, measured on the synthetic populations of the tests (2000 users x 30
+#: ratings stored at eps 2, 4 personas, d = 8, population eps 2, delta 1e-5; 4 populations x 2
+#: fits): Adam at learning rate 0.03 for 300 steps at sample rate 1/10 matched the heavier
+#: personas (weight >= 0.2) best, worst cosine 0.77 and mean 0.86. At rate 1/20 the worst was
+#: 0.63 (0.72 with 500 steps, 0.67 at learning rate 0.02); learning rate 0.05 gave 0.52, and
+#: larger rates let personas die out. Held-out accuracy with the population prior moved by less
+#: than 0.01 across all of these. A fit of 2000 users took 3.7-4.5 s on one core.
+DEFAULT_STEPS = 300
+DEFAULT_SAMPLE_RATE = 0.1
+#: On that population each user's gradient norm measured 1.7-2.9 (10th-90th percentile) at the
+#: start and 2.6-4.7 at the end, so a bound of 1 clips every user and gives each the same say.
+#: Adam is invariant to the scale of its gradient, so any bound below that range trains the same
+#: (0.3 and 1 gave identical fits).
+DEFAULT_MAX_GRAD_NORM = 1.0
+DEFAULT_LEARNING_RATE = 0.03
+#: A user's ``H`` may be negative by this much (relative to its largest eigenvalue) from round-off.
+_PSD_TOLERANCE = 1e-9
+#: Opacus warns when the best Renyi order for a noise level is the largest it tries. That can only
+#: make the epsilon it reports larger than the truth (more noise than needed), never smaller.
+LARGEST_ORDER_WARNING = "Optimal order is the largest alpha"
+
+
+def _check_users(users: Sequence[tuple[npt.ArrayLike, npt.ArrayLike]]) -> tuple[np.ndarray, np.ndarray]:
+    """Stacked ``h`` (n, d+1) and ``H`` (n, d+1, d+1) of the users with ratings, validated."""
+    if isinstance(users, (str, bytes)) or not isinstance(users, Sequence) or len(users) == 0:
+        raise ValueError("users must be a non-empty sequence of (h, H) pairs")
+    try:
+        pairs = [(np.asarray(h, dtype=np.float64), np.asarray(H, dtype=np.float64)) for h, H in users]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"users must be (h, H) pairs of numeric arrays: {exc}") from None
+    p = pairs[0][0].size
+    for i, (h, H) in enumerate(pairs):
+        if h.shape != (p,) or H.shape != (p, p) or p < 2:
+            raise ValueError(
+                f"user {i}: h must have shape (d + 1,) with d >= 1 and H shape (d + 1, d + 1), the same for "
+                f"every user; got {h.shape} and {H.shape}"
+            )
+    h = np.stack([pair[0] for pair in pairs])
+    H = np.stack([pair[1] for pair in pairs])
+    if not (np.isfinite(h).all() and np.isfinite(H).all()):
+        raise ValueError("users' h and H must be finite")
+    if not np.allclose(H, np.swapaxes(H, 1, 2), rtol=1e-10, atol=1e-12):
+        raise ValueError("users' H must be symmetric")
+    H = (H + np.swapaxes(H, 1, 2)) / 2.0
+    eigenvalues = np.linalg.eigvalsh(H)
+    if (eigenvalues[:, 0] < -_PSD_TOLERANCE * np.maximum(1.0, eigenvalues[:, -1])).any():
+        raise ValueError("users' H must be positive semi-definite")
+    rated = (h != 0).any(axis=1) | (H != 0).any(axis=(1, 2))
+    if not rated.any():
+        raise ValueError("no user has ratings: every (h, H) is zero")
+    return h[rated], H[rated]
+
+
+def _check_sample_rate(value: object) -> float:
+    rate = check_positive("sample_rate", value, at_most=1.0)
+    if abs(round(1.0 / rate) * rate - 1.0) > 1e-12:
+        raise ValueError(f"sample_rate must be 1 / m for an integer m >= 1, got {value!r}")
+    return rate
+
+
+def fit_population(
+    users: Sequence[tuple[npt.ArrayLike, npt.ArrayLike]],
+    *,
+    epsilon: float,
+    delta: float,
+    rng: np.random.Generator,
+    n_personas: int = DEFAULT_PERSONAS,
+    rank: int = DEFAULT_RANK,
+    steps: int = DEFAULT_STEPS,
+    sample_rate: float = DEFAULT_SAMPLE_RATE,
+    max_grad_norm: float = DEFAULT_MAX_GRAD_NORM,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
+) -> PopulationModel:
+    """Learn the persona mixture from all users' likelihoods with user-level DP-SGD (Opacus).
+
+    Each user is one example whose whole rating history yields one clipped gradient; users are
+    Poisson-sampled into each step. The noise multiplier is the smallest that Opacus' RDP
+    accountant proves ``(epsilon, delta)``-DP for ``steps`` steps at ``sample_rate``
+    (:func:`privacy.accounting.calibrate_noise_multiplier`); after training the accountant
+    that watched the optimiser must agree, or the fit raises. See
+    :mod:`engine.population._training` for the model and the privacy argument.
+
+    Parameters
+    ----------
+    users : sequence of (h, H)
+        Each user's likelihood in information form (:func:`engine.preference.gaussian_likelihood`),
+        ``h`` of shape (d+1,), ``H`` of shape (d+1, d+1), symmetric positive semi-definite.
+        Users whose ``h`` and ``H`` are all zero (no ratings) add nothing and are skipped.
+    epsilon : float
+        Target epsilon, finite, ``> 0``.
+    delta : float
+        Target delta, in ``(0, 1)``; below ``1 / n_users`` for a meaningful guarantee.
+    rng : numpy.random.Generator
+        Source of the mechanism's randomness (Poisson sampling and noise).
+    n_personas, rank : int
+        Number of personas ``K`` and rank ``r`` of the covariance's low-rank part.
+    steps, sample_rate, max_grad_norm, learning_rate
+        The DP-SGD schedule; ``sample_rate`` must be ``1 / m`` for an integer ``m``.
+
+    Returns
+    -------
+    PopulationModel
+        Personas ordered by decreasing weight.
+
+    Raises
+    ------
+    ValueError
+        For malformed users or out-of-range parameters.
+    TypeError
+        If ``rng`` is not a ``numpy.random.Generator``.
+    RuntimeError
+        If Opacus' accountant reports more than ``epsilon`` after training.
+    """
+    eps = check_epsilon(epsilon)
+    if not math.isfinite(eps):
+        raise ValueError(f"epsilon must be finite, got {epsilon!r}")
+    if check_delta(delta) == 0.0:
+        raise ValueError("delta must be > 0 (Gaussian noise is not pure DP)")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    schedule = {
+        "n_personas": check_count("n_personas", n_personas),
+        "rank": check_count("rank", rank),
+        "steps": check_count("steps", steps),
+        "sample_rate": _check_sample_rate(sample_rate),
+        "max_grad_norm": check_positive("max_grad_norm", max_grad_norm),
+        "learning_rate": check_positive("learning_rate", learning_rate),
+    }
+    h, H = _check_users(users)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=LARGEST_ORDER_WARNING, category=UserWarning)
+        noise_multiplier = calibrate_noise_multiplier(
+            target_epsilon=eps, target_delta=float(delta), sample_rate=schedule["sample_rate"], steps=schedule["steps"]
+        )
+    from engine.population._training import train
+
+    trained = train(h, H, noise_multiplier=noise_multiplier, delta=float(delta), rng=rng, **schedule)
+    if trained.accountant_steps != schedule["steps"] or trained.spent_epsilon > eps:
+        raise RuntimeError(
+            f"Opacus' accountant reports epsilon={trained.spent_epsilon} after {trained.accountant_steps} steps, "
+            f"over the target {eps} or not the {schedule['steps']} steps calibrated for"
+        )
+    order = np.argsort(-trained.logits, kind="stable")
+    return PopulationModel(
+        means=trained.means[order],
+        weights=softmax(trained.logits[order]),
+        factor=trained.factor,
+        diagonal=trained.diagonal,
+        guarantee=Guarantee(epsilon=eps, delta=float(delta), neighbouring=ADD_REMOVE_USER, mechanism=MECHANISM),
+        accounting={
+            "noise_multiplier": noise_multiplier,
+            "sample_rate": schedule["sample_rate"],
+            "steps": schedule["steps"],
+            "max_grad_norm": schedule["max_grad_norm"],
+            "n_users": int(h.shape[0]),
+        },
+    )
