@@ -61,6 +61,20 @@ class Settings(BaseSettings):
     #: Shared faces kept in the cache pool the feed prefers for new users.
     shared_pool_size: int = Field(default=2000, ge=0, le=100_000)
 
+    #: The population model (``matchsvc population fit``): user-level DP-SGD, one release per fit.
+    #: Epsilon and delta of one release, under adding or removing one user's whole history.
+    population_epsilon: float = Field(default=1.0, gt=0, le=20)
+    population_delta: float = Field(default=1e-6, gt=0, lt=1e-3)
+    #: Lifetime cap on all releases composed (Renyi DP, read at ``population_delta``).
+    population_epsilon_cap: float = Field(default=4.0, gt=0, le=100)
+    population_personas: int = Field(default=4, ge=1, le=16)
+    population_rank: int = Field(default=4, ge=1, le=64)
+    #: Fewer users with ratings than this and a fit is refused. Not a privacy rule (DP holds for
+    #: any number of users): the noise DP-SGD adds to the sum of the users' clipped gradients has a
+    #: fixed scale while the sum grows with the number of users, so a release from a handful of
+    #: users would be mostly noise that spends budget and misleads every new user's prior.
+    population_min_users: int = Field(default=20, ge=2)
+
     #: The in-process matching schedule of ``serve`` (0 disables it; ``matchsvc match run`` works either way).
     match_interval_seconds: float = Field(default=600.0, ge=0)
     match_k: int = Field(default=20, ge=1, le=200)
@@ -101,6 +115,8 @@ class Settings(BaseSettings):
             raise ValueError("set MATCHSVC_KEYRING or MATCHSVC_KEYRING_FILE, not both")
         if self.privacy_epsilon > self.privacy_cap:
             raise ValueError("MATCHSVC_PRIVACY_EPSILON must not exceed MATCHSVC_PRIVACY_CAP")
+        if self.population_epsilon > self.population_epsilon_cap:
+            raise ValueError("MATCHSVC_POPULATION_EPSILON must not exceed MATCHSVC_POPULATION_EPSILON_CAP")
         if self.privacy_mechanism == "dpsgd" and self.privacy_delta <= 0:
             raise ValueError("MATCHSVC_PRIVACY_MECHANISM=dpsgd requires MATCHSVC_PRIVACY_DELTA > 0")
         if self.latent_backend == "diffusion" and self.diffusion_path is None:

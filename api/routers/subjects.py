@@ -18,6 +18,7 @@ from matchsvc.runtime import Runtime
 from matchsvc.services import audit
 from matchsvc.services import data_subject as subject_service
 from matchsvc.services.privacy import population_budget
+from matchsvc.services.population import PopulationPolicy, population_ledger
 
 router = APIRouter(tags=["data rights"], responses=problem_responses(401, 403))
 
@@ -88,7 +89,7 @@ def deletion_proof(user_id: uuid.UUID, auditor: AuditorUser, session: SessionDep
     "/v1/audit/privacy-budget",
     response_model=PopulationBudget,
     responses={200: {"content": {"text/csv": {}}, "description": "JSON, or per-user CSV with format=csv"}},
-    summary="Privacy spend across users: per mechanism, distribution, users at the cap",
+    summary="Privacy spend across users: per mechanism, distribution, users at the cap, population model releases",
 )
 def privacy_budget(
     auditor: AuditorUser,
@@ -111,4 +112,5 @@ def privacy_budget(
         for user_id, eps, delta in report.per_user:
             writer.writerow([audit.pseudonym(user_id, key=runtime.secrets.audit_pseudonym_key), eps, delta, report.epsilon_cap])
         return Response(out.getvalue(), media_type="text/csv")
-    return PopulationBudget.model_validate(report, from_attributes=True)
+    ledger = population_ledger(session, policy=PopulationPolicy.from_settings(runtime.settings))
+    return PopulationBudget.model_validate({**vars(report), "population_model": ledger}, from_attributes=True)

@@ -8,6 +8,8 @@ What is public and what is personal is decided here:
   Personal *content* (labels, preference models, appearances) lives only in ``*_ct`` columns:
   AES-256-GCM under the user's data key, with associated data binding table, column, user and row
   (see :mod:`matchsvc.keys`). Plain columns hold ids, timestamps and public policy numbers.
+* ``population_releases`` hold the population model: a user-level differentially private release
+  across all users, in plaintext by design (decision D14). No column refers to a user.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ __all__ = [
     "IdempotencyRecord",
     "LedgerEntry",
     "Match",
+    "PopulationRelease",
     "PreferenceState",
     "Profile",
     "Rating",
@@ -293,3 +296,40 @@ class Block(Base):
         UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
     created_at: Mapped[datetime] = utcnow_column()
+
+
+class PopulationRelease(Base):
+    """One release of the population model, and the ledger entry for it (decision D14).
+
+    Releases are only ever inserted. ``epsilon``/``delta`` are what this release alone claims under
+    adding or removing one user's whole history; the accounting columns (the sampled-Gaussian
+    steps DP-SGD took) are what lets every later fit re-compose all releases in Renyi DP.
+    """
+
+    __tablename__ = "population_releases"
+    __table_args__ = (
+        CheckConstraint("version >= 1", name="positive_version"),
+        CheckConstraint("epsilon > 0 AND delta > 0 AND delta < 1", name="valid_guarantee"),
+        CheckConstraint(
+            "noise_multiplier > 0 AND sample_rate > 0 AND sample_rate <= 1 AND steps >= 1 AND max_grad_norm > 0",
+            name="valid_accounting",
+        ),
+        CheckConstraint("n_users >= 1 AND n_personas >= 1 AND rank >= 1", name="valid_shape"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, unique=True)
+    created_at: Mapped[datetime] = utcnow_column()
+    mechanism: Mapped[str] = mapped_column(String(32), nullable=False)
+    neighbouring: Mapped[str] = mapped_column(String(32), nullable=False)
+    epsilon: Mapped[float] = mapped_column(Float, nullable=False)
+    delta: Mapped[float] = mapped_column(Float, nullable=False)
+    noise_multiplier: Mapped[float] = mapped_column(Float, nullable=False)
+    sample_rate: Mapped[float] = mapped_column(Float, nullable=False)
+    steps: Mapped[int] = mapped_column(Integer, nullable=False)
+    max_grad_norm: Mapped[float] = mapped_column(Float, nullable=False)
+    n_users: Mapped[int] = mapped_column(Integer, nullable=False)
+    n_personas: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    rank: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    #: ``engine.population.PopulationModel.to_state()``.
+    state: Mapped[dict] = mapped_column(JSONB, nullable=False)

@@ -81,6 +81,7 @@ class AuditAction(str, Enum):
     key_rotation = "key_rotation"
     privacy_cap_change = "privacy_cap_change"
     auditor_read = "auditor_read"
+    population_release = "population_release"
 
 
 def pseudonym(user_id: uuid.UUID, *, key: bytes) -> str:
