@@ -162,6 +162,23 @@ def bench_privacy(
     _emit(run_privacy_benchmark(users=count, out_dir=out_dir, progress=True, **grid), as_json=as_json)
 
 
+@bench_app.command("coldstart")
+def bench_coldstart(
+    as_json: Annotated[bool, typer.Option("--json", help="Emit JSON")] = False,
+    out: Annotated[str | None, typer.Option("--out", help="Directory for coldstart_benchmark.png and .json")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Smoke run: 20 new users, n up to 20, epsilon 1 and inf")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the population, users, answers and releases")] = 0,
+) -> None:
+    """Accuracy of a new user's model from 0-50 private ratings: population prior, per-user, posterior (progress on stderr)."""
+    from pathlib import Path
+
+    from matchsvc.bench.coldstart import QUICK, run_coldstart_benchmark
+
+    grid: dict[str, Any] = dict(QUICK) if quick else {}
+    out_dir = None if out is None else Path(out)
+    _emit(run_coldstart_benchmark(seed=seed, out_dir=out_dir, progress=True, **grid), as_json=as_json)
+
+
 keys_app = typer.Typer(help="Encryption keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
@@ -197,6 +214,46 @@ def match_run(
             runtime.sessions, keys=runtime.keys, k=k, min_ratings=min_ratings, backend=backend, device=device,
             progress=True,
         )
+    typer.echo(report.summary())
+
+
+population_app = typer.Typer(help="The population model (user-level differential privacy).", no_args_is_help=True)
+app.add_typer(population_app, name="population")
+
+
+@population_app.command("fit")
+def population_fit(
+    epsilon: Annotated[float | None, typer.Option(help="Its epsilon (default MATCHSVC_POPULATION_EPSILON)")] = None,
+    delta: Annotated[float | None, typer.Option(help="Its delta (default MATCHSVC_POPULATION_DELTA)")] = None,
+    personas: Annotated[int | None, typer.Option(help="Personas (default MATCHSVC_POPULATION_PERSONAS)")] = None,
+    rank: Annotated[int | None, typer.Option(help="Covariance rank (default MATCHSVC_POPULATION_RANK)")] = None,
+    steps: Annotated[int | None, typer.Option(help="DP-SGD steps (default: the engine's)")] = None,
+) -> None:
+    """Fit and store the next population release from every user's private labels.
+
+    Exits 1 with the reason, having trained nothing, when the release would take the composed
+    epsilon of all releases past MATCHSVC_POPULATION_EPSILON_CAP or too few users have ratings.
+    """
+    import numpy as np
+
+    from matchsvc.errors import MatchsvcError
+    from matchsvc.services.population import PopulationPolicy, fit_release
+
+    chosen = {"epsilon": epsilon, "delta": delta, "n_personas": personas, "rank": rank, "steps": steps}
+    with _runtime() as runtime:
+        try:
+            policy = dataclasses.replace(
+                PopulationPolicy.from_settings(runtime.settings),
+                **{name: value for name, value in chosen.items() if value is not None},
+            )
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        with runtime.sessions() as session:
+            try:
+                report = fit_release(session, keys=runtime.keys, policy=policy, rng=np.random.default_rng())
+            except MatchsvcError as exc:
+                typer.echo(f"population fit refused: {exc.detail}", err=True)
+                raise typer.Exit(code=1) from None
     typer.echo(report.summary())
 
 

@@ -59,6 +59,7 @@ from engine.preference.benchmark import (
     linear_svc_model,
     synthetic_user,
 )
+from matchsvc.bench._plot import finish_panels
 from privacy.mechanisms import REPLACE_ONE
 
 __all__ = [
@@ -397,15 +398,7 @@ def _plot(result: dict[str, Any], path: Path) -> None:
         ax.set_title("no privacy (epsilon = inf)" if epsilon == "inf" else f"epsilon = {epsilon:g}")
         ax.set_xlabel("ratings per user (n)")
         ax.grid(alpha=0.3)
-    for ax in axes[: len(epsilons) : columns]:
-        ax.set_ylabel("accuracy on fresh faces")
-    for ax in axes[len(epsilons) :]:
-        ax.set_visible(False)
-    handles: dict[str, Any] = {}
-    for ax in axes[: len(epsilons)]:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(label, handle)
-    figure.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=min(4, len(handles)))
+    finish_panels(figure, axes, used=len(epsilons), columns=columns, ylabel="accuracy on fresh faces", legend_columns=4)
     config = result["config"]
     figure.suptitle(
         f"Private preference learning: {config['users']} synthetic users, d = {config['dim']}, "
