@@ -28,7 +28,13 @@ def next_faces(
     n: Annotated[int, Query(ge=1, le=50, description="How many faces")] = 10,
 ) -> FaceBatch:
     faces = faces_service.next_faces(
-        session, user_id=user.id, keys=runtime.keys, space=runtime.latent_space, n=n, rng=np.random.default_rng()
+        session,
+        user_id=user.id,
+        keys=runtime.keys,
+        policy=runtime.policy,
+        space=runtime.latent_space,
+        n=n,
+        rng=np.random.default_rng(),
     )
     return FaceBatch(
         faces=[

@@ -11,11 +11,13 @@ from fastapi import APIRouter, Query
 from api.deps import AnyUser, CurrentUser, RuntimeDep, SessionDep
 from api.pagination import decode_cursor, encode_cursor
 from api.schemas.faces import IdealFace, IdealFaces
+from api.schemas.preferences import Certainty, PersonaShare, PreferenceProfile
 from api.schemas.privacy import PrivacyBudget
 from api.schemas.problem import problem_responses
 from api.schemas.ratings import RatingPage, RatingPublic
 from api.schemas.users import UserPublic
 from matchsvc.services import faces as faces_service
+from matchsvc.services import preferences as preferences_service
 from matchsvc.services import ratings as ratings_service
 from matchsvc.services.privacy import budget_report
 
@@ -47,6 +49,29 @@ def my_ratings(
 @router.get("/privacy", response_model=PrivacyBudget, summary="Your privacy budget: spent, cap, and what it means")
 def my_privacy(user: CurrentUser, session: SessionDep, runtime: RuntimeDep) -> PrivacyBudget:
     return PrivacyBudget.model_validate(budget_report(session, user_id=user.id, policy=runtime.policy))
+
+
+@router.get(
+    "/preference-profile",
+    response_model=PreferenceProfile,
+    responses=problem_responses(409),
+    summary="Your persona mix, how sure your model is, and how many ratings would sharpen it",
+)
+def my_preference_profile(user: CurrentUser, session: SessionDep, runtime: RuntimeDep) -> PreferenceProfile:
+    """Before any rating the profile is the population prior's (or, without a population model, the
+    default prior's). 409 under a release-time privacy mechanism, whose models have no posterior."""
+    profile = preferences_service.preference_profile(
+        session, keys=runtime.keys, user_id=user.id, policy=runtime.policy, space=runtime.latent_space
+    )
+    return PreferenceProfile(
+        ratings=profile.ratings,
+        personas=[PersonaShare(persona=k, share=share) for k, share in profile.personas],
+        dominant_persona=profile.dominant_persona,
+        certainty=Certainty(logit_sd=profile.logit_sd, score=profile.certainty, level=profile.certainty_level),
+        ratings_to_improve=profile.ratings_to_improve,
+        population_version=profile.population_version,
+        drift_detected=profile.drift_detected,
+    )
 
 
 @router.get(

@@ -116,6 +116,7 @@ def run_api_benchmark(*, requests: int = 2000, threads: int = 8, users: int = 20
                         session,
                         user_id=user.id,
                         keys=runtime.keys,
+                        policy=runtime.policy,
                         space=runtime.latent_space,
                         n=min(50, per_user - len(faces)),
                         rng=rng,

@@ -26,7 +26,7 @@ from matchsvc.keys import KeyRingStore, UserCipher
 from matchsvc.services import audit
 from matchsvc.services.keys import rotate_keys, user_cipher
 from matchsvc.services.matching import open_choice
-from matchsvc.services.preferences import model_from_sealed_state, open_label
+from matchsvc.services.preferences import export_state, open_label
 from matchsvc.services.profiles import open_appearance, open_filters
 
 __all__ = ["DeletionProof", "EXPORT_FORMAT", "delete_user", "deletion_proof", "export_user", "user_references"]
@@ -64,18 +64,13 @@ def _refused(
     raise PermissionDenied("staff accounts are exported and deleted from the command line")
 
 
-def _model_json(cipher: UserCipher, row: dict[str, Any]) -> Any:
-    model = model_from_sealed_state(cipher, row["state_ct"])
-    return {"coef": model.coef.tolist(), "intercept": model.intercept}
-
-
 #: How to open each sealed column, given the owner's cipher and the raw row.
 SEALED: dict[tuple[str, str], Callable[[UserCipher, dict[str, Any]], Any]] = {
     ("ratings", "label_ct"): lambda c, r: {
         "recorded_like": open_label(c, face_id=r["face_id"], blob=r["label_ct"]),
         "privatised": r["label_epsilon"] is not None,
     },
-    ("preference_states", "state_ct"): _model_json,
+    ("preference_states", "state_ct"): lambda c, r: export_state(c, r["state_ct"]),
     ("appearances", "latent_ct"): lambda c, r: open_appearance(c, r["latent_ct"]).tolist(),
     ("profiles", "filters_ct"): lambda c, r: {
         "gender": (f := open_filters(c, r["filters_ct"])).gender.value,

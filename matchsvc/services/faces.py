@@ -12,14 +12,16 @@ from sqlalchemy.orm import Session
 from engine.latent import LatentSpace, encode_png
 from engine.latent.base import sample_outside_safety
 from engine.reverse import ideal_latents
-from engine.sampling import next_batch
+from engine.preference import rr_flip_probability
+from engine.sampling import FeedConfig, next_batch
 from matchsvc.db.models import Face
 from matchsvc.errors import Conflict, NotFound
 from matchsvc.keys import KeyRingStore
 from matchsvc.repositories import faces as faces_repo
 from matchsvc.repositories import ratings as ratings_repo
 from matchsvc.services.keys import user_cipher
-from matchsvc.services.preferences import load_model
+from matchsvc.services.preferences import current_belief, load_model
+from matchsvc.services.privacy import PrivacyPolicy
 
 __all__ = ["RenderedFace", "ensure_shared_pool", "face_image", "ideal_faces", "next_faces"]
 
@@ -39,6 +41,7 @@ def next_faces(
     *,
     user_id: uuid.UUID,
     keys: KeyRingStore,
+    policy: PrivacyPolicy,
     space: LatentSpace,
     n: int,
     rng: np.random.Generator,
@@ -46,20 +49,32 @@ def next_faces(
 ) -> list[Face]:
     """The next batch for ``user_id`` from the active-learning feed; remembered as served.
 
-    The feed sees only the released (private) model, the number of ratings, shared cached faces
-    and public randomness, never a label. Safety-region latents are filtered by the feed and
-    again here, so no code path can serve one.
+    Under randomized response the feed gets the user's posterior (the prior belief for a user
+    with no ratings, so the first ``FeedConfig.coldstart_ratings`` faces are the most informative
+    ones), their persona mix when a population release exists, and the deployment's flip rate
+    for its information criterion. Under a release-time mechanism it gets the released model
+    only. Either way it sees no label, only shared cached faces and public randomness.
+    Safety-region latents are filtered by the feed and again here, so no code path can serve one.
     """
-    cipher = user_cipher(session, keys=keys, user_id=user_id)
-    stored = load_model(session, cipher=cipher)
+    current = current_belief(session, keys=keys, user_id=user_id, space=space) if policy.privatises_labels else None
+    if current is not None:
+        belief = current.belief
+        model, posterior, personas = None, belief.posterior, belief.personas
+        config = FeedConfig(flip_probability=rr_flip_probability(policy.epsilon))
+    else:
+        stored = load_model(session, cipher=user_cipher(session, keys=keys, user_id=user_id))
+        model, posterior, personas, config = (stored.model if stored else None), None, None, FeedConfig()
     cached = faces_repo.unseen_shared_faces(session, user_id=user_id, limit=cached_candidates)
     batch = next_batch(
         space,
         n=n,
-        model=stored.model if stored else None,
+        model=model,
         n_rated=ratings_repo.count_ratings(session, user_id=user_id),
         cached=np.array([face.latent for face in cached]) if cached else None,
         rng=rng,
+        config=config,
+        posterior=posterior,
+        personas=personas,
     )
     if space.in_safety_region(batch.latents).any():
         raise RuntimeError("the feed returned a safety-region latent")  # a bug, never a request error

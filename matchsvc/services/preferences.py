@@ -1,54 +1,123 @@
-"""The user's preference model: updated from private labels, stored encrypted, read by the feed.
+"""The user's preference: a Gaussian posterior learned from private labels, stored encrypted.
 
-With randomized response (the default) labels are private when stored, so fitting is
-post-processing: each new rating moves the model by an online update, a re-rating or every
-``refit_every``-th update triggers an exact refit, and none of it spends budget. With a
-release-time mechanism (objective perturbation, DP-SGD) labels are stored encrypted as answered
-and every ``refit_every`` new ratings one model release is fitted through the mechanism, charged to
-the ledger, and refused (the previous model stays) once the cap is reached.
+With randomized response (the default) labels are private when stored, so everything here is
+post-processing and spends no budget. The stored state (sealed JSON in ``preference_states``,
+version 2, kind ``posterior``) holds
+
+* the user's Laplace posterior over ``theta = [w, b]`` (:class:`engine.preference.Posterior`);
+  its :meth:`~engine.preference.Posterior.model` is the released model matching reads;
+* the persona mix under the population release it was fitted against: the responsibilities and
+  the user's posterior mean within each persona (what the feed's outside-persona slots need),
+  or nothing without a release;
+* that release's version (None without one), and whether the drift test down-weighted old
+  ratings at the last refit.
+
+A new rating moves the state in one of two ways, in the rating's transaction:
+
+* **Exact refit** when there is no state yet, the rating replaces an earlier answer, it is the
+  ``refit_every``-th since the last refit, the state is not a version 2 posterior, or the
+  current population release is not the one the state was fitted against:
+  :func:`engine.preference.drift_weights` over the stored labels in the order the faces were
+  first rated (a changed answer keeps its place), then
+  :meth:`engine.population.PopulationModel.posterior` under the latest release (or
+  :func:`engine.preference.fit_posterior` with the isotropic default prior when there is none),
+  with the public safety anchors as known negatives.
+* Otherwise **one online step** (:meth:`engine.preference.OnlinePreference.update`) on the stored
+  posterior. The persona mix, release version and drift flag stay those of the last refit
+  until the next one.
+
+Reading is not tied to a rating: :func:`current_belief` (the feed, the profile) refits and stores
+a state fitted against an older release than the current one, so a new release reaches a user at
+their next request, rating or not (matching reads the stored model as it is until then). A user with no state yet has the *prior belief*: the same fit with
+no ratings (the population prior, or the isotropic one, plus the anchors), which is what makes
+their first faces the adaptive ones.
+
+Version 1 states, written before the posterior existed, are still read everywhere: kind
+``online`` (the noise-corrected fit: ``theta`` and its Laplace covariance) as a posterior with
+that mean and covariance and no persona mix, kind ``released`` as before. They are converted by
+their user's next exact refit, which the rule above makes the next rating (or the next read once
+a population release exists); nothing rewrites them in bulk.
+
+With a release-time mechanism (objective perturbation, DP-SGD) labels are stored encrypted as
+answered and every ``refit_every`` new ratings one model release is fitted through the
+mechanism, charged to the ledger, and refused (the previous model stays) once the cap is reached.
+Those states (kind ``released``) hold the model only: no posterior, no profile.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import math
 import secrets
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy.orm import Session
 
 from engine.latent import LatentSpace
-from engine.preference import OnlinePreference, PreferenceModel, fit_private
-from matchsvc.errors import PrivacyBudgetExhausted
-from matchsvc.keys import UserCipher
+from engine.latent.base import sample_outside_safety
+from engine.population import PersonaPosterior, PopulationModel
+from engine.preference import (
+    OnlinePreference,
+    Posterior,
+    PreferenceModel,
+    PreferencePrior,
+    drift_weights,
+    fit_posterior,
+    fit_private,
+    rr_flip_probability,
+    rr_information,
+)
+from engine.sampling import informative_indices
+from matchsvc.errors import Conflict, PrivacyBudgetExhausted
+from matchsvc.keys import KeyRingStore, UserCipher
 from matchsvc.repositories import ledger as ledger_repo
 from matchsvc.repositories import preferences as preferences_repo
 from matchsvc.repositories import ratings as ratings_repo
+from matchsvc.services.keys import user_cipher
 from matchsvc.services.privacy import PrivacyPolicy, charge
 from privacy.mechanisms import RandomizedResponse
 
 __all__ = [
+    "MAX_RATINGS_TO_IMPROVE",
+    "Belief",
+    "CurrentBelief",
+    "PersonaMean",
+    "PersonaMix",
+    "PreferenceProfile",
     "StoredModel",
     "absorb_rating",
+    "current_belief",
+    "export_state",
     "load_model",
     "model_from_sealed_state",
     "open_label",
+    "preference_profile",
     "privatise",
+    "reference_faces",
     "safety_anchors",
     "seal_label",
 ]
 
 _TABLE = "preference_states"
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 #: Public known negatives: safety-region latents drawn once from a fixed public seed. Few on
 #: purpose: a linear model cannot dislike only under-18 faces, so clean negatives there tilt every
 #: user towards older faces. Measured through REST (eps 2, 50 ratings, 12 simulated users): 32
 #: anchors cost 4 accuracy points against none, 4 anchors about 1.
 _ANCHORS = 4
 _ANCHOR_SEED = 20261123
+#: The profile's reference faces: prior faces that may be shown, from a fixed public seed.
+_REFERENCE_FACES = 2048
+_REFERENCE_SEED = 20261207
+#: Largest ``ratings_to_improve`` the profile computes; beyond it the answer is None.
+MAX_RATINGS_TO_IMPROVE = 1000
+#: Certainty levels: (lower bound of the score, word), highest first.
+_LEVELS: tuple[tuple[float, Literal["low", "medium", "high"]], ...] = ((0.8, "high"), (0.5, "medium"), (0.0, "low"))
 
 
 @functools.lru_cache(maxsize=8)
@@ -60,6 +129,19 @@ def safety_anchors(space: LatentSpace) -> np.ndarray:
         draw = space.sample(1024, rng)
         found = np.concatenate([found, draw[space.in_safety_region(draw)]])
     return found[:_ANCHORS]
+
+
+@functools.lru_cache(maxsize=8)
+def reference_faces(space: LatentSpace) -> np.ndarray:
+    """Prior latents outside the safety region, shape ``(2048, dim)``, from a fixed public seed.
+
+    The faces the profile's certainty averages over and picks its hypothetical next ratings
+    from; public, so the profile is a function of the user's belief alone.
+    """
+    rng = np.random.default_rng(_REFERENCE_SEED)
+    faces = sample_outside_safety(space, size=_REFERENCE_FACES, need=_REFERENCE_FACES, rng=rng)[:_REFERENCE_FACES]
+    faces.flags.writeable = False
+    return faces
 
 
 def seal_label(cipher: UserCipher, *, face_id: uuid.UUID, label: bool) -> bytes:
@@ -77,9 +159,82 @@ def privatise(label: bool, *, epsilon: float) -> bool:
 
 
 @dataclass(frozen=True)
+class PersonaMean:
+    """The user's posterior mean of ``theta = [w, b]`` within one persona, shape ``(d + 1,)``."""
+
+    mean: np.ndarray
+
+
+@dataclass(frozen=True)
+class PersonaMix:
+    """The user's posterior over the personas of a population release, as of the last exact refit.
+
+    What :func:`engine.sampling.next_batch` reads as ``personas`` (``responsibilities`` and each
+    component's ``mean``); the within-persona covariances are not kept.
+    """
+
+    responsibilities: np.ndarray
+    components: tuple[PersonaMean, ...]
+
+    @classmethod
+    def of(cls, fitted: PersonaPosterior) -> PersonaMix:
+        return cls(
+            responsibilities=np.array(fitted.responsibilities),
+            components=tuple(PersonaMean(mean=np.array(c.mean)) for c in fitted.components),
+        )
+
+
+@dataclass(frozen=True)
+class Belief:
+    """What the service knows about a user's preference (module docstring)."""
+
+    posterior: Posterior
+    personas: PersonaMix | None
+    population_version: int | None
+    drift_detected: bool
+
+    def to_state(self) -> dict[str, Any]:
+        personas = None
+        if self.personas is not None:
+            personas = {
+                "responsibilities": self.personas.responsibilities.tolist(),
+                "means": [component.mean.tolist() for component in self.personas.components],
+            }
+        return {
+            "version": _STATE_VERSION,
+            "kind": "posterior",
+            "posterior": self.posterior.to_state(),
+            "personas": personas,
+            "population_version": self.population_version,
+            "drift_detected": self.drift_detected,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Belief:
+        """A version 2 ``posterior`` state, or a version 1 ``online`` one (no persona mix)."""
+        if state["version"] == 1:
+            return cls(OnlinePreference.from_state_dict(state["online"]).posterior, None, None, False)
+        personas = state["personas"]
+        return cls(
+            posterior=Posterior.from_state(state["posterior"]),
+            personas=None
+            if personas is None
+            else PersonaMix(
+                responsibilities=np.array(personas["responsibilities"], dtype=np.float64),
+                components=tuple(PersonaMean(mean=np.array(m, dtype=np.float64)) for m in personas["means"]),
+            ),
+            population_version=state["population_version"],
+            drift_detected=bool(state["drift_detected"]),
+        )
+
+
+@dataclass(frozen=True)
 class StoredModel:
+    """A user's stored state: the released model, and the belief behind it (None for release-time mechanisms)."""
+
     model: PreferenceModel
     n_ratings: int
+    belief: Belief | None = None
 
 
 def _seal_state(cipher: UserCipher, state: dict[str, Any]) -> bytes:
@@ -90,37 +245,106 @@ def _open_state(cipher: UserCipher, blob: bytes) -> dict[str, Any]:
     return json.loads(cipher.open(blob, table=_TABLE, column="state", row="current"))
 
 
-def _model_from_state(state: dict[str, Any]) -> PreferenceModel:
-    if state["kind"] == "online":
-        return OnlinePreference.from_state_dict(state["online"]).model
-    return PreferenceModel.from_vector(state["model"])
+def _decode(state: dict[str, Any]) -> tuple[PreferenceModel, Belief | None]:
+    """The released model and, for a posterior state of either version, the belief."""
+    if state["kind"] == "released":
+        return PreferenceModel.from_vector(state["model"]), None
+    belief = Belief.from_state(state)
+    return belief.posterior.model(), belief
+
+
+def _is_current(state: dict[str, Any], belief: Belief, version: int | None) -> bool:
+    """``belief``, read from ``state``, is a version 2 posterior fitted against population release ``version``."""
+    return state["version"] == _STATE_VERSION and belief.population_version == version
 
 
 def model_from_sealed_state(cipher: UserCipher, blob: bytes) -> PreferenceModel:
-    """The released model inside a sealed ``preference_states.state_ct``."""
-    return _model_from_state(_open_state(cipher, blob))
+    """The released model inside a sealed ``preference_states.state_ct`` (either version)."""
+    return _decode(_open_state(cipher, blob))[0]
+
+
+def export_state(cipher: UserCipher, blob: bytes) -> dict[str, Any]:
+    """A sealed ``preference_states.state_ct`` for the data-subject export, either version.
+
+    The released model (``coef``, ``intercept``) always; for a posterior state also the posterior
+    (mean and covariance of ``[w, b]``), the persona shares, the user's mean within each persona,
+    the population release version and the drift flag (empty or None where the state has none).
+    """
+    model, belief = _decode(_open_state(cipher, blob))
+    out: dict[str, Any] = {"coef": model.coef.tolist(), "intercept": model.intercept}
+    if belief is not None:
+        personas = belief.personas
+        out |= {
+            "posterior_mean": belief.posterior.mean.tolist(),
+            "posterior_covariance": belief.posterior.covariance.tolist(),
+            "persona_shares": [] if personas is None else personas.responsibilities.tolist(),
+            "persona_means": [] if personas is None else [c.mean.tolist() for c in personas.components],
+            "population_version": belief.population_version,
+            "drift_detected": belief.drift_detected,
+        }
+    return out
 
 
 def load_model(session: Session, *, cipher: UserCipher) -> StoredModel | None:
-    """The user's released model, decrypted in memory; None before the first fit."""
+    """The user's released model (and belief), decrypted in memory; None before the first fit."""
     row = preferences_repo.get_state(session, cipher.user_id)
     if row is None:
         return None
-    return StoredModel(model=model_from_sealed_state(cipher, row.state_ct), n_ratings=row.n_ratings)
+    model, belief = _decode(_open_state(cipher, row.state_ct))
+    return StoredModel(model=model, n_ratings=row.n_ratings, belief=belief)
 
 
-def _training_set(session: Session, cipher: UserCipher) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _training_set(session: Session, cipher: UserCipher, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Latents ``(n, d)``, stored labels and label epsilons (inf: not privatised) of every rating, oldest first."""
     rows = ratings_repo.training_rows(session, user_id=cipher.user_id)
-    Z = np.array([latent for _, latent, _, _ in rows], dtype=np.float64)
-    y = np.array([open_label(cipher, face_id=face_id, blob=blob) for face_id, _, blob, _ in rows])
-    eps = np.array([np.inf if e is None else e for _, _, _, e in rows])
+    Z = np.array([latent for _, latent, _, _ in rows], dtype=np.float64).reshape(len(rows), dim)
+    y = np.array([open_label(cipher, face_id=face_id, blob=blob) for face_id, _, blob, _ in rows], dtype=bool)
+    eps = np.array([np.inf if e is None else e for _, _, _, e in rows], dtype=np.float64)
     return Z, y, eps
+
+
+def _fit_belief(
+    Z: np.ndarray, y: np.ndarray, eps: np.ndarray, *, space: LatentSpace, release: tuple[int, PopulationModel] | None
+) -> Belief:
+    """The exact refit (module docstring); with no ratings, the prior belief."""
+    rho = np.array([rr_flip_probability(e) for e in eps])
+    anchors = safety_anchors(space)
+    prior = PreferencePrior.isotropic(space.dim) if release is None else release[1].prior()
+    weights = drift_weights(Z, y, flip_probability=rho, prior=prior) if len(y) else np.ones(0)
+    drifted = bool((weights < 1.0).any())
+    if release is not None:
+        version, model = release
+        fitted = model.posterior(Z, y, flip_probability=rho, weights=weights, public_negatives=anchors)
+        return Belief(fitted.posterior, PersonaMix.of(fitted), version, drifted)
+    if len(y):
+        posterior = fit_posterior(Z, y, flip_probability=rho, prior=prior, public_negatives=anchors, weights=weights)
+    else:  # the anchors are the only data: clean passes, as fit_posterior adds them
+        posterior = fit_posterior(anchors, np.zeros(len(anchors), dtype=bool), flip_probability=0.0, prior=prior)
+    return Belief(posterior, None, None, drifted)
+
+
+def _latest_release(session: Session) -> tuple[int, PopulationModel] | None:
+    # Imported here: the population service imports this module (it opens labels with open_label).
+    from matchsvc.services.population import current_release
+
+    release = current_release(session)
+    return None if release is None else (release.version, release.model)
 
 
 def _store(session: Session, cipher: UserCipher, state: dict[str, Any], *, n: int, pending: int) -> None:
     preferences_repo.put_state(
         session, user_id=cipher.user_id, state_ct=_seal_state(cipher, state), n_ratings=n, pending_updates=pending
     )
+
+
+def _refit(
+    session: Session, cipher: UserCipher, *, space: LatentSpace, release: tuple[int, PopulationModel] | None
+) -> tuple[Belief, int]:
+    """Exact refit from every stored rating, stored with no pending updates; returns it and the count."""
+    Z, y, eps = _training_set(session, cipher, space.dim)
+    belief = _fit_belief(Z, y, eps, space=space, release=release)
+    _store(session, cipher, belief.to_state(), n=len(y), pending=0)
+    return belief, len(y)
 
 
 def absorb_rating(
@@ -133,21 +357,20 @@ def absorb_rating(
     stored_label: bool,
     created: bool,
 ) -> None:
-    """Bring the stored model up to date with a rating just written (same transaction)."""
+    """Bring the stored state up to date with a rating just written (same transaction, writer lock held)."""
     row = preferences_repo.get_state(session, cipher.user_id, for_update=True)
     if policy.privatises_labels:
-        flip = RandomizedResponse(epsilon=policy.epsilon).flip_probability
+        release = _latest_release(session)
         if row is not None and created and row.pending_updates + 1 < policy.refit_every:
-            online = OnlinePreference.from_state_dict(_open_state(cipher, row.state_ct)["online"])
-            online.update(latent, stored_label, flip_probability=flip)
-            state = {"version": _STATE_VERSION, "kind": "online", "online": online.state_dict()}
-            _store(session, cipher, state, n=row.n_ratings + 1, pending=row.pending_updates + 1)
-            return
-        Z, y, eps = _training_set(session, cipher)
-        rho = np.array([RandomizedResponse(epsilon=e).flip_probability for e in eps])
-        online = OnlinePreference.from_fit(Z, y, flip_probability=rho, public_negatives=safety_anchors(space))
-        state = {"version": _STATE_VERSION, "kind": "online", "online": online.state_dict()}
-        _store(session, cipher, state, n=len(y), pending=0)
+            state = _open_state(cipher, row.state_ct)
+            _, belief = _decode(state)
+            if belief is not None and _is_current(state, belief, None if release is None else release[0]):
+                online = OnlinePreference(belief.posterior)
+                online.update(latent, stored_label, flip_probability=rr_flip_probability(policy.epsilon))
+                updated = dataclasses.replace(belief, posterior=online.posterior)
+                _store(session, cipher, updated.to_state(), n=row.n_ratings + 1, pending=row.pending_updates + 1)
+                return
+        _refit(session, cipher, space=space, release=release)
         return
     n = ratings_repo.count_ratings(session, user_id=cipher.user_id)
     released = row.n_ratings if row is not None else 0
@@ -159,10 +382,162 @@ def absorb_rating(
         )
     except PrivacyBudgetExhausted:
         return  # the cap is reached: the last released model stays, the rating is still stored
-    Z, y, _ = _training_set(session, cipher)
+    Z, y, _ = _training_set(session, cipher, space.dim)
     model = fit_private(
         Z, y, epsilon=policy.epsilon, delta=policy.delta, mechanism=policy.mechanism,
         public_negatives=safety_anchors(space),
     )
     state = {"version": _STATE_VERSION, "kind": "released", "model": model.to_vector().tolist()}
     _store(session, cipher, state, n=n, pending=0)
+
+
+@dataclass(frozen=True)
+class CurrentBelief:
+    """A user's belief as of now, and the number of ratings behind it."""
+
+    belief: Belief
+    n_ratings: int
+
+
+def current_belief(
+    session: Session, *, keys: KeyRingStore, user_id: uuid.UUID, space: LatentSpace
+) -> CurrentBelief | None:
+    """The user's belief under the current population release (randomized-response deployments).
+
+    The stored one when it was fitted against the current release; otherwise an exact refit,
+    stored (the caller commits) under the user's writer lock, so it cannot overwrite a rating's
+    update. A user with no state gets the prior belief, which is not stored. None when the stored
+    state is a release-time mechanism's model, which has no posterior.
+    """
+    release = _latest_release(session)
+    version = None if release is None else release[0]
+    cipher = user_cipher(session, keys=keys, user_id=user_id)
+    row = preferences_repo.get_state(session, user_id)
+    if row is None:
+        empty = np.empty((0, space.dim))
+        return CurrentBelief(_fit_belief(empty, np.zeros(0, dtype=bool), np.zeros(0), space=space, release=release), 0)
+    state = _open_state(cipher, row.state_ct)
+    _, belief = _decode(state)
+    if belief is None:
+        return None
+    if belief.population_version == version:
+        return CurrentBelief(belief, row.n_ratings)
+    cipher = user_cipher(session, keys=keys, user_id=user_id, for_update=True)
+    refreshed, n = _refit(session, cipher, space=space, release=release)
+    return CurrentBelief(refreshed, n)
+
+
+@dataclass(frozen=True)
+class PreferenceProfile:
+    """What a user may see about their own model (:func:`preference_profile`)."""
+
+    ratings: int
+    personas: list[tuple[int, float]]
+    dominant_persona: int
+    logit_sd: float
+    certainty: float
+    certainty_level: Literal["low", "medium", "high"]
+    ratings_to_improve: int | None
+    population_version: int | None
+    drift_detected: bool
+
+
+def _reference_moment(space: LatentSpace) -> np.ndarray:
+    """``M = mean x x^T`` over the reference faces, ``x = [z, 1]``: ``mean x^T S x = trace(S M)``."""
+    X = np.hstack([reference_faces(space), np.ones((_REFERENCE_FACES, 1))])
+    return X.T @ X / len(X)
+
+
+def _logit_sd(covariance: np.ndarray, moment: np.ndarray) -> float:
+    return math.sqrt(max(float(np.sum(covariance * moment)), 0.0))
+
+
+def _ratings_to_improve(
+    posterior: Posterior, *, flip_probability: float, space: LatentSpace, moment: np.ndarray
+) -> int | None:
+    """Smallest ``k`` with the expected logit sd after ``k`` adaptive ratings at most half of now's."""
+    faces = reference_faces(space)
+    target = _logit_sd(posterior.covariance, moment) / 2.0
+    picks = informative_indices(
+        faces, mean=posterior.mean, covariance=posterior.covariance, flip_probability=flip_probability,
+        n=MAX_RATINGS_TO_IMPROVE,
+    )
+    X = np.hstack([faces[picks], np.ones((len(picks), 1))])
+    information = rr_information(X @ posterior.mean, np.full(len(picks), flip_probability))[1]
+    precision = np.linalg.inv(posterior.covariance)
+
+    def sd_after(k: int) -> float:
+        gained = precision + (X[:k].T * information[:k]) @ X[:k]
+        return _logit_sd(np.linalg.inv(gained), moment)
+
+    if sd_after(MAX_RATINGS_TO_IMPROVE) > target:
+        return None
+    low, high = 0, MAX_RATINGS_TO_IMPROVE  # sd_after(low) > target >= sd_after(high); sd_after decreases in k
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if sd_after(middle) <= target else (middle, high)
+    return high
+
+
+def preference_profile(
+    session: Session, *, keys: KeyRingStore, user_id: uuid.UUID, policy: PrivacyPolicy, space: LatentSpace
+) -> PreferenceProfile:
+    """The user's persona mix, how sure the model is, and how many ratings would sharpen it.
+
+    Definitions, all over the *reference faces* (:func:`reference_faces`: 2048 public prior faces
+    outside the safety region, features ``x = [z, 1]``):
+
+    * ``logit_sd``: the root mean square, over the reference faces, of the posterior standard
+      deviation of the like log-odds, ``sqrt(mean_x x^T S x)`` with ``S`` the posterior
+      covariance of ``[w, b]``.
+    * ``certainty``: ``1 - (logit_sd / logit_sd_0)^2``, clipped to [0, 1], with ``logit_sd_0``
+      the same for the belief of a user with no ratings (the population prior when a release
+      exists -- the spread of tastes across people, personas included -- else the isotropic
+      default): the share of that no-knowledge variance of the log-odds the user's ratings have
+      removed. (Measured against the isotropic prior instead, a new user under a release with
+      well-separated personas started above it and read 0.) ``certainty_level`` is ``low`` below 0.5, ``medium`` below 0.8,
+      ``high`` from 0.8 on.
+    * ``ratings_to_improve``: the number ``k`` of further ratings after which the expected
+      ``logit_sd`` is at most half of now's, when those ratings are chosen by the feed's cold-start
+      criterion (:func:`engine.sampling.informative_indices`: greedy expected information gain
+      under the current posterior and the deployment's flip rate) from the reference faces, and
+      each adds its expected Fisher information ``I_rr(t) x x^T`` at the current mean logit ``t``
+      to the posterior precision. None when more than :data:`MAX_RATINGS_TO_IMPROVE` would be needed.
+    * ``personas``: the responsibilities of the population release's personas (one persona, 1.0,
+      without a release); ``drift_detected``: the last exact refit down-weighted old ratings.
+
+    None of it is a score of a face, a latent or the preference vector.
+
+    Raises
+    ------
+    Conflict
+        Under a release-time mechanism (objective, dpsgd): their models are single private
+        releases with no posterior, and fitting one from the true labels would spend budget.
+    """
+    if not policy.privatises_labels:
+        raise Conflict(f"the preference profile needs label-private ratings; this deployment uses {policy.mechanism!r}")
+    current = current_belief(session, keys=keys, user_id=user_id, space=space)
+    session.commit()  # keeps a refit against a newer population release and releases the writer lock
+    if current is None:
+        raise Conflict("your stored model predates randomized response; rate a face to refit it")
+    belief = current.belief
+    moment = _reference_moment(space)
+    sd = _logit_sd(belief.posterior.covariance, moment)
+    empty = np.empty((0, space.dim))
+    start = _fit_belief(empty, np.zeros(0, dtype=bool), np.zeros(0), space=space, release=_latest_release(session))
+    sd_0 = _logit_sd(start.posterior.covariance, moment)
+    certainty = min(max(1.0 - (sd / sd_0) ** 2, 0.0), 1.0)
+    shares = np.ones(1) if belief.personas is None else belief.personas.responsibilities
+    return PreferenceProfile(
+        ratings=current.n_ratings,
+        personas=[(k, float(share)) for k, share in enumerate(shares)],
+        dominant_persona=int(np.argmax(shares)),
+        logit_sd=sd,
+        certainty=certainty,
+        certainty_level=next(word for bound, word in _LEVELS if certainty >= bound),
+        ratings_to_improve=_ratings_to_improve(
+            belief.posterior, flip_probability=rr_flip_probability(policy.epsilon), space=space, moment=moment
+        ),
+        population_version=belief.population_version,
+        drift_detected=belief.drift_detected,
+    )

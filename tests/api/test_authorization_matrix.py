@@ -38,6 +38,7 @@ from matchsvc.jobs.matching import run_matching
 from matchsvc.runtime import Runtime
 from matchsvc.security import Scope
 from matchsvc.services.audit import pseudonym
+from matchsvc.services.preferences import preference_profile
 from tests.support.accounts import PASSWORD, auth_headers, register
 from tests.support.scenario import rate_faces, set_profile, staff_headers, truncate_all, user_id
 
@@ -340,6 +341,15 @@ def _not_matched(world: World, role: str, response: httpx.Response) -> None:
     assert response.json() == {"matched": False, "match_id": None}
 
 
+def _profile_is_callers(world: World, role: str, response: httpx.Response) -> None:
+    runtime = world.runtime
+    with runtime.sessions() as session:
+        mine = preference_profile(
+            session, keys=runtime.keys, user_id=world.ids[role], policy=runtime.policy, space=runtime.latent_space
+        )
+    assert (response.json()["ratings"], response.json()["certainty"]["logit_sd"]) == (mine.ratings, mine.logit_sd)
+
+
 # The matrix ---------------------------------------------------------------------------------------
 
 #: Routes anyone may call. Making a route public is a decision: it goes here, not just into RULES.
@@ -361,6 +371,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/me"): Rule(_account(200), _fixed("/v1/me"), check=_is_caller),
     ("GET", "/v1/me/ratings"): Rule(_users(200), _fixed("/v1/me/ratings"), check=_ratings_are_callers),
     ("GET", "/v1/me/privacy"): Rule(_users(200), _fixed("/v1/me/privacy")),
+    ("GET", "/v1/me/preference-profile"): Rule(
+        _users(200), _fixed("/v1/me/preference-profile"), check=_profile_is_callers
+    ),
     ("GET", "/v1/me/ideal-faces"): Rule(_users(200), _fixed("/v1/me/ideal-faces")),
     ("PUT", "/v1/me/appearance"): Rule(_users(204), _appearance),
     ("GET", "/v1/me/avatar"): Rule(_users(200), _fixed("/v1/me/avatar"), check=_is_png),

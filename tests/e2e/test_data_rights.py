@@ -45,7 +45,12 @@ def test_export_then_auditor_deletion_leaves_nothing(client: TestClient, db: Run
     assert len(bundle["tables"]["ratings"]) == 12
     assert all(isinstance(r["label"]["recorded_like"], bool) for r in bundle["tables"]["ratings"])
     assert len(bundle["tables"]["appearances"][0]["latent"]) == db.latent_space.dim
-    assert set(bundle["tables"]["preference_states"][0]["state"]) == {"coef", "intercept"}
+    state = bundle["tables"]["preference_states"][0]["state"]
+    assert set(state) == {
+        "coef", "intercept", "posterior_mean", "posterior_covariance", "persona_shares", "persona_means",
+        "population_version", "drift_detected",
+    }
+    assert len(state["posterior_mean"]) == db.latent_space.dim + 1
     assert bundle["tables"]["profiles"][0]["filters"]["gender"] == "woman"
     assert "password_hash" not in bundle["tables"]["users"][0]
     assert len(bundle["rated_faces"]) == 12
