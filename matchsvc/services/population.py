@@ -167,11 +167,18 @@ def _planned_accounting(policy: PopulationPolicy, *, n_users: int) -> dict[str, 
 
 
 def _likelihoods(session: Session, *, keys: KeyRingStore) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Every user with ratings as ``(h, H)``; labels are opened one user at a time and dropped after."""
+    """Every user with ratings as ``(h, H)``; labels are opened one user at a time and dropped after.
+
+    A user deleted while the ratings stream (their data key is gone) is skipped: their labels
+    can no longer be opened, and a deleted user's data must not enter a release anyway.
+    """
     users = []
     for user_id, rows in itertools.groupby(population_repo.rating_rows(session), key=lambda row: row[0]):
         ratings = list(rows)
-        cipher = user_cipher(session, keys=keys, user_id=user_id)
+        try:
+            cipher = user_cipher(session, keys=keys, user_id=user_id)
+        except LookupError:
+            continue
         Z = np.array([latent for _, _, latent, _, _ in ratings], dtype=np.float64)
         y = np.array([open_label(cipher, face_id=face_id, blob=blob) for _, face_id, _, blob, _ in ratings])
         rho = np.array([rr_flip_probability(math.inf if eps is None else eps) for *_, eps in ratings])

@@ -208,3 +208,14 @@ def test_cli_fits_a_release_and_exits_1_past_the_cap(
     assert "above the cap of 0.6" in refused.stderr
     assert runner.invoke(cli_app, ["population", "fit", "--epsilon", "0"]).exit_code == 2
     assert [row["version"] for row in _releases(db)] == [1]
+
+
+def test_a_user_whose_key_vanished_mid_fit_is_left_out(client: TestClient, db: Runtime) -> None:
+    """Deletion racing a fit: the ratings were streamed, then the data key was destroyed."""
+    from matchsvc.services.population import _likelihoods
+
+    ids = _raters(client, 3, ratings=6)
+    with db.sessions() as session:
+        session.execute(text("DELETE FROM user_keys WHERE user_id = :id"), {"id": ids[0]})
+        assert len(_likelihoods(session, keys=db.keys)) == 2
+        session.rollback()
