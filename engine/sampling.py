@@ -30,7 +30,11 @@ service's normal case, :class:`engine.preference.Posterior`) it works in two pha
   :func:`informative_indices` again, with every other face of the batch already folded into
   ``S``. Information gain alone would not keep the outside faces: once the posterior sits inside
   one persona it calls faces only other personas like uninformative, and a change of taste would
-  go unnoticed until the drift test had data to see it.
+  go unnoticed until the drift test had data to see it. Within the exploit and outside-persona
+  shortlists (top ``shortlist_fraction`` by their score) the faces are again picked by
+  information gain, not by distance: among faces the user probably likes, the ones that still
+  teach the model. Measured offline (eps 2, 50 ratings, 40 simulated users x 2 seeds) this moved
+  the posterior's accuracy from 0.659 / 0.682 to 0.681 / 0.689 against farthest-point picks.
 
 Without a posterior (a caller with only a point estimate) the feed behaves as before:
 
@@ -45,7 +49,7 @@ Without a posterior (a caller with only a point estimate) the feed behaves as be
   Bernoulli variance of the next rating, is largest: uncertainty sampling), the only honest
   informativeness measure a point estimate offers.
 
-Exploit and outside-persona faces come from the top ``shortlist_fraction`` of candidates by
+Without a posterior, exploit faces come from the top ``shortlist_fraction`` of candidates by
 their score and are then picked by farthest-point selection against everything already in the
 batch, which keeps the batch diverse.
 
@@ -816,6 +820,9 @@ def next_batch(
         avail = np.flatnonzero(~taken[key])
         if design is not None and group.role in (SlotRole.ADAPTIVE, SlotRole.EXPLORE):
             picked = avail[design.pick(features[key][avail], information[key][avail], group.count)]
+        elif design is not None:  # ranked roles: the shortlist by score, then the most informative
+            candidates = _candidates(avail, group.count, priority=priorities[group.role][key], config=config, rng=rng)
+            picked = candidates[design.pick(features[key][candidates], information[key][candidates], group.count)]
         else:
             priority = priorities[group.role][key] if group.role in priorities else None
             candidates = _candidates(avail, group.count, priority=priority, config=config, rng=rng)
