@@ -21,7 +21,7 @@ from matchsvc.services.preferences import load_model
 from tests.support.accounts import auth_headers
 from tests.support.scenario import served_latents
 
-USERS = 12
+USERS = 36
 RATINGS = 50
 
 
