@@ -62,7 +62,6 @@ Checks (the issue's "done when"), computed explicitly:
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -80,7 +79,7 @@ from engine.latent.base import sample_outside_safety
 from engine.population import PopulationModel, fit_population
 from engine.preference import Posterior, PreferencePrior, fit_posterior, gaussian_likelihood
 from engine.sampling import informative_indices
-from matchsvc.bench._plot import finish_panels
+from matchsvc.bench._report import finish_panels, write_report
 from privacy.mechanisms import RandomizedResponse
 
 __all__ = [
@@ -730,14 +729,4 @@ def run_coldstart_benchmark(
         "checks": _checks(accuracy, counts, n_values=n_values, eps_values=eps_values),
         "timing": {"training_s": training_s, "grid_s": grid_s},
     }
-    if out_dir is None:
-        result["timing"]["total_s"] = time.perf_counter() - started
-        return result
-    directory = Path(out_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    plot, data = directory / "coldstart_benchmark.png", directory / "coldstart_benchmark.json"
-    result["files"] = {"plot": str(plot), "json": str(data)}
-    _plot(result, plot)
-    result["timing"]["total_s"] = time.perf_counter() - started  # the plot included; only the JSON write is not
-    data.write_text(json.dumps(result, indent=2, sort_keys=True, allow_nan=False))
-    return result
+    return write_report(result, out_dir=out_dir, name="coldstart_benchmark", plot=_plot, started=started)

@@ -36,7 +36,6 @@ for a changed answer. The comparison is the one the issue asks for: the same nom
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -59,7 +58,7 @@ from engine.preference.benchmark import (
     linear_svc_model,
     synthetic_user,
 )
-from matchsvc.bench._plot import finish_panels
+from matchsvc.bench._report import finish_panels, write_report
 from privacy.mechanisms import REPLACE_ONE
 
 __all__ = [
@@ -565,14 +564,4 @@ def run_privacy_benchmark(
         "rr_not_beating": not_beating,
         "timing": timing,
     }
-    if out_dir is None:
-        result["timing"]["total_s"] = time.perf_counter() - started
-        return result
-    directory = Path(out_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    plot, data = directory / "privacy_benchmark.png", directory / "privacy_benchmark.json"
-    result["files"] = {"plot": str(plot), "json": str(data)}
-    _plot(result, plot)
-    result["timing"]["total_s"] = time.perf_counter() - started  # the plot included; only the JSON write is not
-    data.write_text(json.dumps(result, indent=2, sort_keys=True, allow_nan=False))
-    return result
+    return write_report(result, out_dir=out_dir, name="privacy_benchmark", plot=_plot, started=started)
