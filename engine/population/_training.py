@@ -48,6 +48,7 @@ from opacus import PrivacyEngine
 from opacus.data_loader import DPDataLoader
 from opacus.grad_sample import register_grad_sampler
 
+from engine._opacus import seeded_opacus
 from engine.population._fit import LARGEST_ORDER_WARNING
 from engine.preference import DEFAULT_L2, INTERCEPT_L2
 
@@ -235,13 +236,7 @@ def train(
         sample_rate=sample_rate,
         generator=torch.Generator().manual_seed(sampling_seed),
     )
-    with _single_threaded(), warnings.catch_warnings():
-        # secure_mode=False: the noise comes from a seeded torch.Generator derived from the
-        # caller's rng (audits replay exactly) instead of torchcsprng, which is not a dependency;
-        # see engine.preference._private for the threat-model argument, which holds here too.
-        warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
-        # The hooks fire on a module whose input needs no gradient; the gradients are unaffected.
-        warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+    with _single_threaded(), seeded_opacus(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=LARGEST_ORDER_WARNING, category=UserWarning)
         engine = PrivacyEngine(accountant="rdp", secure_mode=False)
         private_module, private_optimizer, private_loader = engine.make_private(

@@ -18,11 +18,11 @@ exercise the same code path as the service:
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import numpy.typing as npt
 
+from engine._opacus import seeded_opacus
 from engine.latent.base import PRIOR_BOUND
 from engine.preference._model import PreferenceModel
 from engine.preference._noisy import check_labels, check_latents
@@ -140,16 +140,7 @@ def _fit_dpsgd(
     optimizer = torch.optim.SGD(module.parameters(), lr=_DPSGD_LEARNING_RATE)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     accountant = RDPAccountant()
-    with warnings.catch_warnings():
-        # secure_mode=False: Opacus then draws noise from a seeded torch.Generator (derived from
-        # the caller's rng, so audits replay exactly) instead of torchcsprng, which is not a
-        # dependency. The gap it leaves -- an attacker who can observe the generator state or
-        # exploit float rounding of the Gaussian sampler -- is outside the threat model of a
-        # released per-user model kept encrypted at rest.
-        warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
-        # Opacus' per-sample-gradient hooks fire on a module whose inputs need no gradient; torch
-        # notes that on every backward pass. The gradients Opacus reads are unaffected.
-        warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+    with seeded_opacus():
         engine = PrivacyEngine(accountant="rdp", secure_mode=False)
         private_module, private_optimizer, private_loader = engine.make_private(
             module=module,
