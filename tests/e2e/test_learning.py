@@ -2,12 +2,12 @@
 after 50 ratings at epsilon 2 their private model is compared with a non-private LinearSVC trained
 on the same answers, on fresh faces.
 
-Issue 4 set the target at 5 accuracy points. Measured with 36 users the gap is 4.5-5.3 points
-(0.652 vs 0.697, 0.651 vs 0.704): about 3 points are randomized response at eps 2 on the faces the
-feed picks, about 1.2 the four safety-region anchors issue 4 requires (D9). The mean sits at the
-target, so a 5-point check fails on about half the runs; the check here is 6 points, which the
-team knows is looser than issue 4's target (see the issue 7 note), and a gap beyond it is a real
-regression."""
+Issue 4 set the target at 5 accuracy points, and this checks exactly that. Measured with 36
+users the gap is 4.5-6.1 points (three runs: 0.652 vs 0.697, 0.651 vs 0.704, 0.638 vs 0.699): about
+3 points are randomized response at eps 2 on the faces the feed picks, about 1.2 the four
+safety-region anchors issue 4 requires (D9). The mean sits at or just past the target, so this
+test currently fails on about half the runs: a known, open shortfall (see the issue 7 note), not
+noise to be tuned away."""
 
 from __future__ import annotations
 
@@ -72,5 +72,5 @@ def test_private_model_through_rest_is_close_to_non_private_svm(db: Runtime) -> 
         results = np.array([_simulate(client, runtime, rng) for _ in range(USERS)])
     ours, baseline = results.mean(axis=0)
     print(f"epsilon=2, n={RATINGS}, users={USERS}: private {ours:.3f} vs LinearSVC {baseline:.3f}")
-    assert ours >= baseline - 0.06
+    assert ours >= baseline - 0.05
     assert ours > 0.6  # and far above chance
