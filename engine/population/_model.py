@@ -14,6 +14,16 @@ one Gaussian, so the mixture is moment matched (mean ``sum r_k m_k``, covariance
 ``sum r_k (S_k + (m_k - m)(m_k - m)^T)``), which keeps the spread between personas that are still
 in play as uncertainty instead of dropping it. Before any rating ``r = pi`` and each component is
 its persona's prior, the same formulas with zero data.
+
+Public negatives (the service's safety anchor) are a constraint, not evidence about the user:
+they enter every persona's prior (``N(mu_k, C)`` conditioned on them) and so every component, but
+the personas are weighed by the user's labels alone, ``r_k ~ pi_k p(labels | k, negatives)``,
+the evidence with the negatives divided by the evidence of the negatives alone. Weighing them
+too would favour, for every user alike, the personas that happen to dislike the anchor's
+direction. Measured on three releases of the service's two-persona test (users rating 30 random
+faces at eps 2 from one persona's own mean, four random in-region anchors as the
+service had then): weighing by the anchors too left up to 30 % of them in the wrong persona (by
+release and persona), their labels alone up to 20 %.
 """
 
 from __future__ import annotations
@@ -227,6 +237,18 @@ class PopulationModel:
         if z.ndim != 2 or z.shape[1] != self.dim:
             raise ValueError(f"Z must have shape (n, {self.dim}), got shape {z.shape}")
         priors = [self.persona_prior(k) for k in range(self.n_personas)]
+        negatives = None
+        if public_negatives is not None:
+            negatives = np.asarray(public_negatives, dtype=np.float64)
+            if negatives.ndim != 2 or negatives.shape[0] < 1 or negatives.shape[1] != self.dim:
+                raise ValueError(f"public_negatives must have shape (m, {self.dim}), got shape {negatives.shape}")
+            # Each persona's prior conditioned on the public negatives: clean passes, as fit_posterior adds them.
+            constrained = [
+                fit_posterior(negatives, np.zeros(len(negatives), dtype=bool), flip_probability=0.0, prior=prior)
+                for prior in priors
+            ]
+        else:
+            constrained = [Posterior.from_prior(prior) for prior in priors]
         if z.shape[0] > 0:
             components = [
                 fit_posterior(
@@ -234,24 +256,18 @@ class PopulationModel:
                     y_private,
                     flip_probability=flip_probability,
                     prior=prior,
-                    public_negatives=public_negatives,
+                    public_negatives=negatives,
                     weights=weights,
                 )
                 for prior in priors
             ]
         else:
             _check_no_ratings(y_private, flip_probability, weights)
-            if public_negatives is None:
-                components = [Posterior.from_prior(prior) for prior in priors]
-            else:  # public negatives are clean passes, the same data fit_posterior would add
-                negatives = np.asarray(public_negatives, dtype=np.float64)
-                if negatives.ndim != 2 or negatives.shape[0] < 1 or negatives.shape[1] != self.dim:
-                    raise ValueError(f"public_negatives must have shape (m, {self.dim}), got {negatives.shape}")
-                components = [
-                    fit_posterior(negatives, np.zeros(len(negatives), dtype=bool), flip_probability=0.0, prior=prior)
-                    for prior in priors
-                ]
-        log_joint = np.log(self.weights) + np.array([c.log_evidence for c in components])
+            components = constrained
+        # The user's labels alone weigh the personas: p(labels | k, negatives) = p(all | k) / p(negatives | k).
+        log_joint = np.log(self.weights) + np.array(
+            [c.log_evidence - base.log_evidence for c, base in zip(components, constrained, strict=True)]
+        )
         log_evidence = float(logsumexp(log_joint))
         responsibilities = np.exp(log_joint - log_evidence)
         responsibilities /= responsibilities.sum()

@@ -343,6 +343,26 @@ def test_posterior_passes_weights_and_public_negatives_through() -> None:
     assert np.allclose(only_negatives.components[1].mean, clean_passes.mean)
 
 
+def test_public_negatives_constrain_the_personas_without_weighing_them() -> None:
+    """The personas are weighed by p(labels | k, negatives) = p(labels, negatives | k) / p(negatives | k)."""
+    model = _model()
+    rng = np.random.default_rng(16)
+    r = rate(model.means[1], 20, epsilon=1.0, rng=rng)
+    negatives = np.array([[2.5, 0.0]])
+    result = model.posterior(r.Z, r.stored, flip_probability=r.flip_probability, public_negatives=negatives)
+    priors = [model.persona_prior(k) for k in range(model.n_personas)]
+    joint = [
+        fit_posterior(r.Z, r.stored, flip_probability=r.flip_probability, prior=p, public_negatives=negatives).log_evidence
+        for p in priors
+    ]
+    alone = [fit_posterior(negatives, [0], flip_probability=0.0, prior=p).log_evidence for p in priors]
+    log_joint = np.log(model.weights) + np.subtract(joint, alone)
+    np.testing.assert_allclose(result.responsibilities, np.exp(log_joint - logsumexp(log_joint)), rtol=1e-9)
+    assert result.posterior.log_evidence == pytest.approx(logsumexp(log_joint))
+    before = model.posterior(np.zeros((0, 2)), np.zeros(0, dtype=bool), flip_probability=0.1, public_negatives=negatives)
+    np.testing.assert_allclose(before.responsibilities, model.weights, rtol=1e-12)
+
+
 @pytest.mark.parametrize(
     ("Z", "y", "kwargs", "message"),
     [
