@@ -4,13 +4,12 @@ on the same answers, on fresh faces. Issue 4 set the target at 5 accuracy points
 
 Measured in three runs (72 users; the adaptive feed of issue 7, one safety anchor, D9): private
 0.670-0.673 vs LinearSVC 0.707-0.714, gaps of 3.5-4.2 points, each with a standard error over users
-of 0.5-0.6 points. Most of
-the gap is randomized response at eps 2 (12 % of stored labels flipped), which the private
-posterior cannot undo and LinearSVC never sees; the feed's informative faces help both learners
-alike. With the mean gap that close to the target, a check on the point estimate alone would fail
-on a fair share of runs (the labels' noise comes from the OS, fresh every run), so the test asks
-what the data can show: it fails when the gap is above 5 points at one-sided 95 % confidence, and
-prints the figures either way."""
+of 0.5-0.6 points. Most of the gap is randomized response at eps 2 (12 % of stored labels flipped),
+which the private posterior cannot undo and LinearSVC never sees; the feed's informative faces help
+both learners alike. With the mean gap that close to the target, a check on the point estimate
+alone would fail on a fair share of runs (the labels' noise comes from the OS, fresh every run), so
+the test asks what the data can show: it fails when the gap is above 5 points at one-sided 95 %
+confidence, and prints the figures either way."""
 
 from __future__ import annotations
 
