@@ -139,7 +139,8 @@ def safety_anchors(space: LatentSpace) -> np.ndarray:
             break
     if len(found) == 0:
         raise LatentSpaceError(f"no prior sample of space {space.name!r} fell in its safety region")
-    centroid = found[:_ANCHOR_DRAWS].mean(axis=0, keepdims=True)
+    found = found[:_ANCHOR_DRAWS]
+    centroid = found.mean(axis=0, keepdims=True)
     if not space.in_safety_region(centroid)[0]:
         centroid = found[[np.argmin(np.linalg.norm(found - centroid, axis=1))]]
     centroid.flags.writeable = False
