@@ -343,7 +343,13 @@ def test_a_change_of_taste_is_detected_stored_and_shown(client: TestClient, db: 
             )
         session.commit()
     assert rater.state()[0]["drift_detected"] is False
-    rater.rate(faces[-1], bool(labels[-1]), status=200)  # a re-rating: exact refit over the new history
+    # A re-rating triggers the exact refit over the new history. It re-rates the oldest face (a rating
+    # keeps its place in the history), because randomized response stores either label for it: the
+    # change stays detectable both ways, which a re-rated newest face does not guarantee.
+    rho = rr_flip_probability(db.policy.epsilon)
+    for oldest in (False, True):
+        assert drift_weights(np.array(rater.latents), np.r_[oldest, labels[1:]], flip_probability=rho)[0] < 1
+    rater.rate(faces[0], bool(labels[0]), status=200)
     state, n, pending = rater.state()
     assert (n, pending, state["drift_detected"]) == (50, 0, True)
     _assert_same(rater.posterior(), _exact(rater))
