@@ -53,7 +53,9 @@ def authenticated_user(
     if not token:
         raise AuthenticationFailed("not authenticated: send a bearer token")
     try:
-        claims = decode_access_token(token, secret=runtime.secrets.token_key)
+        claims = decode_access_token(
+            token, secret=runtime.secrets.token_key, max_minutes=runtime.settings.access_token_minutes
+        )
     except InvalidToken:
         raise AuthenticationFailed("invalid or expired token") from None
     user = get_user(session, claims.user_id)

@@ -88,7 +88,10 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> FastAPI:
 
     def identify(token: str) -> str | None:
         try:
-            return str(decode_access_token(token, secret=runtime.secrets.token_key).user_id)
+            claims = decode_access_token(
+                token, secret=runtime.secrets.token_key, max_minutes=settings.access_token_minutes
+            )
+            return str(claims.user_id)
         except InvalidToken:
             return None
 
