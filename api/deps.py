@@ -15,7 +15,7 @@ from matchsvc.repositories.users import get_user
 from matchsvc.runtime import Runtime
 from matchsvc.security import InvalidToken, Scope, decode_access_token
 
-__all__ = ["AuditorUser", "AnyUser", "CurrentUser", "RuntimeDep", "SessionDep"]
+__all__ = ["AdminUser", "AuditorUser", "AnyUser", "CurrentUser", "RuntimeDep", "SessionDep"]
 
 oauth2_scheme = OAuth2PasswordBearer(
     tokenUrl="/v1/auth/token",
@@ -74,3 +74,5 @@ AnyUser = Annotated[User, Security(authenticated_user)]
 CurrentUser = Annotated[User, Security(authenticated_user, scopes=[Scope.user.value])]
 #: A privacy auditor.
 AuditorUser = Annotated[User, Security(authenticated_user, scopes=[Scope.auditor.value])]
+#: An operator (``matchsvc users create NAME --scope admin``).
+AdminUser = Annotated[User, Security(authenticated_user, scopes=[Scope.admin.value])]
