@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 import uuid
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from pathlib import Path
 
 import structlog
 
+from matchsvc.secret_files import create_once, write_private
 from privacy.crypto import Aad, DataKey, DecryptionError, KeyRing, unwrap_data_key, wrapped_key_version
 
 __all__ = ["KeyRingStore", "UserCipher"]
@@ -39,10 +38,9 @@ class KeyRingStore:
 
     @classmethod
     def open_or_create(cls, path: Path) -> KeyRingStore:
-        """Development default: generate a ring file on first start."""
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _write_private(path, KeyRing.generate().to_json())
+        """Development default: generate a ring file on first start (one ring even if processes race)."""
+        _, created = create_once(path, lambda: KeyRing.generate().to_json().encode())
+        if created:
             log.warning("generated_development_keyring", path=str(path), hint="set MATCHSVC_KEYRING_FILE in production")
         return cls(path=path)
 
@@ -72,7 +70,7 @@ class KeyRingStore:
         with self._lock:
             ring = self._read()
             version = ring.rotate()
-            _write_private(self._path, ring.to_json())
+            write_private(self._path, ring.to_json().encode())
             self._ring = ring
         return version
 
@@ -89,7 +87,7 @@ class KeyRingStore:
             old = tuple(v for v in ring.versions if v != ring.current)
             for version in old:
                 ring.retire(version)
-            _write_private(self._path, ring.to_json())
+            write_private(self._path, ring.to_json().encode())
             self._ring = ring
         return old
 
@@ -102,19 +100,6 @@ class KeyRingStore:
                 raise
         self.reload()
         return unwrap_data_key(self._ring, blob, user_id=str(user_id))
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a secret file with mode 0600 via rename, so readers never see a partial ring."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keyring-")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)
