@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class KeyRingStore:
             raise ValueError("exactly one of path and json_text is required")
         self._path = path
         self._lock = threading.Lock()
+        self._stamp: tuple[int, int, int] | None = None
         self._ring = KeyRing.from_json(json_text) if json_text is not None else self._read()
 
     @classmethod
@@ -45,8 +47,13 @@ class KeyRingStore:
         return cls(path=path)
 
     def _read(self) -> KeyRing:
+        """The ring in the file now; remembers which file that was (every write replaces it)."""
         assert self._path is not None
-        return KeyRing.from_json(self._path.read_text())
+        with self._path.open("rb") as handle:
+            status = os.fstat(handle.fileno())
+            ring = KeyRing.from_json(handle.read().decode())
+        self._stamp = (status.st_ino, status.st_mtime_ns, status.st_size)
+        return ring
 
     @property
     def ring(self) -> KeyRing:
@@ -63,6 +70,19 @@ class KeyRingStore:
             with self._lock:
                 self._ring = self._read()
 
+    def refresh(self) -> KeyRing:
+        """The current ring, re-read only when another process replaced the file since we read it.
+
+        Callers that wrap data keys hold the key ring's shared database lock
+        (:func:`matchsvc.repositories.keys.lock_key_ring`) first, so no rotation or retirement
+        can slip in between this read and their commit.
+        """
+        if self._path is not None:
+            status = self._path.stat()
+            if (status.st_ino, status.st_mtime_ns, status.st_size) != self._stamp:
+                self.reload()
+        return self._ring
+
     def rotate(self) -> int:
         """Add a KEK version, make it current and persist it atomically; returns the new version."""
         if self._path is None:
@@ -77,8 +97,9 @@ class KeyRingStore:
     def retire_all_but_current(self) -> tuple[int, ...]:
         """Destroy every non-current KEK (persisted); returns the retired versions.
 
-        Only safe once every live data key is wrapped under the current version. Afterwards any
-        copy of an older wrapped key (a backup) can never be unwrapped again.
+        Only safe once every live data key is wrapped under the current version, with the key ring
+        locked against wrapping: call :func:`matchsvc.services.keys.retire_old_keks`. Afterwards
+        any copy of an older wrapped key (a backup) can never be unwrapped again.
         """
         if self._path is None:
             raise RuntimeError("retiring keys needs MATCHSVC_KEYRING_FILE: an environment key ring cannot be updated")

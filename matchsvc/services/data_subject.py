@@ -26,7 +26,7 @@ from matchsvc.db.models import Face, User
 from matchsvc.errors import NotFound, PermissionDenied
 from matchsvc.keys import KeyRingStore, UserCipher
 from matchsvc.services import audit
-from matchsvc.services.keys import rotate_keys, user_cipher
+from matchsvc.services.keys import retire_old_keks, rotate_keys, user_cipher
 from matchsvc.services.matching import open_choice
 from matchsvc.services.preferences import export_state, open_label
 from matchsvc.services.profiles import open_appearance, open_filters
@@ -288,7 +288,7 @@ def delete_user(
         log.warning("backups_not_shredded", reason="key ring from the environment cannot be rotated in place")
         return DeletionReceipt(deleted=True, rows_deleted=removed, kek_version=None)
     report = rotate_keys(sessions, keys=keys)
-    keys.retire_all_but_current()
+    retire_old_keks(sessions, keys=keys)
     return DeletionReceipt(deleted=True, rows_deleted=removed, kek_version=report.kek_version)
 
 
