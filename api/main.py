@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
@@ -82,10 +82,12 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> FastAPI:
     routers = (auth, me, profile, faces, ratings, matching, subjects, audit, metrics)
     for module in routers:
         app.include_router(module.router, responses=common)
-    app.include_router(health.router)
     # The public /metrics that api/routers/health.py still declares is replaced by the admin one
-    # above (issue 13; that file is another change's): delete it there and this line at the merge.
-    app.router.routes = [r for r in app.router.routes if getattr(r, "endpoint", None) is not health.metrics]
+    # above (issue 13; that file is another change's): at the merge, delete it there and include
+    # health.router directly again.
+    probes = APIRouter()
+    probes.routes.extend(r for r in health.router.routes if getattr(r, "endpoint", None) is not health.metrics)
+    app.include_router(probes)
     install_error_handlers(app)
     app.openapi = lambda: _openapi_with_problem(app)  # type: ignore[method-assign]
 
