@@ -30,7 +30,7 @@ __all__ = ["FIRST_DELAY", "MAX_DELAY", "THRESHOLD", "WINDOW", "guarded"]
 
 THRESHOLD = 5
 WINDOW = timedelta(hours=1)
-FIRST_DELAY = timedelta(seconds=2)
+FIRST_DELAY = timedelta(seconds=30)
 MAX_DELAY = timedelta(minutes=15)
 
 

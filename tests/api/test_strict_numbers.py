@@ -1,6 +1,7 @@
 """Issue 13 item 9: ``true`` is not a number. Walks every JSON request body in the OpenAPI document
 and sends ``true`` in place of each numeric field (and of the first item of a numeric array) in an
-otherwise valid body: every one must be refused with 422, while the valid body itself is not."""
+otherwise valid body: every one must be refused with 422, while the valid body itself is not. The
+same for every numeric query parameter."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from matchsvc.runtime import Runtime
+from matchsvc.security import Scope
 from tests.support.accounts import auth_headers
+from tests.support.scenario import staff_headers
 
 
 def _valid_bodies(dim: int) -> dict[tuple[str, str], dict[str, Any]]:
@@ -74,3 +77,19 @@ def test_true_is_refused_in_every_numeric_request_field(client: TestClient, db: 
                 assert response.headers["content-type"] == "application/problem+json"
                 checked += 1
     assert checked >= 5  # birth_year, latent[0], age_min, age_max, dwell_ms
+
+
+def test_true_is_refused_in_every_numeric_query_parameter(client: TestClient, db: Runtime) -> None:
+    schema = client.get("/openapi.json").json()
+    user, auditor = auth_headers(client), staff_headers(client, db, Scope.auditor)
+    checked = 0
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] != "query" or not _numeric(schema, parameter["schema"]):
+                    continue
+                headers = auditor if path.startswith("/v1/audit") else user
+                response = client.request(method, path, params={parameter["name"]: "true"}, headers=headers)
+                assert response.status_code == 422, (method, path, parameter["name"], response.text)
+                checked += 1
+    assert checked >= 5  # n, limit (three lists), score

@@ -25,7 +25,7 @@ from matchsvc.runtime import Runtime
 from matchsvc.security import Scope
 from matchsvc.services.data_subject import OWNERSHIP, export_user
 from tests.support.accounts import auth_headers
-from tests.support.scenario import rate_faces, set_profile, staff_headers, truncate_all, user_id
+from tests.support.scenario import matchable_user, staff_headers, truncate_all, user_id
 
 #: Ratings per person and the matching job's threshold (small: the scenarios are about rows, not taste).
 RATINGS = 2
@@ -33,10 +33,7 @@ EVERYONE = ["woman", "man", "nonbinary", "other"]
 
 
 def _person(client: TestClient, db: Runtime, gender: str, seeks: list[str]) -> tuple[dict[str, str], str]:
-    headers = auth_headers(client)
-    rate_faces(client, headers, n=RATINGS)
-    set_profile(client, headers, look=[0.0] * db.latent_space.dim, gender=gender, seeks=seeks)
-    return headers, str(user_id(client, headers))
+    return matchable_user(client, db, gender=gender, seeks=seeks, ratings=RATINGS)
 
 
 def _match(db: Runtime) -> None:
