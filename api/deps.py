@@ -15,7 +15,7 @@ from matchsvc.repositories.users import get_user
 from matchsvc.runtime import Runtime
 from matchsvc.security import InvalidToken, Scope, decode_access_token
 
-__all__ = ["AuditorUser", "AnyUser", "CurrentUser", "RuntimeDep", "SessionDep"]
+__all__ = ["AdminUser", "AuditorUser", "AnyUser", "CurrentUser", "RuntimeDep", "SessionDep"]
 
 oauth2_scheme = OAuth2PasswordBearer(
     tokenUrl="/v1/auth/token",
@@ -53,7 +53,9 @@ def authenticated_user(
     if not token:
         raise AuthenticationFailed("not authenticated: send a bearer token")
     try:
-        claims = decode_access_token(token, secret=runtime.secrets.token_key)
+        claims = decode_access_token(
+            token, secret=runtime.secrets.token_key, max_minutes=runtime.settings.access_token_minutes
+        )
     except InvalidToken:
         raise AuthenticationFailed("invalid or expired token") from None
     user = get_user(session, claims.user_id)
@@ -72,3 +74,5 @@ AnyUser = Annotated[User, Security(authenticated_user)]
 CurrentUser = Annotated[User, Security(authenticated_user, scopes=[Scope.user.value])]
 #: A privacy auditor.
 AuditorUser = Annotated[User, Security(authenticated_user, scopes=[Scope.auditor.value])]
+#: An operator (``matchsvc users create NAME --scope admin``).
+AdminUser = Annotated[User, Security(authenticated_user, scopes=[Scope.admin.value])]

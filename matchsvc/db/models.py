@@ -48,6 +48,7 @@ __all__ = [
     "FaceImpression",
     "IdempotencyRecord",
     "LedgerEntry",
+    "LoginThrottle",
     "Match",
     "PopulationRelease",
     "PreferenceState",
@@ -333,3 +334,22 @@ class PopulationRelease(Base):
     rank: Mapped[int] = mapped_column(SmallInteger, nullable=False)
     #: ``engine.population.PopulationModel.to_state()``.
     state: Mapped[dict] = mapped_column(JSONB, nullable=False)
+
+
+class LoginThrottle(Base):
+    """Recent failed logins of one attempted username (issue 13; docs/threat-model.md).
+
+    ``account_key`` is ``HMAC-SHA256(server key, normalised username)``: the table names no user
+    and has no foreign key, so unknown usernames are counted exactly like existing ones.
+    """
+
+    __tablename__ = "login_throttle"
+    __table_args__ = (
+        CheckConstraint("octet_length(account_key) = 32", name="account_key_is_hmac"),
+        CheckConstraint("failures >= 0", name="failures_not_negative"),
+    )
+
+    account_key: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, nullable=False)
+    last_attempt: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

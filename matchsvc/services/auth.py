@@ -15,7 +15,7 @@ from matchsvc.errors import AuthenticationFailed, Conflict, InvalidInput, Matchs
 from matchsvc.keys import KeyRingStore
 from matchsvc.repositories import users as users_repo
 from matchsvc.security import Scope, create_access_token, hash_password, verify_password
-from matchsvc.services import audit
+from matchsvc.services import audit, login_throttle
 from matchsvc.services.keys import create_user_key
 
 __all__ = [
@@ -124,12 +124,14 @@ def login(
 ) -> IssuedToken:
     """:func:`authenticate` then :func:`issue_token`, with the outcome written to the audit log.
 
-    A failure is logged and committed before the error propagates. Wrong credentials name no
-    subject (the attempted username may be mistyped, or someone else's, and is never stored); a
-    refused scope names the account, which has then proved its password.
+    Failures are throttled per username (:mod:`matchsvc.services.login_throttle`: 429 while it
+    backs off). A failure is logged and committed before the error propagates. Wrong credentials
+    name no subject (the attempted username may be mistyped, or someone else's, and is never
+    stored); a refused scope names the account, which has then proved its password.
     """
     try:
-        user = authenticate(session, username=username, password=password)
+        with login_throttle.guarded(session, username=username, key=pseudonym_key):
+            user = authenticate(session, username=username, password=password)
     except AuthenticationFailed:
         audit.record(
             session,

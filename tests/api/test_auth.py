@@ -96,7 +96,9 @@ def _user_id(client: TestClient, headers: dict[str, str]) -> uuid.UUID:
     return uuid.UUID(client.get("/v1/me", headers=headers).json()["id"])
 
 
-@pytest.mark.parametrize("kind", ["expired", "forged", "garbage", "alg-none", "unknown-user", "no-scheme"])
+@pytest.mark.parametrize(
+    "kind", ["expired", "forged", "garbage", "alg-none", "unknown-user", "no-scheme", "fifty-years", "issued-later"]
+)
 def test_bad_tokens_get_401(client: TestClient, db: Runtime, kind: str) -> None:
     user_id = _user_id(client, auth_headers(client))
     token = {
@@ -106,11 +108,20 @@ def test_bad_tokens_get_401(client: TestClient, db: Runtime, kind: str) -> None:
         "alg-none": lambda: jwt.encode({"sub": str(user_id), "scope": "user"}, key=None, algorithm="none"),
         "unknown-user": lambda: _token(db, uuid.uuid4()),
         "no-scheme": lambda: "",
+        # Correctly signed, but living longer than the service ever issues tokens, or not yet issued.
+        "fifty-years": lambda: _token(db, user_id, minutes=50 * 365 * 24 * 60),
+        "issued-later": lambda: _token(db, user_id, now=datetime.now(UTC) + timedelta(minutes=5)),
     }[kind]()
     response = client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
     assert response.headers["content-type"] == PROBLEM
+
+
+def test_a_token_of_the_configured_lifetime_is_accepted(client: TestClient, db: Runtime) -> None:
+    user_id = _user_id(client, auth_headers(client))
+    token = _token(db, user_id, minutes=db.settings.access_token_minutes)
+    assert client.get("/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 
 def test_passwords_are_hashed_with_argon2(db: Runtime, client: TestClient) -> None:
