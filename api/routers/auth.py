@@ -40,10 +40,10 @@ def _token(issued: sessions_service.IssuedTokens) -> Token:
     now = datetime.now(UTC)
     return Token(
         access_token=issued.access_token,
-        expires_in=int((issued.expires_at - now).total_seconds()),
+        expires_in=round((issued.expires_at - now).total_seconds()),
         scope=" ".join(sorted(issued.scopes)),
         refresh_token=issued.refresh_token,
-        refresh_expires_in=int((issued.refresh_expires_at - now).total_seconds()),
+        refresh_expires_in=round((issued.refresh_expires_at - now).total_seconds()),
         session_id=issued.session_id,
     )
 

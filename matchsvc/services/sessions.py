@@ -108,14 +108,14 @@ def open_session(
     """Start a session for a user who has just proved their password (the caller commits).
 
     The user's ended sessions are deleted on the way, so the table holds live and recently
-    revoked sessions only.
+    revoked sessions only. A blank device name is stored as none.
     """
     now = datetime.now(UTC)
     sessions_repo.purge_ended(session, user_id=user.id)
     family = sessions_repo.add_session(
         session,
         user_id=user.id,
-        device_name=device_name,
+        device_name=(device_name or "").strip() or None,
         scopes=sorted(scopes),
         expires_at=now + policy.session_lifetime,
         idle_expires_at=now + policy.refresh_idle,

@@ -159,6 +159,11 @@ def test_device_name_longer_than_64_is_422_and_opens_no_session(client: TestClie
     assert _sql(db, "SELECT count(*) FROM user_sessions") == [(0,)]
 
 
+def test_a_blank_device_name_is_no_name(client: TestClient) -> None:
+    tokens = _login(client, register(client), device="   ")
+    assert client.get("/v1/me/sessions", headers=_bearer(tokens)).json()["items"][0]["device_name"] is None
+
+
 def test_logout_ends_this_session_at_once_and_only_this_one(client: TestClient) -> None:
     name = register(client)
     phone, laptop = _login(client, name), _login(client, name)
