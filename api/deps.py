@@ -80,7 +80,8 @@ def authenticated_caller(
     return Caller(user=user, session_id=claims.session_id)
 
 
-def authenticated_user(caller: Annotated[Caller, Security(authenticated_caller)]) -> User:
+async def authenticated_user(caller: Annotated[Caller, Security(authenticated_caller)]) -> User:
+    """``async`` only because it does no I/O: FastAPI runs it on the event loop, not in a worker thread."""
     return caller.user
 
 

