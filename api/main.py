@@ -19,7 +19,7 @@ from api.middleware import (
     RequestContextMiddleware,
     TokenBucket,
 )
-from api.routers import audit, auth, faces, health, matching, me, metrics, profile, ratings, subjects
+from api.routers import audit, auth, faces, health, matching, me, metrics, profile, ratings, sessions, subjects
 from api.schemas.problem import Problem, problem_responses
 from matchsvc.jobs.matching import run_matching
 from matchsvc.jobs.scheduler import PeriodicJob
@@ -79,7 +79,7 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> FastAPI:
     app.state.metrics = HttpMetrics()
 
     common = problem_responses(400, 413, 422, 429)
-    routers = (auth, me, profile, faces, ratings, matching, subjects, audit, metrics)
+    routers = (auth, me, sessions, profile, faces, ratings, matching, subjects, audit, metrics)
     for module in routers:
         app.include_router(module.router, responses=common)
     # The public /metrics that api/routers/health.py still declares is replaced by the admin one

@@ -1,8 +1,9 @@
 """Password hashing and access tokens.
 
 Passwords: argon2id (argon2-cffi defaults, RFC 9106 "low memory" profile). Tokens: short-lived JWTs
-(HS256) carrying the user id and OAuth2 scopes. A token is only as good as the user row behind it:
-``CurrentUser`` re-reads the user, so a deleted user's tokens stop working at once.
+(HS256) carrying the user id, the session id (``sid``) and OAuth2 scopes. A token is only as good
+as the rows behind it: ``CurrentUser`` re-reads the user together with the session, so a deleted
+user's or a revoked session's tokens stop working at once.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class InvalidToken(Exception):
 @dataclass(frozen=True)
 class TokenClaims:
     user_id: uuid.UUID
+    session_id: uuid.UUID
     scopes: frozenset[str]
     expires_at: datetime
 
@@ -64,13 +66,20 @@ def verify_password(password: str, password_hash: str | None) -> bool:
 
 
 def create_access_token(
-    *, user_id: uuid.UUID, scopes: frozenset[str], secret: str, minutes: int, now: datetime | None = None
+    *,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    scopes: frozenset[str],
+    secret: str,
+    minutes: int,
+    now: datetime | None = None,
 ) -> tuple[str, datetime]:
     """Return the encoded token and its expiry."""
     issued = now or datetime.now(UTC)
     expires = issued + timedelta(minutes=minutes)
     claims = {
         "sub": str(user_id),
+        "sid": str(session_id),
         "scope": " ".join(sorted(scopes)),
         "aud": _AUDIENCE,
         "iat": issued,
@@ -97,9 +106,10 @@ def decode_access_token(token: str, *, secret: str, max_minutes: int) -> TokenCl
             secret,
             algorithms=[_ALGORITHM],
             audience=_AUDIENCE,
-            options={"require": ["sub", "exp", "iat", "aud", "scope"]},
+            options={"require": ["sub", "sid", "exp", "iat", "aud", "scope"]},
         )
         user_id = uuid.UUID(claims["sub"])
+        session_id = uuid.UUID(claims["sid"])
         scopes = frozenset(str(claims["scope"]).split())
         expires = datetime.fromtimestamp(claims["exp"], UTC)
         issued = datetime.fromtimestamp(claims["iat"], UTC)
@@ -108,4 +118,4 @@ def decode_access_token(token: str, *, secret: str, max_minutes: int) -> TokenCl
     future = issued > datetime.now(UTC) + CLOCK_LEEWAY
     if future or expires - issued > timedelta(minutes=max_minutes) + CLOCK_LEEWAY:
         raise InvalidToken()
-    return TokenClaims(user_id=user_id, scopes=scopes, expires_at=expires)
+    return TokenClaims(user_id=user_id, session_id=session_id, scopes=scopes, expires_at=expires)

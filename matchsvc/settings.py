@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     #: ``data_dir``; production must set it.
     secret_key: SecretStr | None = None
     access_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    #: A sign-in (session) ends this long after the password login, however often it is refreshed.
+    session_days: int = Field(default=30, ge=1, le=365)
+    #: A refresh token unused for this long expires, and with it the session (an idle device).
+    refresh_idle_days: int = Field(default=14, ge=1, le=365)
 
     #: Key ring (JSON, see ``privacy.crypto.KeyRing``) from the environment, or a file that
     #: ``matchsvc keys rotate`` can update. Development generates ``data_dir/keyring.json``.

@@ -83,6 +83,8 @@ class AuditAction(str, Enum):
     privacy_cap_change = "privacy_cap_change"
     auditor_read = "auditor_read"
     population_release = "population_release"
+    refresh_token_reuse = "refresh_token_reuse"
+    password_change = "password_change"
 
 
 def pseudonym(user_id: uuid.UUID, *, key: bytes) -> str:

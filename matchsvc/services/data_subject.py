@@ -118,6 +118,7 @@ OWNERSHIP: dict[str, Ownership] = {
     "idempotency_keys": Ownership(owners=("user_id",)),
     "appearances": Ownership(owners=("user_id",)),
     "profiles": Ownership(owners=("user_id",)),
+    "user_sessions": Ownership(owners=("user_id",)),
     # The owner's list; the candidate does not learn they are on it, nor at which rank.
     "candidates": Ownership(owners=("user_id",), mentions=("candidate_id",)),
     # The decider's like or pass; its mere existence would tell the target they were passed on.

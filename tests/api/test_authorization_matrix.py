@@ -6,7 +6,8 @@ served to them, their candidates, their match); ``other`` is a second normal use
 same request, so where ``user`` gets 2xx, ``other`` gets 404: what is not yours does not exist for
 you. Under ``/v1/me`` the caller is the subject, so ``other`` can only reach their own data, and the
 cell checks that the answer is indeed theirs. Staff accounts hold one scope each: ``auditor`` reaches
-``/v1/audit`` (and ``GET /v1/me``) and nothing of a user's, ``admin`` ``GET /v1/me`` and ``/metrics``.
+``/v1/audit`` and nothing of a user's; both staff roles reach only their own account (``GET /v1/me``,
+their sessions, logout, password change) besides, and ``admin`` also ``/metrics``.
 
 A route the app serves without a rule fails :func:`test_every_route_has_a_rule`, whether or not it
 is in the OpenAPI schema. Of FastAPI's own routes, ``/openapi.json``, ``/docs``,
@@ -68,6 +69,7 @@ class World:
     headers: Mapping[str, Mapping[str, str]]  # role -> Authorization header ({} for anonymous)
     ids: Mapping[str, uuid.UUID]  # role or person -> account id
     username: str  # user's
+    usernames: Mapping[str, str]  # role -> account name, to open more sessions of the same account
     look: list[float]
     profiles: Mapping[str, Mapping[str, object]]
     rated: frozenset[str]  # faces user rated
@@ -85,6 +87,15 @@ class World:
         )
         assert response.status_code == 201, response.text
         return (auth_headers(self.client, name) if log_in else {}), uuid.UUID(response.json()["id"])
+
+    def login(self, role: str) -> dict[str, Any]:
+        """Another session of ``role``'s account (for a cell that ends it), as the token response."""
+        response = self.client.post("/v1/auth/token", data={"username": self.usernames[role], "password": PASSWORD})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def session_works(self, access_token: str) -> bool:
+        return self.client.get("/v1/me", headers={"Authorization": f"Bearer {access_token}"}).status_code == 200
 
     def count(self, sql: str, **params: Any) -> int:
         with self.runtime.engine.connect() as connection:
@@ -109,8 +120,9 @@ def _build_world(client: TestClient, runtime: Runtime) -> World:
         served[person] = rate_faces(client, people[person], n=RATINGS, keep=1 if person == "user" else 0)
         profiles[person] = set_profile(client, people[person], look=look, gender=gender, seeks=seeks)
     people["bystander"] = auth_headers(client)
-    people["auditor"] = staff_headers(client, runtime, Scope.auditor)
-    people["admin"] = staff_headers(client, runtime, Scope.admin)
+    for scope in (Scope.auditor, Scope.admin):
+        names[scope.value] = f"{scope.value}{uuid.uuid4().hex[:8]}"
+        people[scope.value] = staff_headers(client, runtime, scope, username=names[scope.value])
     ids = {person: user_id(client, headers) for person, headers in people.items()}
 
     run_matching(runtime.sessions, keys=runtime.keys, k=6, min_ratings=RATINGS)
@@ -135,6 +147,7 @@ def _build_world(client: TestClient, runtime: Runtime) -> World:
         headers={"anonymous": {}, **{role: people[role] for role in ROLES[1:]}},
         ids=ids,
         username=names["user"],
+        usernames={role: names[role] for role in ROLES[1:]},
         look=look,
         profiles=profiles,
         rated=frozenset(rated),
@@ -287,6 +300,48 @@ def _delete_me(world: World, role: str) -> Call:
     return Call("/v1/me", afterwards=lambda: _assert(world.account_exists(staff), f"{role} was deleted"))
 
 
+def _refresh(world: World, role: str) -> Call:
+    return Call("/v1/auth/refresh", data={"refresh_token": world.login("user")["refresh_token"]})
+
+
+def _logout(world: World, role: str) -> Call:
+    """Staff log out too; each role ends a second session of its own, never the one other cells use."""
+    if role == "anonymous":
+        return Call("/v1/auth/logout")
+    doomed = world.login(role)["access_token"]
+    return Call(
+        "/v1/auth/logout",
+        credentials={"Authorization": f"Bearer {doomed}"},
+        afterwards=lambda: _assert(not world.session_works(doomed), "session still works"),
+    )
+
+
+def _revoke_session(world: World, role: str) -> Call:
+    """``user`` revokes a second session of her own; everyone else aims at it and must miss."""
+    target = world.login("user")
+    path = f"/v1/me/sessions/{target['session_id']}"
+    if role == "user":
+        return Call(path, afterwards=lambda: _assert(not world.session_works(target["access_token"]), "not revoked"))
+    return Call(path, afterwards=lambda: _assert(world.session_works(target["access_token"]), f"{role} revoked it"))
+
+
+def _change_password(world: World, role: str) -> Call:
+    """Every account may change its own password; a throwaway account of the role does, since all
+    its sessions end."""
+    body = {"current_password": PASSWORD, "new_password": "another horse battery staple"}
+    if role == "anonymous":
+        return Call("/v1/me/password", json=body)
+    if role in ("user", "other"):
+        headers, _ = world.newcomer(log_in=True)
+    else:
+        headers = staff_headers(world.client, world.runtime, Scope(role))
+    token = headers["Authorization"].split()[1]
+    return Call(
+        "/v1/me/password", json=body, credentials=headers,
+        afterwards=lambda: _assert(not world.session_works(token), "session survived the password change"),
+    )
+
+
 def _audit_user(suffix: str) -> Builder:
     return lambda world, role: Call(f"/v1/audit/users/{world.ids['user']}{suffix}", subject=world.ids["user"])
 
@@ -320,6 +375,13 @@ def _export_is_callers(world: World, role: str, response: httpx.Response) -> Non
     assert response.json()["user_id"] == str(world.ids[role])
     if role == "other":
         assert str(world.ids["user"]) not in response.text
+
+
+def _sessions_are_callers(world: World, role: str, response: httpx.Response) -> None:
+    listed = {item["id"]: item["current"] for item in response.json()["items"]}
+    active = "SELECT count(*) FROM user_sessions WHERE user_id = :owner AND id::text = ANY(:ids) AND revoked_at IS NULL"
+    assert world.count(active, owner=world.ids[role], ids=list(listed)) == len(listed) > 0
+    assert sum(listed.values()) == 1
 
 
 def _ratings_are_callers(world: World, role: str, response: httpx.Response) -> None:
@@ -361,6 +423,7 @@ def _profile_is_callers(world: World, role: str, response: httpx.Response) -> No
 PUBLIC = frozenset({
     ("POST", "/v1/auth/register"),
     ("POST", "/v1/auth/token"),
+    ("POST", "/v1/auth/refresh"),  # the refresh token is the credential
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/openapi.json"),
@@ -372,6 +435,14 @@ PUBLIC = frozenset({
 RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/auth/register"): Rule(_everyone(201), _register),
     ("POST", "/v1/auth/token"): Rule(_everyone(200), _token),
+    ("POST", "/v1/auth/refresh"): Rule(_everyone(200), _refresh),
+    ("POST", "/v1/auth/logout"): Rule(_account(204), _logout),
+    ("GET", "/v1/me/sessions"): Rule(_account(200), _fixed("/v1/me/sessions"), check=_sessions_are_callers),
+    # Only user owns the target session; for everyone else it does not exist.
+    ("DELETE", "/v1/me/sessions/{session_id}"): Rule(
+        {"anonymous": 401, "user": 204, "other": 404, "auditor": 404, "admin": 404}, _revoke_session
+    ),
+    ("PUT", "/v1/me/password"): Rule(_account(204), _change_password),
     ("GET", "/v1/me"): Rule(_account(200), _fixed("/v1/me"), check=_is_caller),
     ("GET", "/v1/me/ratings"): Rule(_users(200), _fixed("/v1/me/ratings"), check=_ratings_are_callers),
     ("GET", "/v1/me/privacy"): Rule(_users(200), _fixed("/v1/me/privacy")),
