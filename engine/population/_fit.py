@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import softmax
 
+from engine._opacus import LARGEST_ORDER_WARNING
 from engine.population._model import PopulationModel, check_count, check_positive
 from privacy.accounting import calibrate_noise_multiplier
 from privacy.mechanisms import ADD_REMOVE_USER, Guarantee, check_delta, check_epsilon
@@ -50,9 +51,6 @@ DEFAULT_MAX_GRAD_NORM = 1.0
 DEFAULT_LEARNING_RATE = 0.03
 #: A user's ``H`` may be negative by this much (relative to its largest eigenvalue) from round-off.
 _PSD_TOLERANCE = 1e-9
-#: Opacus warns when the best Renyi order for a noise level is the largest it tries. That can only
-#: make the epsilon it reports larger than the truth (more noise than needed), never smaller.
-LARGEST_ORDER_WARNING = "Optimal order is the largest alpha"
 
 
 def _check_users(users: Sequence[tuple[npt.ArrayLike, npt.ArrayLike]]) -> tuple[np.ndarray, np.ndarray]:

@@ -48,8 +48,7 @@ from opacus import PrivacyEngine
 from opacus.data_loader import DPDataLoader
 from opacus.grad_sample import register_grad_sampler
 
-from engine._opacus import seeded_opacus
-from engine.population._fit import LARGEST_ORDER_WARNING
+from engine._opacus import LARGEST_ORDER_WARNING, seeded_opacus
 from engine.preference import DEFAULT_L2, INTERCEPT_L2
 
 __all__ = ["MixtureLikelihood", "TrainedMixture", "initial_parameters", "train"]
