@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from engine._validation import InvalidInputError
 from engine.scoring._bounds import BIG, COMBINES, MAX_LOGIT, unpack_keys
 from engine.scoring._native import load_kernel, run_native
 from engine.scoring._torch import run_torch
@@ -36,33 +37,33 @@ def _as_tensor(name: str, value: object) -> Tensor:
             # A seeks mask with bit 63 set is a negative int64; uint64 holds the same bits.
             value = value.view(np.int64)
         if value.dtype == object or value.dtype.kind not in "biuf":
-            raise ValueError(f"{name} must be a numeric array, got dtype {value.dtype}")
+            raise InvalidInputError(f"{name} must be a numeric array, got dtype {value.dtype}")
         return torch.from_numpy(np.ascontiguousarray(value))
-    raise ValueError(f"{name} must be a numpy array or a torch tensor, got {type(value).__name__}")
+    raise InvalidInputError(f"{name} must be a numpy array or a torch tensor, got {type(value).__name__}")
 
 
 def _real(name: str, value: object, shape: tuple[int, ...]) -> Tensor:
     """A finite float32 CPU copy of a real array (float64 inputs are rounded once, here)."""
     t = _as_tensor(name, value)
     if t.dtype == torch.bool or t.is_complex():
-        raise ValueError(f"{name} must hold real numbers, got dtype {t.dtype}")
+        raise InvalidInputError(f"{name} must hold real numbers, got dtype {t.dtype}")
     if tuple(t.shape) != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+        raise InvalidInputError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
     t = t.to("cpu")
     if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} must be finite; it holds NaN or infinite values")
+        raise InvalidInputError(f"{name} must be finite; it holds NaN or infinite values")
     t = t.to(torch.float32)
     if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} is too large for float32 scoring: it has values beyond 3.4e38")
+        raise InvalidInputError(f"{name} is too large for float32 scoring: it has values beyond 3.4e38")
     return t
 
 
 def _integer(name: str, value: object, ndim: int) -> Tensor:
     t = _as_tensor(name, value)
     if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
-        raise ValueError(f"{name} must hold integers, got dtype {t.dtype}")
+        raise InvalidInputError(f"{name} must hold integers, got dtype {t.dtype}")
     if t.dim() != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
+        raise InvalidInputError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
     return t.to(device="cpu", dtype=torch.int64)
 
 
@@ -72,13 +73,13 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device must be None, 'cpu' or 'cuda[:N]', got {device!r}") from exc
+        raise InvalidInputError(f"device must be None, 'cpu' or 'cuda[:N]', got {device!r}") from exc
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available")
+            raise InvalidInputError(f"device {device!r} requested but CUDA is not available")
         return dev if dev.index is not None else torch.device("cuda", torch.cuda.current_device())
     if dev.type != "cpu":
-        raise ValueError(f"device must be None, 'cpu' or 'cuda[:N]', got {device!r}")
+        raise InvalidInputError(f"device must be None, 'cpu' or 'cuda[:N]', got {device!r}")
     return dev
 
 
@@ -86,27 +87,27 @@ def _block_size(block_size: object, device: torch.device) -> int:
     if block_size is None:
         return _DEFAULT_BLOCK[device.type]
     if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)):
-        raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
+        raise InvalidInputError(f"block_size must be a positive int or None, got {block_size!r}")
     if block_size < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
+        raise InvalidInputError(f"block_size must be >= 1, got {block_size}")
     return int(block_size)
 
 
 def _eligibility(group: object, seeks: object, n: int) -> tuple[Tensor, Tensor]:
     """Each user's slot among the groups present (n,) and whom they seek (n, G) as bools."""
     if (group is None) != (seeks is None):
-        raise ValueError("group and seeks must be given together (both None: all eligible)")
+        raise InvalidInputError("group and seeks must be given together (both None: all eligible)")
     if group is None:
         return torch.zeros(n, dtype=torch.int64), torch.ones(n, 1, dtype=torch.bool)
     g = _integer("group", group, 1)
     s = _integer("seeks", seeks, 1)
     if tuple(g.shape) != (n,):
-        raise ValueError(f"group must have shape ({n},), got {tuple(g.shape)}")
+        raise InvalidInputError(f"group must have shape ({n},), got {tuple(g.shape)}")
     if tuple(s.shape) != (n,):
-        raise ValueError(f"seeks must have shape ({n},), got {tuple(s.shape)}")
+        raise InvalidInputError(f"seeks must have shape ({n},), got {tuple(s.shape)}")
     if n and (int(g.min()) < 0 or int(g.max()) > 63):
         bad = int(g.min()) if int(g.min()) < 0 else int(g.max())
-        raise ValueError(f"group values must lie in [0, 63], got {bad}")
+        raise InvalidInputError(f"group values must lie in [0, 63], got {bad}")
     present, slot = torch.unique(g, return_inverse=True)
     # An arithmetic shift of a negative int64 still brings bit 63 down to bit 0.
     sought = ((s[:, None] >> present[None, :]) & 1).bool()
@@ -119,12 +120,12 @@ def _exclusions(exclude: object, n: int) -> Tensor | None:
         return None
     e = _integer("exclude", exclude, 2)
     if e.shape[0] != 2:
-        raise ValueError(f"exclude must have shape (2, m), got {tuple(e.shape)}")
+        raise InvalidInputError(f"exclude must have shape (2, m), got {tuple(e.shape)}")
     if e.shape[1] == 0:
         return None
     lo, hi = int(e.min()), int(e.max())
     if lo < 0 or hi >= n:
-        raise ValueError(f"exclude holds user index {lo if lo < 0 else hi}, outside [0, {n})")
+        raise InvalidInputError(f"exclude holds user index {lo if lo < 0 else hi}, outside [0, {n})")
     i, j = e[0], e[1]
     keep = i != j
     i, j = i[keep], j[keep]
@@ -189,7 +190,7 @@ def reciprocal_topk(
 
     Raises
     ------
-    ValueError
+    InvalidInputError
         On a bad shape, dtype or non-finite value, ``k < 1``, an unknown ``combine``, only one
         of ``group``/``seeks``, a group outside ``[0, 63]``, an exclusion index outside
         ``[0, n)``, inputs large enough to overflow float32 logits, or an unusable device.
@@ -201,20 +202,20 @@ def reciprocal_topk(
     afterwards); on the CPU the work is split over :func:`cpu_threads` threads.
     """
     if not isinstance(combine, str) or combine not in COMBINES:
-        raise ValueError(f"combine must be one of {', '.join(COMBINES)}; got {combine!r}")
+        raise InvalidInputError(f"combine must be one of {', '.join(COMBINES)}; got {combine!r}")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
+        raise InvalidInputError(f"k must be an int >= 1, got {k!r}")
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise InvalidInputError(f"k must be >= 1, got {k}")
     k = int(k)
     pref_t = _as_tensor("pref", pref)
     if pref_t.dim() != 2:
-        raise ValueError(f"pref must be 2-D (n, d), got shape {tuple(pref_t.shape)}")
+        raise InvalidInputError(f"pref must be 2-D (n, d), got shape {tuple(pref_t.shape)}")
     n, d = (int(s) for s in pref_t.shape)
     if d < 1:
-        raise ValueError(f"pref must have at least one latent dimension, got shape {(n, d)}")
+        raise InvalidInputError(f"pref must have at least one latent dimension, got shape {(n, d)}")
     if n > _MAX_USERS:
-        raise ValueError(f"at most {_MAX_USERS} users are supported, got {n}")
+        raise InvalidInputError(f"at most {_MAX_USERS} users are supported, got {n}")
     pref32 = _real("pref", pref_t, (n, d))
     bias32 = _real("bias", bias, (n,))
     looks32 = _real("looks", looks, (n, d))
@@ -227,7 +228,7 @@ def reciprocal_topk(
     norms = [torch.linalg.vector_norm(t, dim=1, dtype=torch.float64).max() for t in (pref32, looks32)]
     reach = float(norms[0] * norms[1] + bias32.abs().max())
     if reach > MAX_LOGIT:
-        raise ValueError(
+        raise InvalidInputError(
             f"pref, looks and bias are too large for float32 scoring: logits may reach {reach:.3g}"
         )
     block = min(block, n)
