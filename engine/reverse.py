@@ -80,7 +80,7 @@ def _is_real(value: object) -> bool:
 
 
 def _check_options(n: int, score: float | None, pool_size: int, top_level: float) -> None:
-    """Raise ValueError naming the first option of the wrong type or out of range."""
+    """Raise InvalidInputError naming the first option of the wrong type or out of range."""
     if not (_is_int(n) and 1 <= n <= MAX_IDEAL):
         raise InvalidInputError(f"n must be an integer in [1, {MAX_IDEAL}], got {n!r}")
     if score is not None and not (_is_real(score) and 0.0 < score < 1.0):

@@ -226,7 +226,7 @@ class Posterior:
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Posterior:
-        """Inverse of :meth:`to_state`; ``ValueError`` on a malformed state."""
+        """Inverse of :meth:`to_state`; ``InvalidInputError`` on a malformed state."""
         try:
             evidence = state.get("log_evidence")
             return cls(
