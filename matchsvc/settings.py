@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     privacy_cap: float = Field(default=8.0, gt=0, le=100)
     #: Exact refit after this many online updates (rr) or new ratings (release mechanisms).
     refit_every: int = Field(default=10, ge=1, le=1000)
+    #: The refit worker of each serving process polls its queue this often when it is empty (0: no worker).
+    refit_poll_seconds: float = Field(default=0.1, ge=0)
+    #: Epsilons a client may randomize a rating with on the device (``randomized_like``).
+    local_epsilon_min: float = Field(default=0.5, gt=0, le=20)
+    local_epsilon_max: float = Field(default=8.0, gt=0, le=20)
     #: Shared faces kept in the cache pool the feed prefers for new users.
     shared_pool_size: int = Field(default=2000, ge=0, le=100_000)
 
@@ -115,6 +120,8 @@ class Settings(BaseSettings):
             raise ValueError("set MATCHSVC_KEYRING or MATCHSVC_KEYRING_FILE, not both")
         if self.privacy_epsilon > self.privacy_cap:
             raise ValueError("MATCHSVC_PRIVACY_EPSILON must not exceed MATCHSVC_PRIVACY_CAP")
+        if self.local_epsilon_min > self.local_epsilon_max:
+            raise ValueError("MATCHSVC_LOCAL_EPSILON_MIN must not exceed MATCHSVC_LOCAL_EPSILON_MAX")
         if self.population_epsilon > self.population_epsilon_cap:
             raise ValueError("MATCHSVC_POPULATION_EPSILON must not exceed MATCHSVC_POPULATION_EPSILON_CAP")
         if self.privacy_mechanism == "dpsgd" and self.privacy_delta <= 0:

@@ -73,12 +73,20 @@ def _label_change_cost(guarantee: Guarantee) -> tuple[float, float, str]:
 
 
 def charge(
-    session: Session, *, user_id: uuid.UUID, guarantee: Guarantee, scope: str, cap: float
+    session: Session,
+    *,
+    user_id: uuid.UUID,
+    guarantee: Guarantee,
+    scope: str,
+    cap: float,
+    randomized_on_device: bool = False,
 ) -> None:
     """Record a spend in ``scope`` (a ``rating_scope`` or the model), refusing it past the cap.
 
     The caller must hold the user's write lock (``user_cipher(..., for_update=True)``) so two
-    concurrent spends cannot both pass the check.
+    concurrent spends cannot both pass the check. The check reads the running totals (one row
+    per user and per scope, moved by each spend), so it costs the same at the thousandth spend as
+    at the first. ``randomized_on_device`` marks a label the client randomized before sending it.
 
     Raises
     ------
@@ -104,6 +112,8 @@ def charge(
         delta=delta,
         neighbouring=relation,
         scope=scope,
+        totals=totals,
+        randomized_on_device=randomized_on_device,
     )
 
 
@@ -122,7 +132,7 @@ def budget_report(session: Session, *, user_id: uuid.UUID, policy: PrivacyPolicy
     totals = ledger_repo.scope_totals(session, user_id=user_id)
     spent = totals.model_epsilon + totals.worst_rating_epsilon
     delta = totals.model_delta + totals.worst_rating_delta
-    spends = len(ledger_repo.list_spends(session, user_id=user_id))
+    spends = totals.spends
     delta_text = f" (except with probability {delta:.2g})" if delta > 0 else ""
     sentence = (
         f"Whatever we store or release about you would be at most e^{spent:.3g} = {math.exp(spent):.3g} times "

@@ -121,6 +121,7 @@ def submit_rating(
                 space=space,
                 latent=np.asarray(face.latent),
                 stored_label=stored_label,
+                label_epsilon=policy.epsilon if policy.privatises_labels else None,
                 created=receipt.created,
             )
             session.commit()
