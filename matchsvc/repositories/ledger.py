@@ -16,7 +16,6 @@ __all__ = [
     "MODEL_SCOPE",
     "ScopeTotals",
     "add_spend",
-    "list_spends",
     "scope_totals",
     "totals_by_mechanism",
     "worst_case_by_user",
@@ -115,10 +114,6 @@ def scope_totals(session: Session, *, user_id: uuid.UUID, rating_scope: str | No
         rating_scope_delta=scope_delta or 0.0,
         spends=spends or 0,
     )
-
-
-def list_spends(session: Session, *, user_id: uuid.UUID) -> Sequence[LedgerEntry]:
-    return session.scalars(select(LedgerEntry).where(LedgerEntry.user_id == user_id).order_by(LedgerEntry.id)).all()
 
 
 def totals_by_mechanism(session: Session) -> dict[str, dict[str, float]]:
