@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -196,7 +197,8 @@ def _replaying(first: Message, receive: Receive) -> Receive:
 class RateLimitMiddleware:
     """Per-user limit (by the verified token subject), per-IP for anonymous requests; 429 + Retry-After.
 
-    Buckets live in process memory: with several API processes each enforces its own share.
+    ``bucket`` is a :class:`TokenBucket` (process memory: with several processes each would allow
+    the full rate) or the shared one in PostgreSQL that ``serve`` uses (``blocking``: run in a thread).
     """
 
     EXEMPT = ("/healthz", "/readyz", "/metrics")
@@ -227,7 +229,11 @@ class RateLimitMiddleware:
             message = await receive()
             cost = _item_count(message.get("body", b""))
             receive = _replaying(message, receive)
-        wait = self.bucket.take(self._client_key(scope), cost)
+        key = self._client_key(scope)
+        if getattr(self.bucket, "blocking", False):
+            wait = await anyio.to_thread.run_sync(self.bucket.take, key, cost)
+        else:
+            wait = self.bucket.take(key, cost)
         if wait > 0:
             retry_after = str(max(1, math.ceil(wait))).encode()
             await _send_problem(

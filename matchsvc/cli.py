@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,14 +61,33 @@ def _emit(result: dict[str, Any], *, as_json: bool = True) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes (default: the cores available to this process)")
+    ] = None,
 ) -> None:
-    """Start the API (embedded PostgreSQL when DATABASE_URL is unset; migrations run on start)."""
+    """Start the API (embedded PostgreSQL when DATABASE_URL is unset; migrations run on start).
+
+    This process prepares what the workers share, once: the database (the embedded one is started
+    here and lives as long as this process), the migrations, the generated development secret and
+    key ring, the shared face pool. The workers then get ``DATABASE_URL`` and find the rest done.
+    """
+    import numpy as np
     import uvicorn
 
-    # The server loads the API from its import path: the service layer never imports ``api``.
-    uvicorn.run(
-        "api.main:create_app_from_environment", factory=True, host=host, port=port, log_config=None, proxy_headers=False
-    )
+    from matchsvc.services.faces import ensure_shared_pool
+
+    with _runtime() as runtime:
+        with runtime.sessions() as session:
+            ensure_shared_pool(
+                session, space=runtime.latent_space, size=settings.shared_pool_size, rng=np.random.default_rng()
+            )
+        os.environ["DATABASE_URL"] = runtime.engine.url.render_as_string(hide_password=False)
+        runtime.engine.dispose()
+        # The server loads the API from its import path: the service layer never imports ``api``.
+        uvicorn.run(
+            "api.main:create_app_from_environment", factory=True, host=host, port=port, log_config=None,
+            proxy_headers=False, workers=workers or len(os.sched_getaffinity(0)),
+        )
 
 
 @db_app.command("upgrade")

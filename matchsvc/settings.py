@@ -90,6 +90,8 @@ class Settings(BaseSettings):
 
     rate_limit_per_minute: int = Field(default=240, ge=1)
     rate_limit_burst: int = Field(default=60, ge=1)
+    #: Buckets in PostgreSQL, shared by every worker process (False: per process, in memory).
+    rate_limit_shared: bool = True
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     faces_per_request_max: int = Field(default=50, ge=1, le=200)

@@ -6,6 +6,8 @@
 * ``privacy_ledger.randomized_on_device``: the spend's randomized response ran on the client.
 * ``refit_jobs``: users whose released model is behind their ratings, worked by the refit workers
   of every process (``FOR UPDATE SKIP LOCKED``, with a lease so a crashed worker's job returns).
+* ``rate_buckets``: the rate limiter's token buckets, shared by every worker process. UNLOGGED:
+  not written to the WAL and emptied after a crash, which only refills everyone's bucket.
 
 Revision ID: 0006
 Revises: 0004
@@ -58,6 +60,14 @@ def upgrade() -> None:
         sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True),
     )
     op.create_index("ix_refit_jobs_requested_at", "refit_jobs", ["requested_at"])
+    op.create_table(
+        "rate_buckets",
+        sa.Column("key", sa.String(length=80), primary_key=True),
+        sa.Column("tokens", sa.Float(), nullable=False),
+        sa.Column("allowed", sa.Boolean(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        prefixes=["UNLOGGED"],
+    )
     op.execute(
         """
         INSERT INTO privacy_scope_totals (user_id, scope, epsilon, delta)
@@ -83,6 +93,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("rate_buckets")
     op.drop_index("ix_refit_jobs_requested_at", table_name="refit_jobs")
     op.drop_table("refit_jobs")
     op.drop_table("privacy_user_totals")

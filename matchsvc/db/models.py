@@ -52,6 +52,7 @@ __all__ = [
     "PopulationRelease",
     "PreferenceState",
     "Profile",
+    "RateBucket",
     "Rating",
     "RefitJob",
     "ScopeTotal",
@@ -219,6 +220,19 @@ class UserTotal(Base):
     worst_rating_epsilon: Mapped[float] = mapped_column(Float, nullable=False)
     worst_rating_delta: Mapped[float] = mapped_column(Float, nullable=False)
     spends: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class RateBucket(Base):
+    """One client's token bucket of the shared rate limiter (UNLOGGED: a crash only refills buckets)."""
+
+    __tablename__ = "rate_buckets"
+    __table_args__ = {"prefixes": ["UNLOGGED"]}
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float, nullable=False)
+    #: Whether the last take was allowed (what the atomic update reports back).
+    allowed: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
 class RefitJob(Base):
