@@ -79,7 +79,7 @@ def serve(
     with _runtime() as runtime:
         with runtime.sessions() as session:
             ensure_shared_pool(
-                session, space=runtime.latent_space, size=settings.shared_pool_size, rng=np.random.default_rng()
+                session, space=runtime.latent_space, size=runtime.settings.shared_pool_size, rng=np.random.default_rng()
             )
         os.environ["DATABASE_URL"] = runtime.engine.url.render_as_string(hide_password=False)
         runtime.engine.dispose()
@@ -162,6 +162,30 @@ def bench_api(
     from matchsvc.bench.api import run_api_benchmark
 
     _emit(run_api_benchmark(requests=requests, threads=threads), as_json=as_json)
+
+
+@bench_app.command("load")
+def bench_load(
+    as_json: Annotated[bool, typer.Option("--json", help="Emit JSON")] = False,
+    out: Annotated[str | None, typer.Option("--out", help="Directory for load_benchmark.png and .json")] = None,
+    clients: Annotated[int, typer.Option(min=1, help="Simulated mobile clients")] = 8,
+    seconds: Annotated[float, typer.Option(min=1, help="Duration of the load phase")] = 60.0,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes of both servers")] = 2,
+    history: Annotated[int, typer.Option(min=100, help="Ratings one user sends in a row")] = 2000,
+    ratio_requests: Annotated[int, typer.Option(min=100, help="Requests per server for the ratio")] = 2000,
+) -> None:
+    """N mobile clients against `matchsvc serve --workers 2`: throughput, latency, lost/duplicated, vs a bare insert."""
+    from pathlib import Path
+
+    from matchsvc.bench.load import run_load_benchmark
+
+    result = run_load_benchmark(
+        clients=clients, seconds=seconds, workers=workers, history=history, ratio_requests=ratio_requests,
+        out_dir=None if out is None else Path(out), progress=True,
+    )
+    for part in ("load", "history"):
+        result[part].pop("series")  # the raw points are in the --out JSON and the plots
+    _emit(result, as_json=as_json)
 
 
 @bench_app.command("privacy")
