@@ -108,7 +108,7 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> FastAPI:
 
     # Added innermost first: the request context wraps everything so even 413/429 carry a request id.
     limits = {"per_minute": settings.rate_limit_per_minute, "burst": settings.rate_limit_burst}
-    bucket = SharedTokenBucket(runtime.sessions, **limits) if settings.rate_limit_shared else TokenBucket(**limits)
+    bucket = SharedTokenBucket(runtime.engine, **limits) if settings.rate_limit_shared else TokenBucket(**limits)
     app.add_middleware(RateLimitMiddleware, bucket=bucket, identify=identify)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:

@@ -50,13 +50,12 @@ def add_spend(
     totals: ScopeTotals,
     randomized_on_device: bool = False,
 ) -> None:
-    """Record a spend and move the running totals (``totals``: as read by :func:`scope_totals`)."""
-    session.execute(
-        insert(LedgerEntry).values(
-            user_id=user_id, mechanism=mechanism, epsilon=epsilon, delta=delta, neighbouring=neighbouring,
-            scope=scope, randomized_on_device=randomized_on_device,
-        )
+    """Record a spend and move the running totals (``totals``: as read by :func:`scope_totals`), in one statement."""
+    spend = insert(LedgerEntry).values(
+        user_id=user_id, mechanism=mechanism, epsilon=epsilon, delta=delta, neighbouring=neighbouring,
+        scope=scope, randomized_on_device=randomized_on_device,
     )
+    ctes = [spend.cte("spend")]
     model_eps, model_delta = totals.model_epsilon, totals.model_delta
     worst_eps, worst_delta = totals.worst_rating_epsilon, totals.worst_rating_delta
     if scope == MODEL_SCOPE:
@@ -66,12 +65,11 @@ def add_spend(
         if scope_eps > worst_eps:
             worst_eps, worst_delta = scope_eps, scope_delta
         scope_row = insert(ScopeTotal).values(user_id=user_id, scope=scope, epsilon=scope_eps, delta=scope_delta)
-        session.execute(
-            scope_row.on_conflict_do_update(
-                index_elements=[ScopeTotal.user_id, ScopeTotal.scope],
-                set_={"epsilon": scope_row.excluded.epsilon, "delta": scope_row.excluded.delta},
-            )
+        scope_row = scope_row.on_conflict_do_update(
+            index_elements=[ScopeTotal.user_id, ScopeTotal.scope],
+            set_={"epsilon": scope_row.excluded.epsilon, "delta": scope_row.excluded.delta},
         )
+        ctes.append(scope_row.cte("scope_total"))
     values = {
         "model_epsilon": model_eps,
         "model_delta": model_delta,
@@ -80,7 +78,7 @@ def add_spend(
         "spends": totals.spends + 1,
     }
     user_row = insert(UserTotal).values(user_id=user_id, **values)
-    session.execute(user_row.on_conflict_do_update(index_elements=[UserTotal.user_id], set_=values))
+    session.execute(user_row.on_conflict_do_update(index_elements=[UserTotal.user_id], set_=values).add_cte(*ctes))
 
 
 def scope_totals(session: Session, *, user_id: uuid.UUID, rating_scope: str | None = None) -> ScopeTotals:

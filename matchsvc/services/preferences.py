@@ -471,16 +471,15 @@ def absorb_rating(
     Randomized response: one online step for a new face (``O(d^2)``), and a refit asked of the
     refit queue when one is due (module docstring); only a user's first rating is fitted here.
     """
-    row = preferences_repo.get_state(session, cipher.user_id)
     if policy.privatises_labels:
-        release = _latest_release(session)
+        row, version = preferences_repo.get_state_and_release_version(session, cipher.user_id)
         if row is None:  # the first rating: an exact fit of it, as cheap as a step
             data = _training_set(session, cipher, space.dim)
-            _store(session, cipher, _fit_belief(data, space=space, release=release).to_state(), n=len(data.y), pending=0)
+            fitted = _fit_belief(data, space=space, release=_latest_release(session))
+            _store(session, cipher, fitted.to_state(), n=len(data.y), pending=0)
             return
         state = _open_state(cipher, row.state_ct)
         _, belief = _decode(state)
-        version = None if release is None else release[0]
         due = (
             not created
             or belief is None
@@ -493,6 +492,7 @@ def absorb_rating(
         if due:
             refits_repo.enqueue(session, user_id=cipher.user_id)
         return
+    row = preferences_repo.get_state(session, cipher.user_id)
     n = ratings_repo.count_ratings(session, user_id=cipher.user_id)
     released = row.n_ratings if row is not None else 0
     if n - released < policy.refit_every:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from matchsvc.repositories import rate_limits as rate_limits_repo
 
@@ -19,16 +20,16 @@ class SharedTokenBucket:
 
     blocking = True
 
-    def __init__(self, sessions: sessionmaker[Session], *, per_minute: int, burst: int) -> None:
+    def __init__(self, engine: Engine, *, per_minute: int, burst: int) -> None:
         self.rate = per_minute / 60.0
         self.burst = float(burst)
-        self._sessions = sessions
+        # One statement, atomic on its own: autocommit spares the BEGIN and COMMIT round trips.
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def take(self, key: str, cost: float = 1.0) -> float:
         need = min(cost, self.burst)
-        with self._sessions() as session:
+        with Session(self._engine) as session:
             tokens, allowed = rate_limits_repo.take_tokens(
                 session, key=key, cost=cost, need=need, rate=self.rate, burst=self.burst
             )
-            session.commit()
         return 0.0 if allowed else (need - tokens) / self.rate

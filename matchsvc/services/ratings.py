@@ -31,7 +31,7 @@ from matchsvc.keys import KeyRingStore, UserCipher
 from matchsvc.repositories import faces as faces_repo
 from matchsvc.repositories import idempotency as idempotency_repo
 from matchsvc.repositories import ratings as ratings_repo
-from matchsvc.services.keys import user_cipher
+from matchsvc.services.keys import open_cipher, user_cipher
 from matchsvc.services.preferences import absorb_rating, open_label, privatise, seal_label
 from matchsvc.services.privacy import PrivacyPolicy, charge, rating_scope
 from privacy.mechanisms import Guarantee
@@ -182,14 +182,20 @@ def _record(
     return ItemOutcome(face_id, "created" if created else "replaced", recorded_at)
 
 
-def _replay(session: Session, *, user_id: uuid.UUID, key: str, mac: bytes) -> dict[str, Any] | None:
-    """The stored response body for ``key``; None when the key is new. Raises Conflict on another body."""
-    record = idempotency_repo.get_record(session, user_id=user_id, key=key)
+def _lock(
+    session: Session, *, keys: KeyRingStore, user_id: uuid.UUID, key: str, mac: bytes
+) -> tuple[UserCipher, dict[str, Any] | None]:
+    """Take the user's writer lock; their cipher and the response stored under ``key`` (None: a new key).
+
+    Raises Conflict when ``key`` was used for another body.
+    """
+    wrapped, record = idempotency_repo.lock_user_with_record(session, user_id=user_id, key=key)
+    cipher = open_cipher(keys=keys, user_id=user_id, wrapped=wrapped)
     if record is None:
-        return None
+        return cipher, None
     if not hmac.compare_digest(record.request_mac, mac):
         raise Conflict("Idempotency-Key was already used with a different request body")
-    return record.response_body
+    return cipher, record.response_body
 
 
 def submit_rating(
@@ -219,8 +225,7 @@ def submit_rating(
     guarantee = _guarantee(policy, rating)
     mac = _request_mac(mac_key, rating.canonical())
     try:
-        cipher = user_cipher(session, keys=keys, user_id=user_id, for_update=True)
-        replayed = _replay(session, user_id=user_id, key=idempotency_key, mac=mac)
+        cipher, replayed = _lock(session, keys=keys, user_id=user_id, key=idempotency_key, mac=mac)
         if replayed is not None:
             return RatingReceipt.from_json(replayed, replayed=True)
         outcome = _record(session, cipher=cipher, rating=rating, guarantee=guarantee, policy=policy, space=space)
@@ -268,8 +273,7 @@ def submit_batch(
     guarantees = [_guarantee(policy, rating) for rating in ratings]
     mac = _request_mac(mac_key, {"items": [rating.canonical() for rating in ratings]})
     try:
-        cipher = user_cipher(session, keys=keys, user_id=user_id, for_update=True)
-        replayed = _replay(session, user_id=user_id, key=idempotency_key, mac=mac)
+        cipher, replayed = _lock(session, keys=keys, user_id=user_id, key=idempotency_key, mac=mac)
         if replayed is not None:
             return BatchReceipt([ItemOutcome.from_json(item) for item in replayed["items"]], replayed=True)
         outcomes = []
