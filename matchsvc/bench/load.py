@@ -90,15 +90,16 @@ def _feed(http: httpx.Client, phone: _Phone, n: int) -> list[str]:
     raise RuntimeError("the feed failed 50 times in a row")
 
 
-def _swipe(base: str, phone: _Phone, *, until: float, rng: np.random.Generator, limit: int | None = None) -> None:
-    with httpx.Client(base_url=base, timeout=30) as http:
-        _login(http, phone)
-        while time.perf_counter() < until and (limit is None or len(phone.acked) < limit):
-            want = _FEED if limit is None else min(50, limit - len(phone.acked))
-            for face_id in _feed(http, phone, want):
-                if time.perf_counter() >= until:
-                    return
-                _rate(http, phone, face_id, bool(rng.random() < 0.4))
+def _swipe(
+    http: httpx.Client, phone: _Phone, *, until: float, rng: np.random.Generator, limit: int | None = None
+) -> None:
+    """Rate the feed's faces one by one until ``until`` (or ``limit`` ratings)."""
+    while time.perf_counter() < until and (limit is None or len(phone.acked) < limit):
+        want = _FEED if limit is None else min(50, limit - len(phone.acked))
+        for face_id in _feed(http, phone, want):
+            if time.perf_counter() >= until:
+                return
+            _rate(http, phone, face_id, bool(rng.random() < 0.4))
 
 
 def _stored(http: httpx.Client, phone: _Phone) -> tuple[set[str], int, int]:
@@ -124,12 +125,16 @@ def _percentiles(seconds: list[float]) -> dict[str, float | None]:
 
 
 def _load(base: str, *, clients: int, seconds: float, progress: bool) -> dict[str, Any]:
+    """The clients log in first (argon2 is slow on purpose), then all start swiping at once."""
     phones = [_Phone(f"load{uuid.uuid4().hex[:10]}") for _ in range(clients)]
+    https = [httpx.Client(base_url=base, timeout=30) for _ in phones]
+    for http, phone in zip(https, phones, strict=True):
+        _login(http, phone)
     started = time.perf_counter()
     until = started + seconds
     threads = [
-        threading.Thread(target=_swipe, args=(base, phone), kwargs={"until": until, "rng": np.random.default_rng(i)})
-        for i, phone in enumerate(phones)
+        threading.Thread(target=_swipe, args=(http, phone), kwargs={"until": until, "rng": np.random.default_rng(i)})
+        for i, (http, phone) in enumerate(zip(https, phones, strict=True))
     ]
     for thread in threads:
         thread.start()
@@ -140,6 +145,8 @@ def _load(base: str, *, clients: int, seconds: float, progress: bool) -> dict[st
             bar.update(min(1, int(seconds) - bar.n))
     for thread in threads:
         thread.join()
+    for http in https:
+        http.close()
     lost = duplicated = unacknowledged = 0
     with httpx.Client(base_url=base, timeout=60) as http:
         for phone in phones:
@@ -182,7 +189,9 @@ def _history(base: str, *, ratings: int, progress: bool) -> dict[str, Any]:
 
     def run() -> None:
         try:
-            _swipe(base, phone, until=float("inf"), rng=np.random.default_rng(1), limit=ratings)
+            with httpx.Client(base_url=base, timeout=30) as http:
+                _login(http, phone)
+                _swipe(http, phone, until=float("inf"), rng=np.random.default_rng(1), limit=ratings)
         finally:
             done.set()
 
