@@ -22,7 +22,7 @@ from api.middleware import (
 from api.routers import audit, auth, faces, health, matching, me, profile, ratings, subjects
 from api.schemas.problem import Problem, problem_responses
 from matchsvc.jobs.matching import run_matching
-from matchsvc.jobs.refit import RefitWorker
+from matchsvc.jobs.refit import refit_worker
 from matchsvc.jobs.scheduler import PeriodicJob, exclusive
 from matchsvc.logging import configure_logging
 from matchsvc.runtime import Runtime
@@ -74,7 +74,7 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> FastAPI:
             job.start()
         refits = None
         if settings.refit_poll_seconds > 0:
-            refits = RefitWorker(
+            refits = refit_worker(
                 runtime.sessions, keys=runtime.keys, space=runtime.latent_space, poll=settings.refit_poll_seconds
             )
             refits.start()

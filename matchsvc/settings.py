@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     privacy_delta: float = Field(default=1e-5, ge=0, lt=1e-2)
     #: Lifetime cap on the privacy loss of any single rating (all spends touching it, composed).
     privacy_cap: float = Field(default=8.0, gt=0, le=100)
-    #: Exact refit after this many online updates (rr) or new ratings (release mechanisms).
+    #: Exact refit after this many online updates (rr: at least, or 10 % of the user's ratings when more)
+    #: or new ratings (release mechanisms).
     refit_every: int = Field(default=10, ge=1, le=1000)
     #: The refit worker of each serving process polls its queue this often when it is empty (0: no worker).
     refit_poll_seconds: float = Field(default=0.1, ge=0)

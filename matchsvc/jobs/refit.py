@@ -1,27 +1,24 @@
 """The refit workers: exact refits of users whose released model is behind their ratings.
 
-Every serving process runs one :class:`RefitWorker` thread; they share the queue in
+Every serving process runs one :func:`refit_worker` thread; they share the queue in
 ``refit_jobs`` (``FOR UPDATE SKIP LOCKED`` with a lease, so a crashed worker's job comes back
 after ``lease_seconds``). :func:`run_refits` is the same work done synchronously (tests, CLI).
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 
-import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from engine.latent import LatentSpace
+from matchsvc.jobs.scheduler import PeriodicJob
 from matchsvc.keys import KeyRingStore
 from matchsvc.repositories import refits as refits_repo
 from matchsvc.services.preferences import refit_user
 
-__all__ = ["LEASE_SECONDS", "RefitRun", "RefitWorker", "run_refits"]
-
-log = structlog.get_logger(__name__)
+__all__ = ["LEASE_SECONDS", "RefitRun", "refit_worker", "run_refits"]
 
 #: A claimed job returns to the queue after this long without completing (a crashed worker).
 LEASE_SECONDS = 60.0
@@ -69,34 +66,13 @@ def run_refits(
         return RefitRun(refitted=done, pending=refits_repo.pending(session))
 
 
-class RefitWorker:
-    """A daemon thread that works the queue, polling every ``poll`` seconds when it is empty."""
+def refit_worker(
+    sessions: sessionmaker[Session], *, keys: KeyRingStore, space: LatentSpace, poll: float = 0.1
+) -> PeriodicJob:
+    """A daemon job that works the queue dry every ``poll`` seconds (start it with ``.start()``)."""
 
-    def __init__(
-        self, sessions: sessionmaker[Session], *, keys: KeyRingStore, space: LatentSpace, poll: float = 0.1
-    ) -> None:
-        if poll <= 0:
-            raise ValueError(f"poll must be > 0 seconds, got {poll!r}")
-        self._sessions, self._keys, self._space, self._poll = sessions, keys, space, poll
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="refit-worker", daemon=True)
-        self.refitted = 0
+    def drain() -> RefitRun | None:
+        run = run_refits(sessions, keys=keys, space=space, wait=False)
+        return run if run.refitted else None  # nothing to log for an idle tick
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float | None = 30.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                worked = _one(self._sessions, keys=self._keys, space=self._space)
-            except Exception:  # noqa: BLE001 - a failed refit must not stop the worker; its lease expires
-                log.exception("refit_failed")
-                worked = False
-            if worked:
-                self.refitted += 1
-            else:
-                self._stop.wait(self._poll)
+    return PeriodicJob(name="refit", interval=poll, func=drain)

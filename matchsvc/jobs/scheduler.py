@@ -48,7 +48,8 @@ class PeriodicJob:
             try:
                 result = self._func()
                 self.runs += 1
-                log.info("job_finished", job=self.name, result=str(result))
+                if result is not None:  # None: skipped (another process holds the job) or idle
+                    log.info("job_finished", job=self.name, result=str(result))
             except Exception:  # noqa: BLE001 - a failed run must not kill the schedule
                 log.exception("job_failed", job=self.name)
 

@@ -18,7 +18,8 @@ A rating's request does constant work on the state (``O(d^2)``, whatever the his
   stored posterior with that label's own flip rate; the persona mix, release version and drift
   flag stay those of the last exact refit until the next one;
 * an **exact refit** is *asked for* (a row in ``refit_jobs``) when the rating replaces an
-  earlier answer, it is the ``refit_every``-th since the last refit, the state is not a
+  earlier answer, it is the ``max(refit_every, ceil(0.1 n))``-th since the last refit (so the
+  refits' O(n) cost per rating does not grow with the history n), the state is not a
   version 2 posterior, or the current population release is not the one the state was fitted
   against. Only a user's very first rating is fitted in the request (one rating: as cheap).
 
@@ -455,6 +456,16 @@ def refit_user(session: Session, *, keys: KeyRingStore, user_id: uuid.UUID, spac
     return _store_refit(session, keys=keys, user_id=user_id, snapshot=snapshot, belief=belief, space=space)
 
 
+#: Between exact refits a user rates at least this share of their history again (and at least
+#: ``refit_every``): an exact refit costs O(n), so its cost per rating stays constant as n grows.
+REFIT_GROWTH = 0.1
+
+
+def _refit_interval(policy: PrivacyPolicy, n_ratings: int) -> int:
+    """Online steps between exact refits: ``max(refit_every, ceil(REFIT_GROWTH * n))``."""
+    return max(policy.refit_every, math.ceil(REFIT_GROWTH * n_ratings))
+
+
 def absorb_rating(
     session: Session,
     *,
@@ -483,7 +494,7 @@ def absorb_rating(
         due = (
             not created
             or belief is None
-            or row.pending_updates + 1 >= policy.refit_every
+            or row.pending_updates + 1 >= _refit_interval(policy, row.n_ratings)
             or not _is_current(state, belief, version)
         )
         if belief is not None and created:

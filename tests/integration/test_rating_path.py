@@ -19,7 +19,7 @@ from matchsvc.jobs.refit import run_refits
 from matchsvc.repositories import ledger as ledger_repo
 from matchsvc.runtime import Runtime
 from matchsvc.services.keys import user_cipher
-from matchsvc.services.preferences import load_model
+from matchsvc.services.preferences import load_model, refit_user
 from tests.support.accounts import auth_headers
 from tests.support.scenario import user_id
 
@@ -132,3 +132,33 @@ def test_the_migration_backfills_the_running_totals_from_the_ledger(db: Runtime)
         totals = ledger_repo.scope_totals(session, user_id=user, rating_scope="rating:a")
     assert (totals.model_epsilon, totals.model_delta) == (0.5, 1e-6)
     assert (totals.worst_rating_epsilon, totals.rating_scope_epsilon, totals.spends) == (4.0, 4.0, 4)
+
+
+def test_exact_refits_space_out_with_the_history_so_their_cost_per_rating_stays_flat(
+    client: TestClient, db: Runtime
+) -> None:
+    """Past 100 ratings a refit is due every 10 % of the history, not every ``refit_every`` (10)."""
+    headers = auth_headers(client)
+    uid = user_id(client, headers)
+    faces = [
+        face["id"]
+        for _ in range(3)
+        for face in client.get("/v1/faces/next", params={"n": 45}, headers=headers).json()["faces"]
+    ]
+    for face in faces[:120]:
+        _rate(client, headers, face, True)
+    assert run_refits(db.sessions, keys=db.keys, space=db.latent_space).pending == 0
+    with db.sessions() as session:  # start from an exact refit: no online step pending
+        refit_user(session, keys=db.keys, user_id=uid, space=db.latent_space)
+        session.commit()
+
+    def pending() -> tuple[int, int]:
+        with db.engine.connect() as connection:
+            return tuple(connection.execute(
+                text("SELECT n_ratings, pending_updates FROM preference_states WHERE user_id = :u"), {"u": uid}
+            ).one())
+
+    assert pending() == (120, 0)
+    for face in faces[120:131]:
+        _rate(client, headers, face, False)
+    assert pending() == (131, 11)  # 11 online steps and no refit: at n = 120 one is due after 12
