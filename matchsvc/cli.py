@@ -199,8 +199,10 @@ app.add_typer(match_app, name="match")
 
 @match_app.command("run")
 def match_run(
-    k: Annotated[int, typer.Option(min=1, max=200, help="Candidates kept per user")] = 20,
-    min_ratings: Annotated[int, typer.Option(min=1, help="Ratings a user needs before being matched")] = 10,
+    k: Annotated[int | None, typer.Option(min=1, max=200, help="Candidates kept per user (default MATCHSVC_MATCH_K)")] = None,
+    min_ratings: Annotated[
+        int | None, typer.Option(min=1, help="Ratings a user needs before being matched (default MATCHSVC_MATCH_MIN_RATINGS)")
+    ] = None,
     backend: Annotated[str, typer.Option(help="local (torch, CUDA when present) or ray")] = "local",
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available)")] = None,
 ) -> None:
@@ -210,8 +212,14 @@ def match_run(
     if backend not in ("local", "ray"):
         raise typer.BadParameter(f"backend must be 'local' or 'ray', got {backend!r}")
     with _runtime() as runtime:
+        settings = runtime.settings
         report = run_matching(
-            runtime.sessions, keys=runtime.keys, k=k, min_ratings=min_ratings, backend=backend, device=device,
+            runtime.sessions,
+            keys=runtime.keys,
+            k=settings.match_k if k is None else k,
+            min_ratings=settings.match_min_ratings if min_ratings is None else min_ratings,
+            backend=backend,
+            device=device,
             progress=True,
         )
     typer.echo(report.summary())

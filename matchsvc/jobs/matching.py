@@ -27,7 +27,15 @@ from matchsvc.repositories import profiles as profiles_repo
 from matchsvc.services.keys import user_cipher
 from matchsvc.services.matching import LIKE, PASS, open_choice
 from matchsvc.services.preferences import model_from_sealed_state
-from matchsvc.services.profiles import Filters, age_of, group_code, open_appearance, open_filters, seeks_mask
+from matchsvc.services.profiles import (
+    Filters,
+    age_of,
+    group_code,
+    mutually_accept,
+    open_appearance,
+    open_filters,
+    seeks_mask,
+)
 
 __all__ = ["MatchInputs", "MatchRunReport", "collect_inputs", "run_matching"]
 
@@ -139,14 +147,11 @@ def _rank(inputs: MatchInputs, indices: np.ndarray, k: int) -> dict[uuid.UUID, l
     """Per seeker: drop exact-age mismatches and own likes, keep the first k, in score order."""
     ranked: dict[uuid.UUID, list[uuid.UUID]] = {}
     for i, row in enumerate(indices):
-        mine, decided = inputs.filters[i], inputs.decided.get(i, set())
+        mine, my_age, decided = inputs.filters[i], int(inputs.ages[i]), inputs.decided.get(i, set())
         kept = [
             inputs.user_ids[j]
             for j in row
-            if j >= 0
-            and j not in decided
-            and mine.accepts_age(int(inputs.ages[j]))
-            and inputs.filters[j].accepts_age(int(inputs.ages[i]))
+            if j >= 0 and j not in decided and mutually_accept(mine, my_age, inputs.filters[j], int(inputs.ages[j]))
         ]
         ranked[inputs.user_ids[i]] = kept[:k]
     return ranked

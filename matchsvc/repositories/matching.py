@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import and_, delete, or_, select, union
 from sqlalchemy.dialects.postgresql import insert
@@ -18,12 +18,15 @@ __all__ = [
     "delete_match",
     "all_decisions",
     "blocked_or_matched_pairs",
+    "blocked_with",
+    "candidate_partners",
     "get_decision",
     "is_blocked",
     "is_candidate",
     "list_candidates",
     "list_matches",
     "match_between",
+    "remove_candidates",
     "remove_pair",
     "replace_candidates",
 ]
@@ -112,16 +115,45 @@ def is_blocked(session: Session, a: uuid.UUID, b: uuid.UUID) -> bool:
     return session.scalar(query.limit(1)) is not None
 
 
-def remove_pair(session: Session, a: uuid.UUID, b: uuid.UUID) -> None:
-    """Remove every candidate entry and the match between two users (both directions)."""
+def candidate_partners(session: Session, user_id: uuid.UUID) -> set[uuid.UUID]:
+    """Everyone on the user's list and everyone whose list holds the user."""
+    query = union(
+        select(Candidate.candidate_id).where(Candidate.user_id == user_id),
+        select(Candidate.user_id).where(Candidate.candidate_id == user_id),
+    )
+    return set(session.scalars(query))
+
+
+def remove_candidates(session: Session, user_id: uuid.UUID, others: Collection[uuid.UUID]) -> None:
+    """Remove the candidate entries between the user and each of ``others``, both directions."""
+    if not others:
+        return
+    listed = list(others)
     session.execute(
         delete(Candidate).where(
             or_(
-                and_(Candidate.user_id == a, Candidate.candidate_id == b),
-                and_(Candidate.user_id == b, Candidate.candidate_id == a),
+                and_(Candidate.user_id == user_id, Candidate.candidate_id.in_(listed)),
+                and_(Candidate.candidate_id == user_id, Candidate.user_id.in_(listed)),
             )
         )
     )
+
+
+def blocked_with(session: Session, user_id: uuid.UUID, others: Collection[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of ``others`` who blocked the user or whom the user blocked."""
+    if not others:
+        return set()
+    listed = list(others)
+    query = union(
+        select(Block.blocked_id).where(Block.blocker_id == user_id, Block.blocked_id.in_(listed)),
+        select(Block.blocker_id).where(Block.blocked_id == user_id, Block.blocker_id.in_(listed)),
+    )
+    return set(session.scalars(query))
+
+
+def remove_pair(session: Session, a: uuid.UUID, b: uuid.UUID) -> None:
+    """Remove every candidate entry and the match between two users (both directions)."""
+    remove_candidates(session, a, [b])
     low, high = _ordered(a, b)
     session.execute(delete(Match).where(Match.user_low == low, Match.user_high == high))
 

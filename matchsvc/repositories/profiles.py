@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from matchsvc.db.models import Appearance, PreferenceState, Profile, User
 
-__all__ = ["get_appearance", "get_profile", "matchable_rows", "put_appearance", "put_profile"]
+__all__ = ["filter_rows", "get_appearance", "get_profile", "matchable_rows", "put_appearance", "put_profile"]
 
 
 def _upsert(session: Session, model: type, *, user_id: uuid.UUID, column: str, blob: bytes) -> None:
@@ -36,6 +36,14 @@ def put_profile(session: Session, *, user_id: uuid.UUID, filters_ct: bytes) -> N
 
 def get_profile(session: Session, user_id: uuid.UUID) -> bytes | None:
     return session.scalar(select(Profile.filters_ct).where(Profile.user_id == user_id))
+
+
+def filter_rows(session: Session, user_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, tuple[int, bytes]]:
+    """Birth year and sealed filters of those of ``user_ids`` who exist and have set a profile."""
+    if not user_ids:
+        return {}
+    query = select(User.id, User.birth_year, Profile.filters_ct).join(Profile, Profile.user_id == User.id)
+    return {row[0]: (row[1], row[2]) for row in session.execute(query.where(User.id.in_(list(user_ids))))}
 
 
 def matchable_rows(session: Session) -> Sequence[tuple[uuid.UUID, int, bytes | None, bytes | None, bytes | None, int]]:
