@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
+from engine.partitioned import partitioned_topk
 from engine.scoring import reciprocal_topk
 from matchsvc.keys import KeyRingStore
 from matchsvc.repositories import matching as matching_repo
@@ -68,6 +67,8 @@ class MatchRunReport:
     skipped_no_profile: int
     skipped_few_ratings: int
     pairs_scored: int
+    #: Share of ordered user pairs never scored because their partitions cannot meet (issue 15).
+    pairs_skipped_fraction: float
     seconds: float
     pairs_per_second: float
     backend: str
@@ -76,7 +77,8 @@ class MatchRunReport:
         return (
             f"matched {self.matchable}/{self.users} users ({self.skipped_no_appearance} without appearance, "
             f"{self.skipped_no_profile} without profile, {self.skipped_few_ratings} with too few ratings); "
-            f"{self.pairs_scored} pairs in {self.seconds:.2f}s = {self.pairs_per_second:,.0f} pairs/s [{self.backend}]"
+            f"{self.pairs_scored} pairs in {self.seconds:.2f}s = {self.pairs_per_second:,.0f} pairs/s "
+            f"({self.pairs_skipped_fraction:.1%} of pairs skipped) [{self.backend}]"
         )
 
 
@@ -140,9 +142,6 @@ def collect_inputs(session: Session, *, keys: KeyRingStore, min_ratings: int, pr
     )
 
 
-Scorer = Callable[..., tuple[torch.Tensor, torch.Tensor]]
-
-
 def _rank(inputs: MatchInputs, indices: np.ndarray, k: int) -> dict[uuid.UUID, list[uuid.UUID]]:
     """Per seeker: drop exact-age mismatches and own likes, keep the first k, in score order."""
     ranked: dict[uuid.UUID, list[uuid.UUID]] = {}
@@ -166,37 +165,46 @@ def run_matching(
     backend: Literal["local", "ray"] = "local",
     device: str | None = None,
     progress: bool = False,
+    skip_partitions: bool = True,
     **backend_options: Any,
 ) -> MatchRunReport:
-    """Recompute every matchable user's candidates; returns the summary the CLI prints."""
+    """Recompute every matchable user's candidates; returns the summary the CLI prints.
+
+    The local backend scores only pairs of partitions (gender x age bucket) whose filters can
+    accept each other both ways (``engine.partitioned``); ``skip_partitions=False`` scores every
+    pair with ``engine.scoring.reciprocal_topk`` instead, the reference it must agree with.
+    """
     started = time.perf_counter()
     with sessions() as session:
         inputs = collect_inputs(session, keys=keys, min_ratings=min_ratings, progress=progress)
     n = len(inputs.user_ids)
     ranked: dict[uuid.UUID, list[uuid.UUID]] = {}
+    pairs, skipped = n * (n - 1), 0.0
     if n >= 2:
-        scorer: Scorer = reciprocal_topk
+        width = min(n - 1, OVERSAMPLE * k)
         if backend == "ray":
             from matchsvc.jobs.ray_backend import ray_reciprocal_topk
 
-            scorer = ray_reciprocal_topk
-        _, indices = scorer(
-            inputs.pref,
-            inputs.bias,
-            inputs.looks,
-            min(n - 1, OVERSAMPLE * k),
-            group=inputs.group,
-            seeks=inputs.seeks,
-            exclude=inputs.exclude,
-            device=device,
-            **backend_options,
-        )
-        ranked = _rank(inputs, indices.cpu().numpy(), k)
+            _, indices = ray_reciprocal_topk(
+                inputs.pref, inputs.bias, inputs.looks, width, group=inputs.group, seeks=inputs.seeks,
+                exclude=inputs.exclude, device=device, **backend_options,
+            )
+        elif skip_partitions:
+            _, indices, plan = partitioned_topk(
+                inputs.pref, inputs.bias, inputs.looks, width, group=inputs.group, seeks=inputs.seeks,
+                exclude=inputs.exclude,
+            )
+            pairs, skipped = plan.pairs_scored, plan.skipped_fraction
+        else:
+            _, indices = reciprocal_topk(
+                inputs.pref, inputs.bias, inputs.looks, width, group=inputs.group, seeks=inputs.seeks,
+                exclude=inputs.exclude, device=device,
+            )
+        ranked = _rank(inputs, np.asarray(indices), k)
     with sessions() as session:
         matching_repo.replace_candidates(session, ranked)
         session.commit()
     seconds = time.perf_counter() - started
-    pairs = n * (n - 1)
     return MatchRunReport(
         users=n + inputs.skipped_no_appearance + inputs.skipped_no_profile + inputs.skipped_few_ratings,
         matchable=n,
@@ -204,6 +212,7 @@ def run_matching(
         skipped_no_profile=inputs.skipped_no_profile,
         skipped_few_ratings=inputs.skipped_few_ratings,
         pairs_scored=pairs,
+        pairs_skipped_fraction=skipped,
         seconds=seconds,
         pairs_per_second=pairs / seconds if seconds > 0 else 0.0,
         backend=backend,

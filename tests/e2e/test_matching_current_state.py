@@ -22,18 +22,15 @@ from typer.testing import CliRunner
 from matchsvc.cli import app as cli_app
 from matchsvc.jobs.matching import run_matching
 from matchsvc.runtime import Runtime
-from tests.support.accounts import auth_headers, register
-from tests.support.scenario import rate_faces, set_profile, truncate_all, user_id
+from tests.support.scenario import matchable_person, rate_faces, truncate_all, user_id
 
 RATINGS = 2
 GENDERS = ("woman", "man", "nonbinary")
 
 
 def _person(client: TestClient, db: Runtime, *, gender: str, seeks: list[str], birth_year: int = 1990) -> tuple[dict[str, str], str]:
-    headers = auth_headers(client, register(client, birth_year=birth_year))
-    rate_faces(client, headers, n=RATINGS)
-    set_profile(client, headers, look=[0.0] * db.latent_space.dim, gender=gender, seeks=seeks)
-    return headers, str(user_id(client, headers))
+    look = [0.0] * db.latent_space.dim
+    return matchable_person(client, look=look, gender=gender, seeks=seeks, birth_year=birth_year, ratings=RATINGS)
 
 
 def _listed(client: TestClient, headers: dict[str, str]) -> list[str]:

@@ -18,9 +18,9 @@ from matchsvc.db.base import Base
 from matchsvc.runtime import Runtime
 from matchsvc.security import Scope
 from matchsvc.services import auth as auth_service
-from tests.support.accounts import PASSWORD, auth_headers
+from tests.support.accounts import PASSWORD, auth_headers, register
 
-__all__ = ["rate_faces", "served_latents", "set_profile", "staff_headers", "truncate_all", "user_id"]
+__all__ = ["matchable_person", "rate_faces", "served_latents", "set_profile", "staff_headers", "truncate_all", "user_id"]
 
 
 def staff_headers(client: TestClient, runtime: Runtime, *scopes: Scope, username: str | None = None) -> dict[str, str]:
@@ -80,6 +80,23 @@ def set_profile(
     response = client.put("/v1/me/profile", json=profile, headers=headers)
     assert response.status_code == 200, response.text
     return profile
+
+
+def matchable_person(
+    client: TestClient,
+    *,
+    look: Sequence[float],
+    gender: str,
+    seeks: Sequence[str],
+    ages: tuple[int, int] = (18, 99),
+    birth_year: int = 1990,
+    ratings: int = 2,
+) -> tuple[dict[str, str], str]:
+    """A new user who rated ``ratings`` faces and set appearance and filters; (headers, id)."""
+    headers = auth_headers(client, register(client, birth_year=birth_year))
+    rate_faces(client, headers, n=ratings)
+    set_profile(client, headers, look=look, gender=gender, seeks=seeks, ages=ages)
+    return headers, str(user_id(client, headers))
 
 
 def truncate_all(runtime: Runtime) -> None:
