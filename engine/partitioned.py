@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["PartitionPlan", "partitioned_topk", "plan_partitions"]
+__all__ = ["PartitionPlan", "pair_scores", "partitioned_topk", "plan_partitions"]
 
 _LOW32 = 0xFFFFFFFF
 _TILE = 2048
@@ -160,13 +160,14 @@ def partitioned_topk(
     combine: str = "harmonic",
     plan: PartitionPlan | None = None,
     rows: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, PartitionPlan]:
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Each user's ``k`` best mutually eligible partners, scoring only partition pairs that can meet.
 
     Same inputs and result layout as ``engine.scoring.reciprocal_topk`` (scores ``(n, k)`` float32
-    descending, ``-inf``/``-1`` padding), as numpy arrays, plus the plan with the skipped fraction.
-    ``rows`` (optional, user indices) limits the work to pairs that touch those users: their lists
-    are exact, other rows are partial (the incremental run's use).
+    descending, ``-inf``/``-1`` padding), as numpy arrays, plus the number of ordered pairs scored.
+    ``plan`` defaults to :func:`plan_partitions` of ``group`` and ``seeks``. ``rows`` (optional,
+    user indices) limits the work to tiles that touch those users: their lists are exact, other
+    rows see only those tiles (the incremental run's use).
     """
     n = len(pref)
     group = np.asarray(group, dtype=np.int64)
@@ -185,6 +186,7 @@ def partitioned_topk(
         focus = np.zeros(n, dtype=bool)
         focus[np.asarray(rows, dtype=np.int64)] = True
     best = _Best(n, k)
+    scored = 0
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try:
@@ -199,10 +201,25 @@ def partitioned_topk(
                             continue
                         diagonal = diagonal_block and c0 == r0
                         _tile(best, rr, cc, arrays, exclusions, combine, diagonal=diagonal)
+                        scored += len(rr) * (len(rr) - 1) if diagonal else 2 * len(rr) * len(cc)
     finally:
         torch.set_float32_matmul_precision(previous)
     scores, indices = best.decode()
-    return scores, indices, plan
+    return scores, indices, scored
+
+
+def pair_scores(
+    pref: np.ndarray, bias: np.ndarray, looks: np.ndarray, i: np.ndarray, j: np.ndarray, *, combine: str = "harmonic"
+) -> np.ndarray:
+    """Reciprocal scores of the pairs ``(i[t], j[t])`` (float32 logits, float64 combine, float32).
+
+    For re-ranking a few known pairs; the products may round differently from a tile's, so only
+    near-ties closer than the float32 logit error can order differently from :func:`partitioned_topk`.
+    """
+    p32, l32, b32 = (np.asarray(a, dtype=np.float32) for a in (pref, looks, bias))
+    x = np.einsum("td,td->t", p32[i], l32[j]) + b32[i]
+    y = np.einsum("td,td->t", p32[j], l32[i]) + b32[j]
+    return _combine(torch.from_numpy(x).double(), torch.from_numpy(y).double(), combine).to(torch.float32).numpy()
 
 
 def _tile(

@@ -205,8 +205,14 @@ def match_run(
     ] = None,
     backend: Annotated[str, typer.Option(help="local (torch, CUDA when present) or ray")] = "local",
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available)")] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Recompute every list now (default: full every MATCHSVC_MATCH_FULL_EVERY runs)")
+    ] = False,
 ) -> None:
-    """Score every eligible pair both ways and store each user's reciprocal top-k candidates."""
+    """Score eligible pairs both ways and store each user's reciprocal top-k candidates.
+
+    Runs between full ones refresh only the users changed since the last run (decision D17).
+    """
     from matchsvc.jobs.matching import run_matching
 
     if backend not in ("local", "ray"):
@@ -218,6 +224,7 @@ def match_run(
             keys=runtime.keys,
             k=settings.match_k if k is None else k,
             min_ratings=settings.match_min_ratings if min_ratings is None else min_ratings,
+            full_every=1 if full else settings.match_full_every,
             backend=backend,
             device=device,
             progress=True,

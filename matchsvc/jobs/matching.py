@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,9 +20,11 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
-from engine.partitioned import partitioned_topk
+from engine.partitioned import pair_scores, partitioned_topk, plan_partitions
 from engine.scoring import reciprocal_topk
 from matchsvc.keys import KeyRingStore
+from matchsvc.db.models import MatchRun
+from matchsvc.repositories import match_runs as runs_repo
 from matchsvc.repositories import matching as matching_repo
 from matchsvc.repositories import profiles as profiles_repo
 from matchsvc.services.keys import user_cipher
@@ -40,6 +44,9 @@ __all__ = ["MatchInputs", "MatchRunReport", "collect_inputs", "run_matching"]
 
 #: Scored per seeker before exact filtering, as a multiple of k (the kernel's groups are coarse).
 OVERSAMPLE = 3
+#: How long a request transaction may run: a change whose marker (its transaction's start) is up to
+#: this much older than the last run's snapshot may not have been visible to it, so it counts again.
+CHANGE_MARGIN = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -72,13 +79,17 @@ class MatchRunReport:
     seconds: float
     pairs_per_second: float
     backend: str
+    mode: str
+    #: Users whose stored list this run rewrote.
+    refreshed: int
 
     def summary(self) -> str:
         return (
             f"matched {self.matchable}/{self.users} users ({self.skipped_no_appearance} without appearance, "
             f"{self.skipped_no_profile} without profile, {self.skipped_few_ratings} with too few ratings); "
             f"{self.pairs_scored} pairs in {self.seconds:.2f}s = {self.pairs_per_second:,.0f} pairs/s "
-            f"({self.pairs_skipped_fraction:.1%} of pairs skipped) [{self.backend}]"
+            f"({self.pairs_skipped_fraction:.1%} of pairs skipped); {self.mode} run, "
+            f"{self.refreshed} lists refreshed [{self.backend}]"
         )
 
 
@@ -142,10 +153,11 @@ def collect_inputs(session: Session, *, keys: KeyRingStore, min_ratings: int, pr
     )
 
 
-def _rank(inputs: MatchInputs, indices: np.ndarray, k: int) -> dict[uuid.UUID, list[uuid.UUID]]:
-    """Per seeker: drop exact-age mismatches and own likes, keep the first k, in score order."""
+def _rank(inputs: MatchInputs, rows: Iterable[tuple[int, Iterable[int]]], k: int) -> dict[uuid.UUID, list[uuid.UUID]]:
+    """Per seeker ``i`` and its candidates in score order: drop exact-age mismatches and own likes,
+    keep the first k."""
     ranked: dict[uuid.UUID, list[uuid.UUID]] = {}
-    for i, row in enumerate(indices):
+    for i, row in rows:
         mine, my_age, decided = inputs.filters[i], int(inputs.ages[i]), inputs.decided.get(i, set())
         kept = [
             inputs.user_ids[j]
@@ -154,6 +166,39 @@ def _rank(inputs: MatchInputs, indices: np.ndarray, k: int) -> dict[uuid.UUID, l
         ]
         ranked[inputs.user_ids[i]] = kept[:k]
     return ranked
+
+
+def _full_due(previous: list[MatchRun], full_every: int) -> bool:
+    """Full when asked every run, on the first run, or when none of the last ``full_every - 1`` was full."""
+    return full_every <= 1 or not previous or all(run.mode != "full" for run in previous[: full_every - 1])
+
+
+def _merged_lists(
+    inputs: MatchInputs, indices: np.ndarray, focus: np.ndarray, stored: dict[uuid.UUID, list[uuid.UUID]]
+) -> Iterator[tuple[int, list[int]]]:
+    """For everyone outside ``focus``: their stored list plus the changed users the focused scoring
+    found for them, re-ranked by current score. Only users whose list meets a changed user appear."""
+    n = len(inputs.user_ids)
+    changed = np.zeros(n, dtype=bool)
+    changed[focus] = True
+    position = {user_id: i for i, user_id in enumerate(inputs.user_ids)}
+    excluded = set(zip(inputs.exclude[0].tolist(), inputs.exclude[1].tolist()))
+    excluded |= {(j, i) for i, j in excluded}
+    found = (indices >= 0) & changed[np.maximum(indices, 0)]
+    for v in range(n):
+        if changed[v]:
+            continue
+        old = [position[c] for c in stored.get(inputs.user_ids[v], []) if c in position]
+        if not found[v].any() and not changed[old].any():
+            continue
+        pool = np.array(
+            sorted({*old, *indices[v][found[v]].tolist()} - {j for j in old if (v, j) in excluded}), dtype=np.int64
+        )
+        if not pool.size:
+            yield v, []
+            continue
+        scores = pair_scores(inputs.pref, inputs.bias, inputs.looks, np.full(len(pool), v), pool)
+        yield v, pool[np.lexsort((pool, -scores))].tolist()
 
 
 def run_matching(
@@ -166,43 +211,65 @@ def run_matching(
     device: str | None = None,
     progress: bool = False,
     skip_partitions: bool = True,
+    full_every: int = 1,
+    change_margin: timedelta = CHANGE_MARGIN,
     **backend_options: Any,
 ) -> MatchRunReport:
-    """Recompute every matchable user's candidates; returns the summary the CLI prints.
+    """Recompute candidate lists and record the run; returns the summary the CLI prints.
 
     The local backend scores only pairs of partitions (gender x age bucket) whose filters can
     accept each other both ways (``engine.partitioned``); ``skip_partitions=False`` scores every
     pair with ``engine.scoring.reciprocal_topk`` instead, the reference it must agree with.
+
+    With ``full_every = N > 1`` only every Nth run recomputes everyone; the runs between are
+    incremental (decision D17): users changed since the last run (new, appearance, filters, model,
+    blocks, likes, passes, matches) get exactly the lists a full run would give them, and enter
+    the lists of others, which are re-ranked from their stored candidates plus the changed users.
     """
     started = time.perf_counter()
     with sessions() as session:
+        snapshot_at = runs_repo.database_now(session)
+        previous = runs_repo.recent_runs(session, limit=max(1, full_every - 1))
+        incremental = backend == "local" and skip_partitions and not _full_due(previous, full_every)
+        changed = runs_repo.changed_since(session, previous[0].started_at, margin=change_margin) if incremental else set()
         inputs = collect_inputs(session, keys=keys, min_ratings=min_ratings, progress=progress)
+        stored = matching_repo.stored_lists(session, inputs.user_ids) if incremental else {}
     n = len(inputs.user_ids)
     ranked: dict[uuid.UUID, list[uuid.UUID]] = {}
     pairs, skipped = n * (n - 1), 0.0
     if n >= 2:
         width = min(n - 1, OVERSAMPLE * k)
+        arrays = (inputs.pref, inputs.bias, inputs.looks)
+        masks = {"group": inputs.group, "seeks": inputs.seeks, "exclude": inputs.exclude}
         if backend == "ray":
             from matchsvc.jobs.ray_backend import ray_reciprocal_topk
 
-            _, indices = ray_reciprocal_topk(
-                inputs.pref, inputs.bias, inputs.looks, width, group=inputs.group, seeks=inputs.seeks,
-                exclude=inputs.exclude, device=device, **backend_options,
-            )
+            _, indices = ray_reciprocal_topk(*arrays, width, **masks, device=device, **backend_options)
+            ranked = _rank(inputs, enumerate(np.asarray(indices)), k)
         elif skip_partitions:
-            _, indices, plan = partitioned_topk(
-                inputs.pref, inputs.bias, inputs.looks, width, group=inputs.group, seeks=inputs.seeks,
-                exclude=inputs.exclude,
-            )
-            pairs, skipped = plan.pairs_scored, plan.skipped_fraction
+            plan = plan_partitions(inputs.group, inputs.seeks)
+            focus = np.array([i for i, user_id in enumerate(inputs.user_ids) if user_id in changed], dtype=np.int64)
+            _, indices, pairs = partitioned_topk(*arrays, width, **masks, plan=plan, rows=focus if incremental else None)
+            skipped = 1.0 - pairs / (n * (n - 1))
+            if incremental:
+                ranked = _rank(inputs, ((i, indices[i]) for i in focus), k)
+                ranked.update(_rank(inputs, _merged_lists(inputs, indices, focus, stored), k))
+            else:
+                ranked = _rank(inputs, enumerate(indices), k)
         else:
-            _, indices = reciprocal_topk(
-                inputs.pref, inputs.bias, inputs.looks, width, group=inputs.group, seeks=inputs.seeks,
-                exclude=inputs.exclude, device=device,
-            )
-        ranked = _rank(inputs, np.asarray(indices), k)
+            _, indices = reciprocal_topk(*arrays, width, **masks, device=device)
+            ranked = _rank(inputs, enumerate(np.asarray(indices)), k)
     with sessions() as session:
         matching_repo.replace_candidates(session, ranked)
+        runs_repo.record_run(
+            session,
+            started_at=snapshot_at,
+            mode="incremental" if incremental else "full",
+            users=n,
+            refreshed=len(ranked),
+            pairs_scored=pairs,
+            pairs_skipped_fraction=skipped,
+        )
         session.commit()
     seconds = time.perf_counter() - started
     return MatchRunReport(
@@ -216,4 +283,6 @@ def run_matching(
         seconds=seconds,
         pairs_per_second=pairs / seconds if seconds > 0 else 0.0,
         backend=backend,
+        mode="incremental" if incremental else "full",
+        refreshed=len(ranked),
     )

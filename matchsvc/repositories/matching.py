@@ -29,6 +29,7 @@ __all__ = [
     "remove_candidates",
     "remove_pair",
     "replace_candidates",
+    "stored_lists",
 ]
 
 
@@ -48,6 +49,17 @@ def replace_candidates(session: Session, ranked: dict[uuid.UUID, list[uuid.UUID]
     ]
     for start in range(0, len(rows), 5000):
         session.execute(insert(Candidate).values(rows[start : start + 5000]))
+
+
+def stored_lists(session: Session, user_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:
+    """The stored candidate lists of ``user_ids``, in rank order (users without one are absent)."""
+    lists: dict[uuid.UUID, list[uuid.UUID]] = {}
+    if not user_ids:
+        return lists
+    query = select(Candidate.user_id, Candidate.candidate_id).where(Candidate.user_id.in_(list(user_ids)))
+    for owner, candidate in session.execute(query.order_by(Candidate.user_id, Candidate.rank)):
+        lists.setdefault(owner, []).append(candidate)
+    return lists
 
 
 def list_candidates(session: Session, *, user_id: uuid.UUID, after_rank: int | None, limit: int) -> Sequence[Candidate]:

@@ -135,7 +135,7 @@ def test_match_run_reads_the_schedules_settings_and_options_override_them(
     assert "matched 2/3 users" in from_settings.stdout
     assert [len(_listed(client, h)) for h in (few, *more)] == [0, 1, 1]
 
-    overridden = runner.invoke(cli_app, ["match", "run", "--min-ratings", str(RATINGS), "--k", "2"])
+    overridden = runner.invoke(cli_app, ["match", "run", "--min-ratings", str(RATINGS), "--k", "2", "--full"])
     assert overridden.exit_code == 0, overridden.output
     assert "matched 3/3 users" in overridden.stdout
     assert [len(_listed(client, h)) for h in (few, *more)] == [2, 2, 2]

@@ -4,6 +4,7 @@ and neither changes a list: the stored lists equal those of scoring every pair i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -70,3 +71,42 @@ def test_skipping_partitions_stores_the_lists_of_scoring_everything(population, 
     assert reference.pairs_skipped_fraction == 0.0 and 0.5 < report.pairs_skipped_fraction < 1.0
     assert report.pairs_scored < reference.pairs_scored
     assert "of pairs skipped" in report.summary()
+
+
+@pytest.mark.slow
+def test_an_incremental_run_gives_changed_users_the_lists_of_a_full_run(population, runtime: Runtime) -> None:
+    client, people = population
+    run = dict(keys=runtime.keys, k=4, min_ratings=RATINGS, full_every=3, change_margin=timedelta(0))
+    first = run_matching(runtime.sessions, **{**run, "full_every": 1})  # the cycle starts with a full run
+    assert first.mode == "full"
+    before = _stored(runtime)
+    # Changes of every kind the marker covers: a new person, filters, appearance, a block, a like.
+    newcomer, newcomer_id = matchable_person(
+        client, look=[0.5] * runtime.latent_space.dim, gender="nonbinary", seeks=["woman", "man", "nonbinary"],
+        ages=(18, 70), birth_year=1990, ratings=RATINGS,
+    )
+    (h1, id1), (h2, id2), (h3, id3), (_, id4), (h5, id5) = people[1], people[2], people[3], people[4], people[6]
+    widened = {"gender": "nonbinary", "seeks": ["woman", "man", "nonbinary"], "age_min": 18, "age_max": 70}
+    assert client.put("/v1/me/profile", json=widened, headers=h2).status_code == 200
+    look = np.full(runtime.latent_space.dim, -0.5)
+    look[AGE] = 1.0
+    assert client.put("/v1/me/appearance", json={"latent": look.tolist()}, headers=h3).status_code == 204
+    assert client.post(f"/v1/users/{id4}/block", headers=h1).status_code == 204
+    listed = before.get(id5, [])
+    if listed:
+        assert client.post(f"/v1/candidates/{listed[0]}/like", headers=h5).status_code == 200
+    changed = {newcomer_id, id1, id2, id3, id4, id5} | ({listed[0]} if listed else set())
+
+    incremental = run_matching(runtime.sessions, **run)
+    assert incremental.mode == "incremental" and incremental.refreshed < incremental.matchable + 1 + len(changed)
+    after_incremental = _stored(runtime)
+    full = run_matching(runtime.sessions, **{**run, "full_every": 1})
+    assert full.mode == "full" and incremental.pairs_scored < full.pairs_scored
+    after_full = _stored(runtime)
+    for user in changed:
+        assert after_incremental.get(user, []) == after_full.get(user, []), user
+    # Changed users also entered the lists a full run puts them in.
+    for owner, candidates in after_full.items():
+        for candidate in set(candidates) & changed:
+            assert candidate in after_incremental.get(owner, []), (owner, candidate)
+    assert any(newcomer_id in candidates for candidates in after_incremental.values())

@@ -38,11 +38,12 @@ def _population(seed: int, n: int, d: int, *, span: int) -> dict[str, np.ndarray
 def test_same_lists_as_scoring_every_pair(seed: int, n: int, k: int, span: int) -> None:
     case = _population(seed, n, 16, span=span)
     scores, indices = reciprocal_topk(**case, k=k, device="cpu")
-    ours, found, plan = partitioned_topk(**case, k=k)
+    ours, found, scored = partitioned_topk(**case, k=k)
+    plan = plan_partitions(case["group"], case["seeks"])
     np.testing.assert_array_equal(found, np.asarray(indices))
     # Products run in float32 in both; their rounding differs (kernel's bound: a few 2**-24 * d).
     np.testing.assert_allclose(ours, np.asarray(scores), rtol=2e-5, atol=0)
-    assert 0.0 < plan.skipped_fraction < 1.0
+    assert 0.0 < plan.skipped_fraction < 1.0 and scored == plan.pairs_scored
 
 
 def test_rows_limits_the_work_but_keeps_those_rows_exact() -> None:
