@@ -19,6 +19,7 @@ rounding of the products (which can reorder only near-ties closer than the kerne
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +29,8 @@ __all__ = ["PartitionPlan", "pair_scores", "partitioned_topk", "plan_partitions"
 
 _LOW32 = 0xFFFFFFFF
 _TILE = 2048
+#: Tiles smaller than this run on one torch thread.
+_PARALLEL_ENTRIES = 1 << 20
 #: float32 scores are within ~2**-20 (relative) of the exact ones; a pair is pruned only when its
 #: float32 score is below the row's k-th best by more than this, so pruning never drops a result.
 _SLACK = 2.0**-14
@@ -174,9 +177,9 @@ def partitioned_topk(
     seeks = np.asarray(seeks, dtype=np.int64)
     plan = plan or plan_partitions(group, seeks)
     arrays = {
-        "pref": torch.from_numpy(np.ascontiguousarray(pref, dtype=np.float32)),
-        "looks": torch.from_numpy(np.ascontiguousarray(looks, dtype=np.float32)),
-        "bias": torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32)),
+        "pref": np.ascontiguousarray(pref, dtype=np.float32),
+        "looks": np.ascontiguousarray(looks, dtype=np.float32),
+        "bias": np.ascontiguousarray(bias, dtype=np.float32),
         "group": torch.from_numpy(group),
         "seeks": torch.from_numpy(seeks),
     }
@@ -187,8 +190,7 @@ def partitioned_topk(
         focus[np.asarray(rows, dtype=np.int64)] = True
     best = _Best(n, k)
     scored = 0
-    previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
+    threads = torch.get_num_threads()
     try:
         for p, partners in _column_sets(plan).items():
             mp = plan.members[p]
@@ -200,10 +202,12 @@ def partitioned_topk(
                         if focus is not None and not bool(focus[rr].any() or focus[cc].any()):
                             continue
                         diagonal = diagonal_block and c0 == r0
+                        # Torch's thread pool costs milliseconds per op on small tiles of a busy host.
+                        torch.set_num_threads(1 if len(rr) * len(cc) < _PARALLEL_ENTRIES else threads)
                         _tile(best, rr, cc, arrays, exclusions, combine, diagonal=diagonal)
                         scored += len(rr) * (len(rr) - 1) if diagonal else 2 * len(rr) * len(cc)
     finally:
-        torch.set_float32_matmul_precision(previous)
+        torch.set_num_threads(threads)
     scores, indices = best.decode()
     return scores, indices, scored
 
@@ -226,7 +230,7 @@ def _tile(
     best: _Best,
     rr: np.ndarray,
     cc: np.ndarray,
-    arrays: dict[str, Tensor],
+    arrays: dict[str, Any],
     exclusions: _Exclusions,
     combine: str,
     *,
@@ -239,8 +243,8 @@ def _tile(
     """
     r, c = torch.from_numpy(rr), torch.from_numpy(cc)
     pref, looks, bias, group, seeks = (arrays[key] for key in ("pref", "looks", "bias", "group", "seeks"))
-    x = torch.addmm(bias[r, None], pref[r], looks[c].T)  # r likes c
-    y = torch.addmm(bias[c, None], pref[c], looks[r].T).T  # c likes r
+    x = torch.from_numpy(pref[rr] @ looks[cc].T + bias[rr, None])  # r likes c
+    y = torch.from_numpy((pref[cc] @ looks[rr].T + bias[cc, None]).T)  # c likes r
     codes, segment = torch.unique(group[c], return_inverse=True)
     ok = ((seeks[r, None] >> codes[None, :]) & 1).bool()[:, segment]
     ok &= ((seeks[c] >> group[r][:, None]) & 1).bool()

@@ -112,6 +112,24 @@ def bench_render(
     _emit(run_render_benchmark(faces=faces), as_json=as_json)
 
 
+@bench_app.command("matching")
+def bench_matching(
+    as_json: Annotated[bool, typer.Option("--json", help="Emit JSON")] = False,
+    sizes: Annotated[str, typer.Option(help="Comma-separated user counts")] = "10000,50000,100000",
+    k: Annotated[int, typer.Option(min=1, max=200, help="Candidates per user")] = 20,
+    ray: Annotated[bool, typer.Option(help="Also run the Ray backend on a local runtime")] = True,
+    workers: Annotated[int, typer.Option(min=1, help="Ray workers (CPUs)")] = 2,
+) -> None:
+    """The matching job end to end on synthetic sealed users: read+decrypt, score, write, memory."""
+    from matchsvc.bench.matching import run_matching_benchmark
+
+    try:
+        counts = tuple(int(size) for size in sizes.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"sizes must be comma-separated integers, got {sizes!r}") from None
+    _emit(run_matching_benchmark(sizes=counts, k=k, ray=ray, workers=workers), as_json=as_json)
+
+
 @bench_app.command("scoring")
 def bench_scoring(
     as_json: Annotated[bool, typer.Option("--json", help="Emit JSON")] = False,

@@ -27,7 +27,7 @@ from matchsvc.db.models import MatchRun
 from matchsvc.repositories import match_runs as runs_repo
 from matchsvc.repositories import matching as matching_repo
 from matchsvc.repositories import profiles as profiles_repo
-from matchsvc.services.keys import user_cipher
+from matchsvc.services.keys import cipher_from_wrapped
 from matchsvc.services.matching import LIKE, PASS, open_choice
 from matchsvc.services.preferences import model_from_sealed_state
 from matchsvc.services.profiles import (
@@ -82,6 +82,10 @@ class MatchRunReport:
     mode: str
     #: Users whose stored list this run rewrote.
     refreshed: int
+    #: Stage times: read and decrypt the snapshot, score and rank, write lists and the run record.
+    read_seconds: float
+    score_seconds: float
+    write_seconds: float
 
     def summary(self) -> str:
         return (
@@ -100,7 +104,7 @@ def collect_inputs(session: Session, *, keys: KeyRingStore, min_ratings: int, pr
     no_look = no_profile = few = 0
     ciphers = {}
     rows = profiles_repo.matchable_rows(session)
-    for user_id, birth_year, latent_ct, filters_ct, state_ct, n_ratings in tqdm(
+    for user_id, birth_year, latent_ct, filters_ct, state_ct, n_ratings, wrapped in tqdm(
         rows, desc="decrypting users", disable=not progress, unit="user"
     ):
         if latent_ct is None:
@@ -112,7 +116,7 @@ def collect_inputs(session: Session, *, keys: KeyRingStore, min_ratings: int, pr
         if state_ct is None or n_ratings < min_ratings:
             few += 1
             continue
-        cipher = user_cipher(session, keys=keys, user_id=user_id)
+        cipher = cipher_from_wrapped(keys, user_id=user_id, wrapped=wrapped)
         ciphers[user_id] = cipher
         model = model_from_sealed_state(cipher, state_ct)
         user_filters = open_filters(cipher, filters_ct)
@@ -234,6 +238,7 @@ def run_matching(
         changed = runs_repo.changed_since(session, previous[0].started_at, margin=change_margin) if incremental else set()
         inputs = collect_inputs(session, keys=keys, min_ratings=min_ratings, progress=progress)
         stored = matching_repo.stored_lists(session, inputs.user_ids) if incremental else {}
+    read_done = time.perf_counter()
     n = len(inputs.user_ids)
     ranked: dict[uuid.UUID, list[uuid.UUID]] = {}
     pairs, skipped = n * (n - 1), 0.0
@@ -259,6 +264,7 @@ def run_matching(
         else:
             _, indices = reciprocal_topk(*arrays, width, **masks, device=device)
             ranked = _rank(inputs, enumerate(np.asarray(indices)), k)
+    score_done = time.perf_counter()
     with sessions() as session:
         matching_repo.replace_candidates(session, ranked)
         runs_repo.record_run(
@@ -271,7 +277,8 @@ def run_matching(
             pairs_skipped_fraction=skipped,
         )
         session.commit()
-    seconds = time.perf_counter() - started
+    finished = time.perf_counter()
+    seconds = finished - started
     return MatchRunReport(
         users=n + inputs.skipped_no_appearance + inputs.skipped_no_profile + inputs.skipped_few_ratings,
         matchable=n,
@@ -285,4 +292,7 @@ def run_matching(
         backend=backend,
         mode="incremental" if incremental else "full",
         refreshed=len(ranked),
+        read_seconds=read_done - started,
+        score_seconds=score_done - read_done,
+        write_seconds=finished - score_done,
     )

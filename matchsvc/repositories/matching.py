@@ -42,13 +42,12 @@ def replace_candidates(session: Session, ranked: dict[uuid.UUID, list[uuid.UUID]
     if not ranked:
         return
     session.execute(delete(Candidate).where(Candidate.user_id.in_(list(ranked))))
-    rows = [
-        {"user_id": user_id, "candidate_id": other, "rank": rank}
-        for user_id, others in ranked.items()
-        for rank, other in enumerate(others)
-    ]
-    for start in range(0, len(rows), 5000):
-        session.execute(insert(Candidate).values(rows[start : start + 5000]))
+    # COPY on the session's own connection (same transaction): millions of rows in seconds.
+    raw = session.connection().connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy("COPY candidates (user_id, candidate_id, rank) FROM STDIN") as copy:
+        for user_id, others in ranked.items():
+            for rank, other in enumerate(others):
+                copy.write_row((user_id, other, rank))
 
 
 def stored_lists(session: Session, user_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from matchsvc.db.models import Appearance, PreferenceState, Profile, User
+from matchsvc.db.models import Appearance, PreferenceState, Profile, User, UserKey
 
 __all__ = ["filter_rows", "get_appearance", "get_profile", "matchable_rows", "put_appearance", "put_profile"]
 
@@ -46,8 +46,11 @@ def filter_rows(session: Session, user_ids: Collection[uuid.UUID]) -> dict[uuid.
     return {row[0]: (row[1], row[2]) for row in session.execute(query.where(User.id.in_(list(user_ids))))}
 
 
-def matchable_rows(session: Session) -> Sequence[tuple[uuid.UUID, int, bytes | None, bytes | None, bytes | None, int]]:
-    """Every user with (id, birth year, appearance, filters, model state, ratings); None where missing."""
+def matchable_rows(
+    session: Session,
+) -> Sequence[tuple[uuid.UUID, int, bytes | None, bytes | None, bytes | None, int, bytes]]:
+    """Every user with (id, birth year, appearance, filters, model state, ratings, wrapped data key);
+    None where missing. One query: the job must not pay a round trip per user for the key."""
     query = (
         select(
             User.id,
@@ -56,7 +59,9 @@ def matchable_rows(session: Session) -> Sequence[tuple[uuid.UUID, int, bytes | N
             Profile.filters_ct,
             PreferenceState.state_ct,
             func.coalesce(PreferenceState.n_ratings, 0),
+            UserKey.wrapped_key,
         )
+        .join(UserKey, UserKey.user_id == User.id)
         .outerjoin(Appearance, Appearance.user_id == User.id)
         .outerjoin(Profile, Profile.user_id == User.id)
         .outerjoin(PreferenceState, PreferenceState.user_id == User.id)

@@ -36,6 +36,7 @@ __all__ = [
     "open_filters",
     "prune_candidates",
     "render_avatar",
+    "seal_filters",
     "seeks_mask",
     "set_appearance",
     "set_filters",
@@ -131,6 +132,10 @@ def _seal_latent(cipher: UserCipher, latent: np.ndarray) -> bytes:
     return cipher.seal(encode_floats(latent), table="appearances", column="latent", row="current")
 
 
+def seal_filters(cipher: UserCipher, filters: Filters) -> bytes:
+    return cipher.seal(filters.to_json(), table="profiles", column="filters", row="current")
+
+
 def open_appearance(cipher: UserCipher, blob: bytes) -> np.ndarray:
     return decode_floats(cipher.open(blob, table="appearances", column="latent", row="current"))
 
@@ -169,8 +174,7 @@ def render_avatar(session: Session, *, user_id: uuid.UUID, keys: KeyRingStore, s
 def set_filters(session: Session, *, user_id: uuid.UUID, keys: KeyRingStore, filters: Filters) -> None:
     """Store the filters; pairs they (or the other side's filters) no longer accept leave both lists now."""
     cipher = user_cipher(session, keys=keys, user_id=user_id, for_update=True)
-    blob = cipher.seal(filters.to_json(), table="profiles", column="filters", row="current")
-    profiles_repo.put_profile(session, user_id=user_id, filters_ct=blob)
+    profiles_repo.put_profile(session, user_id=user_id, filters_ct=seal_filters(cipher, filters))
     prune_candidates(session, keys=keys, user_id=user_id)
     session.commit()
 
