@@ -102,7 +102,9 @@ def collect_inputs(session: Session, *, keys: KeyRingStore, min_ratings: int, pr
     ids: list[uuid.UUID] = []
     prefs, biases, looks, groups, seeks, ages, filters = [], [], [], [], [], [], []
     no_look = no_profile = few = 0
-    ciphers = {}
+    decisions = matching_repo.all_decisions(session)
+    deciders = {decider for decider, _, _ in decisions}
+    ciphers = {}  # kept only for users whose decisions must be opened
     rows = profiles_repo.matchable_rows(session)
     for user_id, birth_year, latent_ct, filters_ct, state_ct, n_ratings, wrapped in tqdm(
         rows, desc="decrypting users", disable=not progress, unit="user"
@@ -117,7 +119,8 @@ def collect_inputs(session: Session, *, keys: KeyRingStore, min_ratings: int, pr
             few += 1
             continue
         cipher = cipher_from_wrapped(keys, user_id=user_id, wrapped=wrapped)
-        ciphers[user_id] = cipher
+        if user_id in deciders:
+            ciphers[user_id] = cipher
         model = model_from_sealed_state(cipher, state_ct)
         user_filters = open_filters(cipher, filters_ct)
         age = age_of(birth_year)
@@ -132,7 +135,7 @@ def collect_inputs(session: Session, *, keys: KeyRingStore, min_ratings: int, pr
     index = {user_id: i for i, user_id in enumerate(ids)}
     pairs = [(index[a], index[b]) for a, b in matching_repo.blocked_or_matched_pairs(session) if a in index and b in index]
     decided: dict[int, set[int]] = {}
-    for decider, target, blob in matching_repo.all_decisions(session):
+    for decider, target, blob in decisions:
         if decider in index and target in index:
             choice = open_choice(ciphers[decider], target_id=target, blob=blob)
             if choice == PASS:
