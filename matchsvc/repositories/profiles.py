@@ -38,12 +38,17 @@ def get_profile(session: Session, user_id: uuid.UUID) -> bytes | None:
     return session.scalar(select(Profile.filters_ct).where(Profile.user_id == user_id))
 
 
-def filter_rows(session: Session, user_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, tuple[int, bytes]]:
-    """Birth year and sealed filters of those of ``user_ids`` who exist and have set a profile."""
+def filter_rows(session: Session, user_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, tuple[int, bytes, bytes]]:
+    """Birth year, sealed filters and wrapped data key of those of ``user_ids`` who exist and have
+    set a profile, in one query."""
     if not user_ids:
         return {}
-    query = select(User.id, User.birth_year, Profile.filters_ct).join(Profile, Profile.user_id == User.id)
-    return {row[0]: (row[1], row[2]) for row in session.execute(query.where(User.id.in_(list(user_ids))))}
+    query = (
+        select(User.id, User.birth_year, Profile.filters_ct, UserKey.wrapped_key)
+        .join(Profile, Profile.user_id == User.id)
+        .join(UserKey, UserKey.user_id == User.id)
+    )
+    return {row[0]: (row[1], row[2], row[3]) for row in session.execute(query.where(User.id.in_(list(user_ids))))}
 
 
 def matchable_rows(

@@ -21,7 +21,7 @@ from matchsvc.errors import InvalidInput, NotFound
 from matchsvc.keys import KeyRingStore, UserCipher
 from matchsvc.repositories import matching as matching_repo
 from matchsvc.repositories import profiles as profiles_repo
-from matchsvc.services.keys import user_cipher
+from matchsvc.services.keys import cipher_from_wrapped, user_cipher
 from privacy.codec import decode_floats, encode_floats
 
 __all__ = [
@@ -199,8 +199,8 @@ def eligible_partners(
         return set()
 
     def opened(owner: uuid.UUID) -> tuple[Filters, int]:
-        birth_year, blob = rows[owner]
-        return open_filters(user_cipher(session, keys=keys, user_id=owner), blob), age_of(birth_year)
+        birth_year, blob, wrapped = rows[owner]
+        return open_filters(cipher_from_wrapped(keys, user_id=owner, wrapped=wrapped), blob), age_of(birth_year)
 
     mine, my_age = opened(user_id)
     blocked = matching_repo.blocked_with(session, user_id, others)
