@@ -67,7 +67,11 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> FastAPI:
                     runtime.engine,
                     "matching",
                     lambda: run_matching(
-                        runtime.sessions, keys=runtime.keys, k=settings.match_k, min_ratings=settings.match_min_ratings
+                        runtime.sessions,
+                        keys=runtime.keys,
+                        k=settings.match_k,
+                        min_ratings=settings.match_min_ratings,
+                        full_every=settings.match_full_every,
                     ).summary(),
                 ),
             )

@@ -132,6 +132,24 @@ def bench_render(
     _emit(run_render_benchmark(faces=faces), as_json=as_json)
 
 
+@bench_app.command("matching")
+def bench_matching(
+    as_json: Annotated[bool, typer.Option("--json", help="Emit JSON")] = False,
+    sizes: Annotated[str, typer.Option(help="Comma-separated user counts")] = "10000,50000,100000",
+    k: Annotated[int, typer.Option(min=1, max=200, help="Candidates per user")] = 20,
+    ray: Annotated[bool, typer.Option(help="Also run the Ray backend on a local runtime")] = True,
+    workers: Annotated[int, typer.Option(min=1, help="Ray workers (CPUs)")] = 2,
+) -> None:
+    """The matching job end to end on synthetic sealed users: read+decrypt, score, write, memory."""
+    from matchsvc.bench.matching import run_matching_benchmark
+
+    try:
+        counts = tuple(int(size) for size in sizes.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"sizes must be comma-separated integers, got {sizes!r}") from None
+    _emit(run_matching_benchmark(sizes=counts, k=k, ray=ray, workers=workers), as_json=as_json)
+
+
 @bench_app.command("scoring")
 def bench_scoring(
     as_json: Annotated[bool, typer.Option("--json", help="Emit JSON")] = False,
@@ -245,19 +263,34 @@ app.add_typer(match_app, name="match")
 
 @match_app.command("run")
 def match_run(
-    k: Annotated[int, typer.Option(min=1, max=200, help="Candidates kept per user")] = 20,
-    min_ratings: Annotated[int, typer.Option(min=1, help="Ratings a user needs before being matched")] = 10,
+    k: Annotated[int | None, typer.Option(min=1, max=200, help="Candidates kept per user (default MATCHSVC_MATCH_K)")] = None,
+    min_ratings: Annotated[
+        int | None, typer.Option(min=1, help="Ratings a user needs before being matched (default MATCHSVC_MATCH_MIN_RATINGS)")
+    ] = None,
     backend: Annotated[str, typer.Option(help="local (torch, CUDA when present) or ray")] = "local",
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available)")] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Recompute every list now (default: full every MATCHSVC_MATCH_FULL_EVERY runs)")
+    ] = False,
 ) -> None:
-    """Score every eligible pair both ways and store each user's reciprocal top-k candidates."""
+    """Score eligible pairs both ways and store each user's reciprocal top-k candidates.
+
+    Runs between full ones refresh only the users changed since the last run (decision D27).
+    """
     from matchsvc.jobs.matching import run_matching
 
     if backend not in ("local", "ray"):
         raise typer.BadParameter(f"backend must be 'local' or 'ray', got {backend!r}")
     with _runtime() as runtime:
+        settings = runtime.settings
         report = run_matching(
-            runtime.sessions, keys=runtime.keys, k=k, min_ratings=min_ratings, backend=backend, device=device,
+            runtime.sessions,
+            keys=runtime.keys,
+            k=settings.match_k if k is None else k,
+            min_ratings=settings.match_min_ratings if min_ratings is None else min_ratings,
+            full_every=1 if full else settings.match_full_every,
+            backend=backend,
+            device=device,
             progress=True,
         )
     typer.echo(report.summary())

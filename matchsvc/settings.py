@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     match_interval_seconds: float = Field(default=600.0, ge=0)
     match_k: int = Field(default=20, ge=1, le=200)
     match_min_ratings: int = Field(default=10, ge=1)
+    #: Every Nth run of the job recomputes every list; the runs between refresh only the users
+    #: changed since the last run (the staleness bound of decision D27). 1: every run is full.
+    match_full_every: int = Field(default=6, ge=1)
 
     latent_backend: str = "procedural"
     diffusion_path: Path | None = None

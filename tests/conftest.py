@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -28,6 +30,21 @@ def db(runtime: Runtime) -> Iterator[Runtime]:
     """The runtime, with every table emptied after the test so tests stay independent."""
     yield runtime
     truncate_all(runtime)
+
+
+@pytest.fixture
+def cli_env(db: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """The CLI against the test database and its key ring; its logging setup is undone afterwards."""
+    assert db.scratch is not None
+    monkeypatch.setenv("DATABASE_URL", db.engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("MATCHSVC_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MATCHSVC_KEYRING_FILE", str(db.scratch / "keyring.json"))
+    monkeypatch.setenv("MATCHSVC_LOG_LEVEL", "ERROR")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield monkeypatch
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

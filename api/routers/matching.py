@@ -26,10 +26,13 @@ def candidates(
     request: Request,
     user: CurrentUser,
     session: SessionDep,
+    runtime: RuntimeDep,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> CandidatePage:
-    page = matching_service.list_candidates(session, user_id=user.id, after_rank=decode_cursor(cursor), limit=limit)
+    page = matching_service.list_candidates(
+        session, user_id=user.id, after_rank=decode_cursor(cursor), limit=limit, keys=runtime.keys
+    )
     return CandidatePage(
         items=[
             CandidatePublic(

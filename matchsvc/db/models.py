@@ -52,6 +52,7 @@ __all__ = [
     "LedgerEntry",
     "LoginThrottle",
     "Match",
+    "MatchRun",
     "PopulationRelease",
     "PreferenceState",
     "Profile",
@@ -462,3 +463,27 @@ class RefreshToken(Base):
     )
     created_at: Mapped[datetime] = utcnow_column()
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class MatchRun(Base):
+    """One finished run of the matching job: when its snapshot was read and what it recomputed.
+
+    The next incremental run refreshes the users changed since ``started_at`` (issue 15). No user
+    column: a run is an operational record, not anyone's data.
+    """
+
+    __tablename__ = "match_runs"
+    __table_args__ = (
+        CheckConstraint("mode IN ('full', 'incremental')", name="known_mode"),
+        CheckConstraint("users >= 0 AND refreshed >= 0 AND pairs_scored >= 0", name="valid_counts"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    #: The database clock when the run began reading; changes after it belong to the next run.
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    finished_at: Mapped[datetime] = utcnow_column()
+    mode: Mapped[str] = mapped_column(String(16), nullable=False)
+    users: Mapped[int] = mapped_column(Integer, nullable=False)
+    refreshed: Mapped[int] = mapped_column(Integer, nullable=False)
+    pairs_scored: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    pairs_skipped_fraction: Mapped[float] = mapped_column(Float, nullable=False)

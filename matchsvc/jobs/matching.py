@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,19 +20,33 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
+from engine.partitioned import pair_scores, partitioned_topk, plan_partitions
 from engine.scoring import reciprocal_topk
 from matchsvc.keys import KeyRingStore
+from matchsvc.db.models import MatchRun
+from matchsvc.repositories import match_runs as runs_repo
 from matchsvc.repositories import matching as matching_repo
 from matchsvc.repositories import profiles as profiles_repo
-from matchsvc.services.keys import user_cipher
+from matchsvc.services.keys import cipher_from_wrapped
 from matchsvc.services.matching import LIKE, PASS, open_choice
 from matchsvc.services.preferences import model_from_sealed_state
-from matchsvc.services.profiles import Filters, age_of, group_code, open_appearance, open_filters, seeks_mask
+from matchsvc.services.profiles import (
+    Filters,
+    age_of,
+    group_code,
+    mutually_accept,
+    open_appearance,
+    open_filters,
+    seeks_mask,
+)
 
 __all__ = ["MatchInputs", "MatchRunReport", "collect_inputs", "run_matching"]
 
 #: Scored per seeker before exact filtering, as a multiple of k (the kernel's groups are coarse).
 OVERSAMPLE = 3
+#: How long a request transaction may run: a change whose marker (its transaction's start) is up to
+#: this much older than the last run's snapshot may not have been visible to it, so it counts again.
+CHANGE_MARGIN = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -59,15 +74,26 @@ class MatchRunReport:
     skipped_no_profile: int
     skipped_few_ratings: int
     pairs_scored: int
+    #: Share of ordered user pairs never scored because their partitions cannot meet (issue 15).
+    pairs_skipped_fraction: float
     seconds: float
     pairs_per_second: float
     backend: str
+    mode: str
+    #: Users whose stored list this run rewrote.
+    refreshed: int
+    #: Stage times: read and decrypt the snapshot, score and rank, write lists and the run record.
+    read_seconds: float
+    score_seconds: float
+    write_seconds: float
 
     def summary(self) -> str:
         return (
             f"matched {self.matchable}/{self.users} users ({self.skipped_no_appearance} without appearance, "
             f"{self.skipped_no_profile} without profile, {self.skipped_few_ratings} with too few ratings); "
-            f"{self.pairs_scored} pairs in {self.seconds:.2f}s = {self.pairs_per_second:,.0f} pairs/s [{self.backend}]"
+            f"{self.pairs_scored} pairs in {self.seconds:.2f}s = {self.pairs_per_second:,.0f} pairs/s "
+            f"({self.pairs_skipped_fraction:.1%} of pairs skipped); {self.mode} run, "
+            f"{self.refreshed} lists refreshed [{self.backend}]"
         )
 
 
@@ -76,9 +102,11 @@ def collect_inputs(session: Session, *, keys: KeyRingStore, min_ratings: int, pr
     ids: list[uuid.UUID] = []
     prefs, biases, looks, groups, seeks, ages, filters = [], [], [], [], [], [], []
     no_look = no_profile = few = 0
-    ciphers = {}
+    decisions = matching_repo.all_decisions(session)
+    deciders = {decider for decider, _, _ in decisions}
+    ciphers = {}  # kept only for users whose decisions must be opened
     rows = profiles_repo.matchable_rows(session)
-    for user_id, birth_year, latent_ct, filters_ct, state_ct, n_ratings in tqdm(
+    for user_id, birth_year, latent_ct, filters_ct, state_ct, n_ratings, wrapped in tqdm(
         rows, desc="decrypting users", disable=not progress, unit="user"
     ):
         if latent_ct is None:
@@ -90,8 +118,9 @@ def collect_inputs(session: Session, *, keys: KeyRingStore, min_ratings: int, pr
         if state_ct is None or n_ratings < min_ratings:
             few += 1
             continue
-        cipher = user_cipher(session, keys=keys, user_id=user_id)
-        ciphers[user_id] = cipher
+        cipher = cipher_from_wrapped(keys, user_id=user_id, wrapped=wrapped)
+        if user_id in deciders:
+            ciphers[user_id] = cipher
         model = model_from_sealed_state(cipher, state_ct)
         user_filters = open_filters(cipher, filters_ct)
         age = age_of(birth_year)
@@ -106,7 +135,7 @@ def collect_inputs(session: Session, *, keys: KeyRingStore, min_ratings: int, pr
     index = {user_id: i for i, user_id in enumerate(ids)}
     pairs = [(index[a], index[b]) for a, b in matching_repo.blocked_or_matched_pairs(session) if a in index and b in index]
     decided: dict[int, set[int]] = {}
-    for decider, target, blob in matching_repo.all_decisions(session):
+    for decider, target, blob in decisions:
         if decider in index and target in index:
             choice = open_choice(ciphers[decider], target_id=target, blob=blob)
             if choice == PASS:
@@ -131,24 +160,52 @@ def collect_inputs(session: Session, *, keys: KeyRingStore, min_ratings: int, pr
     )
 
 
-Scorer = Callable[..., tuple[np.ndarray, np.ndarray]]
-
-
-def _rank(inputs: MatchInputs, indices: np.ndarray, k: int) -> dict[uuid.UUID, list[uuid.UUID]]:
-    """Per seeker: drop exact-age mismatches and own likes, keep the first k, in score order."""
+def _rank(inputs: MatchInputs, rows: Iterable[tuple[int, Iterable[int]]], k: int) -> dict[uuid.UUID, list[uuid.UUID]]:
+    """Per seeker ``i`` and its candidates in score order: drop exact-age mismatches and own likes,
+    keep the first k."""
     ranked: dict[uuid.UUID, list[uuid.UUID]] = {}
-    for i, row in enumerate(indices):
-        mine, decided = inputs.filters[i], inputs.decided.get(i, set())
+    for i, row in rows:
+        mine, my_age, decided = inputs.filters[i], int(inputs.ages[i]), inputs.decided.get(i, set())
         kept = [
             inputs.user_ids[j]
             for j in row
-            if j >= 0
-            and j not in decided
-            and mine.accepts_age(int(inputs.ages[j]))
-            and inputs.filters[j].accepts_age(int(inputs.ages[i]))
+            if j >= 0 and j not in decided and mutually_accept(mine, my_age, inputs.filters[j], int(inputs.ages[j]))
         ]
         ranked[inputs.user_ids[i]] = kept[:k]
     return ranked
+
+
+def _full_due(previous: list[MatchRun], full_every: int) -> bool:
+    """Full when asked every run, on the first run, or when none of the last ``full_every - 1`` was full."""
+    return full_every <= 1 or not previous or all(run.mode != "full" for run in previous[: full_every - 1])
+
+
+def _merged_lists(
+    inputs: MatchInputs, indices: np.ndarray, focus: np.ndarray, stored: dict[uuid.UUID, list[uuid.UUID]]
+) -> Iterator[tuple[int, list[int]]]:
+    """For everyone outside ``focus``: their stored list plus the changed users the focused scoring
+    found for them, re-ranked by current score. Only users whose list meets a changed user appear."""
+    n = len(inputs.user_ids)
+    changed = np.zeros(n, dtype=bool)
+    changed[focus] = True
+    position = {user_id: i for i, user_id in enumerate(inputs.user_ids)}
+    excluded = set(zip(inputs.exclude[0].tolist(), inputs.exclude[1].tolist()))
+    excluded |= {(j, i) for i, j in excluded}
+    found = (indices >= 0) & changed[np.maximum(indices, 0)]
+    for v in range(n):
+        if changed[v]:
+            continue
+        old = [position[c] for c in stored.get(inputs.user_ids[v], []) if c in position]
+        if not found[v].any() and not changed[old].any():
+            continue
+        pool = np.array(
+            sorted({*old, *indices[v][found[v]].tolist()} - {j for j in old if (v, j) in excluded}), dtype=np.int64
+        )
+        if not pool.size:
+            yield v, []
+            continue
+        scores = pair_scores(inputs.pref, inputs.bias, inputs.looks, np.full(len(pool), v), pool)
+        yield v, pool[np.lexsort((pool, -scores))].tolist()
 
 
 def run_matching(
@@ -160,37 +217,71 @@ def run_matching(
     backend: Literal["local", "ray"] = "local",
     device: str | None = None,
     progress: bool = False,
+    skip_partitions: bool = True,
+    full_every: int = 1,
+    change_margin: timedelta = CHANGE_MARGIN,
     **backend_options: Any,
 ) -> MatchRunReport:
-    """Recompute every matchable user's candidates; returns the summary the CLI prints."""
+    """Recompute candidate lists and record the run; returns the summary the CLI prints.
+
+    The local backend scores only pairs of partitions (gender x age bucket) whose filters can
+    accept each other both ways (``engine.partitioned``); ``skip_partitions=False`` scores every
+    pair with ``engine.scoring.reciprocal_topk`` instead, the reference it must agree with.
+
+    With ``full_every = N > 1`` only every Nth run recomputes everyone; the runs between are
+    incremental (decision D27): users changed since the last run (new, appearance, filters, model,
+    blocks, likes, passes, matches) get exactly the lists a full run would give them, and enter
+    the lists of others, which are re-ranked from their stored candidates plus the changed users.
+    """
     started = time.perf_counter()
     with sessions() as session:
+        snapshot_at = runs_repo.database_now(session)
+        previous = runs_repo.recent_runs(session, limit=max(1, full_every - 1))
+        incremental = backend == "local" and skip_partitions and not _full_due(previous, full_every)
+        changed = runs_repo.changed_since(session, previous[0].started_at, margin=change_margin) if incremental else set()
         inputs = collect_inputs(session, keys=keys, min_ratings=min_ratings, progress=progress)
+        stored = matching_repo.stored_lists(session, inputs.user_ids) if incremental else {}
+    read_done = time.perf_counter()
     n = len(inputs.user_ids)
     ranked: dict[uuid.UUID, list[uuid.UUID]] = {}
+    pairs, skipped = n * (n - 1), 0.0
     if n >= 2:
-        scorer: Scorer = reciprocal_topk
+        width = min(n - 1, OVERSAMPLE * k)
+        arrays = (inputs.pref, inputs.bias, inputs.looks)
+        masks = {"group": inputs.group, "seeks": inputs.seeks, "exclude": inputs.exclude}
         if backend == "ray":
             from matchsvc.jobs.ray_backend import ray_reciprocal_topk
 
-            scorer = ray_reciprocal_topk
-        _, indices = scorer(
-            inputs.pref,
-            inputs.bias,
-            inputs.looks,
-            min(n - 1, OVERSAMPLE * k),
-            group=inputs.group,
-            seeks=inputs.seeks,
-            exclude=inputs.exclude,
-            device=device,
-            **backend_options,
-        )
-        ranked = _rank(inputs, indices, k)
+            _, indices = ray_reciprocal_topk(*arrays, width, **masks, device=device, **backend_options)
+            ranked = _rank(inputs, enumerate(np.asarray(indices)), k)
+        elif skip_partitions:
+            plan = plan_partitions(inputs.group, inputs.seeks)
+            focus = np.array([i for i, user_id in enumerate(inputs.user_ids) if user_id in changed], dtype=np.int64)
+            _, indices, pairs = partitioned_topk(*arrays, width, **masks, plan=plan, rows=focus if incremental else None)
+            skipped = 1.0 - pairs / (n * (n - 1))
+            if incremental:
+                ranked = _rank(inputs, ((i, indices[i]) for i in focus), k)
+                ranked.update(_rank(inputs, _merged_lists(inputs, indices, focus, stored), k))
+            else:
+                ranked = _rank(inputs, enumerate(indices), k)
+        else:
+            _, indices = reciprocal_topk(*arrays, width, **masks, device=device)
+            ranked = _rank(inputs, enumerate(np.asarray(indices)), k)
+    score_done = time.perf_counter()
     with sessions() as session:
         matching_repo.replace_candidates(session, ranked)
+        runs_repo.record_run(
+            session,
+            started_at=snapshot_at,
+            mode="incremental" if incremental else "full",
+            users=n,
+            refreshed=len(ranked),
+            pairs_scored=pairs,
+            pairs_skipped_fraction=skipped,
+        )
         session.commit()
-    seconds = time.perf_counter() - started
-    pairs = n * (n - 1)
+    finished = time.perf_counter()
+    seconds = finished - started
     return MatchRunReport(
         users=n + inputs.skipped_no_appearance + inputs.skipped_no_profile + inputs.skipped_few_ratings,
         matchable=n,
@@ -198,7 +289,13 @@ def run_matching(
         skipped_no_profile=inputs.skipped_no_profile,
         skipped_few_ratings=inputs.skipped_few_ratings,
         pairs_scored=pairs,
+        pairs_skipped_fraction=skipped,
         seconds=seconds,
         pairs_per_second=pairs / seconds if seconds > 0 else 0.0,
         backend=backend,
+        mode="incremental" if incremental else "full",
+        refreshed=len(ranked),
+        read_seconds=read_done - started,
+        score_seconds=score_done - read_done,
+        write_seconds=finished - score_done,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import and_, delete, or_, select, union
 from sqlalchemy.dialects.postgresql import insert
@@ -18,14 +18,18 @@ __all__ = [
     "delete_match",
     "all_decisions",
     "blocked_or_matched_pairs",
+    "blocked_with",
+    "candidate_partners",
     "get_decision",
     "is_blocked",
     "is_candidate",
     "list_candidates",
     "list_matches",
     "match_between",
+    "remove_candidates",
     "remove_pair",
     "replace_candidates",
+    "stored_lists",
     "was_shown",
 ]
 
@@ -39,13 +43,23 @@ def replace_candidates(session: Session, ranked: dict[uuid.UUID, list[uuid.UUID]
     if not ranked:
         return
     session.execute(delete(Candidate).where(Candidate.user_id.in_(list(ranked))))
-    rows = [
-        {"user_id": user_id, "candidate_id": other, "rank": rank}
-        for user_id, others in ranked.items()
-        for rank, other in enumerate(others)
-    ]
-    for start in range(0, len(rows), 5000):
-        session.execute(insert(Candidate).values(rows[start : start + 5000]))
+    # COPY on the session's own connection (same transaction): millions of rows in seconds.
+    raw = session.connection().connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy("COPY candidates (user_id, candidate_id, rank) FROM STDIN") as copy:
+        for user_id, others in ranked.items():
+            for rank, other in enumerate(others):
+                copy.write_row((user_id, other, rank))
+
+
+def stored_lists(session: Session, user_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:
+    """The stored candidate lists of ``user_ids``, in rank order (users without one are absent)."""
+    lists: dict[uuid.UUID, list[uuid.UUID]] = {}
+    if not user_ids:
+        return lists
+    query = select(Candidate.user_id, Candidate.candidate_id).where(Candidate.user_id.in_(list(user_ids)))
+    for owner, candidate in session.execute(query.order_by(Candidate.user_id, Candidate.rank)):
+        lists.setdefault(owner, []).append(candidate)
+    return lists
 
 
 def list_candidates(session: Session, *, user_id: uuid.UUID, after_rank: int | None, limit: int) -> Sequence[Candidate]:
@@ -126,16 +140,45 @@ def was_shown(session: Session, *, viewer_id: uuid.UUID, other_id: uuid.UUID) ->
     return session.execute(shown.limit(1)).first() is not None
 
 
-def remove_pair(session: Session, a: uuid.UUID, b: uuid.UUID) -> None:
-    """Remove every candidate entry and the match between two users (both directions)."""
+def candidate_partners(session: Session, user_id: uuid.UUID) -> set[uuid.UUID]:
+    """Everyone on the user's list and everyone whose list holds the user."""
+    query = union(
+        select(Candidate.candidate_id).where(Candidate.user_id == user_id),
+        select(Candidate.user_id).where(Candidate.candidate_id == user_id),
+    )
+    return set(session.scalars(query))
+
+
+def remove_candidates(session: Session, user_id: uuid.UUID, others: Collection[uuid.UUID]) -> None:
+    """Remove the candidate entries between the user and each of ``others``, both directions."""
+    if not others:
+        return
+    listed = list(others)
     session.execute(
         delete(Candidate).where(
             or_(
-                and_(Candidate.user_id == a, Candidate.candidate_id == b),
-                and_(Candidate.user_id == b, Candidate.candidate_id == a),
+                and_(Candidate.user_id == user_id, Candidate.candidate_id.in_(listed)),
+                and_(Candidate.candidate_id == user_id, Candidate.user_id.in_(listed)),
             )
         )
     )
+
+
+def blocked_with(session: Session, user_id: uuid.UUID, others: Collection[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of ``others`` who blocked the user or whom the user blocked."""
+    if not others:
+        return set()
+    listed = list(others)
+    query = union(
+        select(Block.blocked_id).where(Block.blocker_id == user_id, Block.blocked_id.in_(listed)),
+        select(Block.blocker_id).where(Block.blocked_id == user_id, Block.blocker_id.in_(listed)),
+    )
+    return set(session.scalars(query))
+
+
+def remove_pair(session: Session, a: uuid.UUID, b: uuid.UUID) -> None:
+    """Remove every candidate entry and the match between two users (both directions)."""
+    remove_candidates(session, a, [b])
     low, high = _ordered(a, b)
     session.execute(delete(Match).where(Match.user_low == low, Match.user_high == high))
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from matchsvc.db.models import Appearance, PreferenceState, Profile, User
+from matchsvc.db.models import Appearance, PreferenceState, Profile, User, UserKey
 
-__all__ = ["get_appearance", "get_profile", "matchable_rows", "put_appearance", "put_profile"]
+__all__ = ["filter_rows", "get_appearance", "get_profile", "matchable_rows", "put_appearance", "put_profile"]
 
 
 def _upsert(session: Session, model: type, *, user_id: uuid.UUID, column: str, blob: bytes) -> None:
@@ -38,8 +38,24 @@ def get_profile(session: Session, user_id: uuid.UUID) -> bytes | None:
     return session.scalar(select(Profile.filters_ct).where(Profile.user_id == user_id))
 
 
-def matchable_rows(session: Session) -> Sequence[tuple[uuid.UUID, int, bytes | None, bytes | None, bytes | None, int]]:
-    """Every user with (id, birth year, appearance, filters, model state, ratings); None where missing."""
+def filter_rows(session: Session, user_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, tuple[int, bytes, bytes]]:
+    """Birth year, sealed filters and wrapped data key of those of ``user_ids`` who exist and have
+    set a profile, in one query."""
+    if not user_ids:
+        return {}
+    query = (
+        select(User.id, User.birth_year, Profile.filters_ct, UserKey.wrapped_key)
+        .join(Profile, Profile.user_id == User.id)
+        .join(UserKey, UserKey.user_id == User.id)
+    )
+    return {row[0]: (row[1], row[2], row[3]) for row in session.execute(query.where(User.id.in_(list(user_ids))))}
+
+
+def matchable_rows(
+    session: Session,
+) -> Sequence[tuple[uuid.UUID, int, bytes | None, bytes | None, bytes | None, int, bytes]]:
+    """Every user with (id, birth year, appearance, filters, model state, ratings, wrapped data key);
+    None where missing. One query: the job must not pay a round trip per user for the key."""
     query = (
         select(
             User.id,
@@ -48,7 +64,9 @@ def matchable_rows(session: Session) -> Sequence[tuple[uuid.UUID, int, bytes | N
             Profile.filters_ct,
             PreferenceState.state_ct,
             func.coalesce(PreferenceState.n_ratings, 0),
+            UserKey.wrapped_key,
         )
+        .join(UserKey, UserKey.user_id == User.id)
         .outerjoin(Appearance, Appearance.user_id == User.id)
         .outerjoin(Profile, Profile.user_id == User.id)
         .outerjoin(PreferenceState, PreferenceState.user_id == User.id)

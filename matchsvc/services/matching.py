@@ -17,7 +17,7 @@ from matchsvc.errors import InvalidInput, NotFound
 from matchsvc.keys import KeyRingStore, UserCipher
 from matchsvc.repositories import matching as matching_repo
 from matchsvc.services.keys import user_cipher
-from matchsvc.services.profiles import render_avatar
+from matchsvc.services.profiles import eligible_partners, render_avatar
 
 __all__ = [
     "CandidatePage",
@@ -41,13 +41,35 @@ class CandidatePage:
     next_after_rank: int | None
 
 
-def list_candidates(session: Session, *, user_id: uuid.UUID, after_rank: int | None, limit: int) -> CandidatePage:
-    rows = list(matching_repo.list_candidates(session, user_id=user_id, after_rank=after_rank, limit=limit + 1))
-    page = rows[:limit]
-    return CandidatePage(
-        user_ids=[row.candidate_id for row in page],
-        next_after_rank=page[-1].rank if len(rows) > limit else None,
-    )
+def list_candidates(
+    session: Session, *, user_id: uuid.UUID, after_rank: int | None, limit: int, keys: KeyRingStore
+) -> CandidatePage:
+    """The stored list, best first, without any pair the current state no longer allows (D26)."""
+    kept: list[int] = []
+    ids: list[uuid.UUID] = []
+    cursor, more = after_rank, False
+    while not more:
+        rows = list(matching_repo.list_candidates(session, user_id=user_id, after_rank=cursor, limit=limit + 1))
+        allowed = eligible_partners(session, keys=keys, user_id=user_id, others=[row.candidate_id for row in rows])
+        for row in rows:
+            if row.candidate_id in allowed:
+                if len(ids) == limit:
+                    more = True
+                    break
+                ids.append(row.candidate_id)
+                kept.append(row.rank)
+        if len(rows) <= limit:
+            break
+        cursor = rows[-1].rank
+    return CandidatePage(user_ids=ids, next_after_rank=kept[-1] if more else None)
+
+
+def _current_candidate(session: Session, *, user_id: uuid.UUID, candidate_id: uuid.UUID, keys: KeyRingStore) -> None:
+    """404 unless the pair is on the user's stored list *and* still allowed by the current state."""
+    if not matching_repo.is_candidate(session, user_id=user_id, candidate_id=candidate_id) or not eligible_partners(
+        session, keys=keys, user_id=user_id, others=[candidate_id]
+    ):
+        raise NotFound(f"candidate {candidate_id} not found")
 
 
 def open_choice(cipher: UserCipher, *, target_id: uuid.UUID, blob: bytes) -> bytes:
@@ -65,10 +87,10 @@ def decide(
 ) -> DecisionResult:
     """Like or pass on a current candidate; a like answered by a like creates the match.
 
-    The first decision on a candidate stands: repeating it returns the same result.
+    The first decision on a candidate stands: repeating it returns the same result. A pass removes
+    the pair from both lists at once (neither is suggested to the other again).
     """
-    if not matching_repo.is_candidate(session, user_id=user_id, candidate_id=target_id):
-        raise NotFound(f"candidate {target_id} not found")
+    _current_candidate(session, user_id=user_id, candidate_id=target_id, keys=keys)
     cipher = user_cipher(session, keys=keys, user_id=user_id, for_update=True)
     choice = LIKE if like else PASS
     blob = cipher.seal(choice, table="decisions", column="choice", row=str(target_id))
@@ -78,6 +100,8 @@ def decide(
         if open_choice(cipher, target_id=target_id, blob=earlier.choice_ct) != choice:
             raise InvalidInput("you already decided on this candidate")
     result = DecisionResult(matched=False, match_id=None)
+    if not like:
+        matching_repo.remove_candidates(session, user_id, [target_id])
     if like:
         theirs = matching_repo.get_decision(session, user_id=target_id, target_id=user_id)
         if theirs is not None:
@@ -132,8 +156,7 @@ def block(session: Session, *, user_id: uuid.UUID, target_id: uuid.UUID) -> None
 def candidate_avatar(
     session: Session, *, user_id: uuid.UUID, candidate_id: uuid.UUID, keys: KeyRingStore, space: LatentSpace
 ) -> bytes:
-    if not matching_repo.is_candidate(session, user_id=user_id, candidate_id=candidate_id):
-        raise NotFound(f"candidate {candidate_id} not found")
+    _current_candidate(session, user_id=user_id, candidate_id=candidate_id, keys=keys)
     return render_avatar(session, user_id=candidate_id, keys=keys, space=space)
 
 

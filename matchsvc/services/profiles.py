@@ -1,9 +1,14 @@
-"""A user's appearance (a latent made on the device) and the filters two-way matching needs."""
+"""A user's appearance (a latent made on the device), the filters two-way matching needs, and the
+eligibility rule stored candidate pairs are checked against whenever they are read or the filters change
+(decision D26): lists are written from a snapshot, so every read re-checks the pair against the
+current profiles, ages and blocks, and a filter change prunes the pairs it breaks at once.
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -14,8 +19,9 @@ from sqlalchemy.orm import Session
 from engine.latent import PRIOR_BOUND, LatentSpace, encode_png
 from matchsvc.errors import InvalidInput, NotFound
 from matchsvc.keys import KeyRingStore, UserCipher
+from matchsvc.repositories import matching as matching_repo
 from matchsvc.repositories import profiles as profiles_repo
-from matchsvc.services.keys import user_cipher
+from matchsvc.services.keys import cipher_from_wrapped, user_cipher
 from privacy.codec import decode_floats, encode_floats
 
 __all__ = [
@@ -23,10 +29,14 @@ __all__ = [
     "Filters",
     "Gender",
     "age_of",
+    "eligible_partners",
     "group_code",
+    "mutually_accept",
     "open_appearance",
     "open_filters",
+    "prune_candidates",
     "render_avatar",
+    "seal_filters",
     "seeks_mask",
     "set_appearance",
     "set_filters",
@@ -82,6 +92,14 @@ class Filters:
     def accepts_age(self, age: int) -> bool:
         return self.age_min <= age <= self.age_max
 
+    def accepts(self, *, gender: Gender, age: int) -> bool:
+        return gender in self.seeks and self.accepts_age(age)
+
+
+def mutually_accept(a: Filters, a_age: int, b: Filters, b_age: int) -> bool:
+    """The two-way rule every stored pair must satisfy: each one's filters accept the other, exact ages."""
+    return a.accepts(gender=b.gender, age=b_age) and b.accepts(gender=a.gender, age=a_age)
+
 
 _GENDERS = list(Gender)
 
@@ -112,6 +130,10 @@ def seeks_mask(filters: Filters) -> int:
 
 def _seal_latent(cipher: UserCipher, latent: np.ndarray) -> bytes:
     return cipher.seal(encode_floats(latent), table="appearances", column="latent", row="current")
+
+
+def seal_filters(cipher: UserCipher, filters: Filters) -> bytes:
+    return cipher.seal(filters.to_json(), table="profiles", column="filters", row="current")
 
 
 def open_appearance(cipher: UserCipher, blob: bytes) -> np.ndarray:
@@ -150,9 +172,10 @@ def render_avatar(session: Session, *, user_id: uuid.UUID, keys: KeyRingStore, s
 
 
 def set_filters(session: Session, *, user_id: uuid.UUID, keys: KeyRingStore, filters: Filters) -> None:
+    """Store the filters; pairs they (or the other side's filters) no longer accept leave both lists now."""
     cipher = user_cipher(session, keys=keys, user_id=user_id, for_update=True)
-    blob = cipher.seal(filters.to_json(), table="profiles", column="filters", row="current")
-    profiles_repo.put_profile(session, user_id=user_id, filters_ct=blob)
+    profiles_repo.put_profile(session, user_id=user_id, filters_ct=seal_filters(cipher, filters))
+    prune_candidates(session, keys=keys, user_id=user_id)
     session.commit()
 
 
@@ -161,3 +184,39 @@ def get_filters(session: Session, *, user_id: uuid.UUID, keys: KeyRingStore) -> 
     if blob is None:
         raise NotFound("no profile has been set")
     return open_filters(user_cipher(session, keys=keys, user_id=user_id), blob)
+
+
+def eligible_partners(
+    session: Session, *, keys: KeyRingStore, user_id: uuid.UUID, others: Collection[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Those of ``others`` who exist, have a profile, accept and are accepted by the user at today's
+    ages, and share no block with the user. Opens each profile with its owner's key, in memory only."""
+    others = set(others) - {user_id}
+    if not others:
+        return set()
+    rows = profiles_repo.filter_rows(session, others | {user_id})
+    if user_id not in rows:
+        return set()
+
+    def opened(owner: uuid.UUID) -> tuple[Filters, int]:
+        birth_year, blob, wrapped = rows[owner]
+        return open_filters(cipher_from_wrapped(keys, user_id=owner, wrapped=wrapped), blob), age_of(birth_year)
+
+    mine, my_age = opened(user_id)
+    blocked = matching_repo.blocked_with(session, user_id, others)
+    return {
+        other
+        for other in others
+        if other in rows and other not in blocked and mutually_accept(mine, my_age, *opened(other))
+    }
+
+
+def prune_candidates(session: Session, *, keys: KeyRingStore, user_id: uuid.UUID) -> int:
+    """Remove, both ways, the user's candidate pairs that no longer hold (caller's transaction).
+
+    Returns how many partners were dropped.
+    """
+    partners = matching_repo.candidate_partners(session, user_id)
+    stale = partners - eligible_partners(session, keys=keys, user_id=user_id, others=partners)
+    matching_repo.remove_candidates(session, user_id, stale)
+    return len(stale)

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from matchsvc.jobs.matching import run_matching
 from matchsvc.runtime import Runtime
 from tests.support.accounts import auth_headers
-from tests.support.scenario import matchable_user, user_id
+from tests.support.scenario import matchable_person, user_id
 
 PROBLEM = "application/problem+json"
 
@@ -21,8 +21,8 @@ def _without_request(response: httpx.Response) -> dict:
 
 
 def test_unknown_and_unshown_ids_get_the_same_answer(client: TestClient, db: Runtime) -> None:
-    ann, ann_id = matchable_user(client, db, gender="woman", seeks=["man"], ratings=2)
-    ben, ben_id = matchable_user(client, db, gender="man", seeks=["woman"], ratings=2)
+    ann, ann_id = matchable_person(client, look=[0.0] * db.latent_space.dim, gender="woman", seeks=["man"], ratings=2)
+    ben, ben_id = matchable_person(client, look=[0.0] * db.latent_space.dim, gender="man", seeks=["woman"], ratings=2)
     stranger = str(user_id(client, auth_headers(client)))  # exists, never shown to Ann
     answers = [client.post(f"/v1/users/{target}/block", headers=ann) for target in (stranger, uuid.uuid4())]
     assert [a.status_code for a in answers] == [404, 404]
@@ -40,8 +40,8 @@ def test_unknown_and_unshown_ids_get_the_same_answer(client: TestClient, db: Run
 
 
 def test_a_past_match_can_still_be_blocked(client: TestClient, db: Runtime) -> None:
-    ann, ann_id = matchable_user(client, db, gender="woman", seeks=["man"], ratings=2)
-    ben, ben_id = matchable_user(client, db, gender="man", seeks=["woman"], ratings=2)
+    ann, ann_id = matchable_person(client, look=[0.0] * db.latent_space.dim, gender="woman", seeks=["man"], ratings=2)
+    ben, ben_id = matchable_person(client, look=[0.0] * db.latent_space.dim, gender="man", seeks=["woman"], ratings=2)
     run_matching(db.sessions, keys=db.keys, k=5, min_ratings=2)
     client.post(f"/v1/candidates/{ben_id}/like", headers=ann)
     match_id = client.post(f"/v1/candidates/{ann_id}/like", headers=ben).json()["match_id"]

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -174,19 +171,10 @@ def test_a_release_names_no_user_and_outlives_a_deleted_one(client: TestClient, 
 
 
 @pytest.fixture
-def cli_env(db: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    """The CLI against the test database and its key ring; its logging setup is undone afterwards."""
-    assert db.scratch is not None
-    monkeypatch.setenv("DATABASE_URL", db.engine.url.render_as_string(hide_password=False))
-    monkeypatch.setenv("MATCHSVC_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("MATCHSVC_KEYRING_FILE", str(db.scratch / "keyring.json"))
-    monkeypatch.setenv("MATCHSVC_LOG_LEVEL", "ERROR")
-    monkeypatch.setenv("MATCHSVC_POPULATION_MIN_USERS", str(RATERS))
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield monkeypatch
-    root.handlers[:] = handlers
-    root.setLevel(level)
+def cli_env(cli_env: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The shared CLI environment, with a population small enough for these raters."""
+    cli_env.setenv("MATCHSVC_POPULATION_MIN_USERS", str(RATERS))
+    return cli_env
 
 
 @pytest.mark.slow

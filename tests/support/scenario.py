@@ -18,17 +18,9 @@ from matchsvc.db.base import Base
 from matchsvc.runtime import Runtime
 from matchsvc.security import Scope
 from matchsvc.services import auth as auth_service
-from tests.support.accounts import PASSWORD, auth_headers
+from tests.support.accounts import PASSWORD, auth_headers, register
 
-__all__ = [
-    "matchable_user",
-    "rate_faces",
-    "served_latents",
-    "set_profile",
-    "staff_headers",
-    "truncate_all",
-    "user_id",
-]
+__all__ = ["matchable_person", "rate_faces", "served_latents", "set_profile", "staff_headers", "truncate_all", "user_id"]
 
 
 def staff_headers(client: TestClient, runtime: Runtime, *scopes: Scope, username: str | None = None) -> dict[str, str]:
@@ -90,16 +82,20 @@ def set_profile(
     return profile
 
 
-def matchable_user(
-    client: TestClient, runtime: Runtime, *, gender: str, seeks: Sequence[str], ratings: int
+def matchable_person(
+    client: TestClient,
+    *,
+    look: Sequence[float],
+    gender: str,
+    seeks: Sequence[str],
+    ages: tuple[int, int] = (18, 99),
+    birth_year: int = 1990,
+    ratings: int = 2,
 ) -> tuple[dict[str, str], str]:
-    """A new user with ``ratings`` ratings and a profile (a neutral look): what the matching job needs.
-
-    Returns the Authorization header and the account id (as a string, as the API shows ids).
-    """
-    headers = auth_headers(client)
+    """A new user who rated ``ratings`` faces and set appearance and filters; (headers, id)."""
+    headers = auth_headers(client, register(client, birth_year=birth_year))
     rate_faces(client, headers, n=ratings)
-    set_profile(client, headers, look=[0.0] * runtime.latent_space.dim, gender=gender, seeks=seeks)
+    set_profile(client, headers, look=look, gender=gender, seeks=seeks, ages=ages)
     return headers, str(user_id(client, headers))
 
 

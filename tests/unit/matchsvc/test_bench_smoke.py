@@ -1,4 +1,4 @@
-"""The render, API and scoring benchmarks run end to end on small settings (figures are not asserted)."""
+"""The render, API, scoring and matching benchmarks run end to end on small settings (figures are not asserted)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from matchsvc.cli import app
     [
         (["bench", "render", "--json", "--faces", "5"], {"procedural", "diffusion_tiny_random"}),
         (["bench", "api", "--json", "--requests", "100", "--threads", "2"], {"ratio_ours_to_bare"}),
+        (["bench", "matching", "--json", "--sizes", "200", "--k", "5", "--no-ray"], {"cases", "k"}),
     ],
-    ids=["render", "api"],
+    ids=["render", "api", "matching"],
 )
 def test_bench_command_emits_json(args: list[str], keys: set[str]) -> None:
     result = CliRunner().invoke(app, args)
