@@ -14,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from api.errors import install_error_handlers
 from api.middleware import (
     BodyLimitMiddleware,
+    ConcurrencyLimitMiddleware,
     HttpMetrics,
     RateLimitMiddleware,
     RequestContextMiddleware,
@@ -95,7 +96,9 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> FastAPI:
     # Added innermost first: the request context wraps everything so even 413/429 carry a request id.
     bucket = TokenBucket(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
     app.add_middleware(RateLimitMiddleware, bucket=bucket, identify=identify)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, read_timeout=settings.http_body_timeout_seconds
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -104,6 +107,7 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
             expose_headers=["ETag", "Retry-After", "X-Request-ID", "Idempotent-Replayed"],
         )
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.http_max_concurrent_requests)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     return app
 

@@ -65,10 +65,12 @@ def serve(
     """Start the API (embedded PostgreSQL when DATABASE_URL is unset; migrations run on start)."""
     import uvicorn
 
-    # The server loads the API from its import path: the service layer never imports ``api``.
-    uvicorn.run(
-        "api.main:create_app_from_environment", factory=True, host=host, port=port, log_config=None, proxy_headers=False
-    )
+    from matchsvc.server import server_config
+
+    server = uvicorn.Server(server_config(Settings(), host=host, port=port))
+    server.run()
+    if not server.started:  # the app or the socket failed at start-up (logged); uvicorn's exit code
+        raise typer.Exit(code=3)
 
 
 @db_app.command("upgrade")
