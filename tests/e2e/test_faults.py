@@ -250,6 +250,17 @@ def _check_no_rating_lost(raters: list[Rater]) -> int:
     return sum(len(rater.acknowledged) for rater in raters)
 
 
+def _finish(raters: list[Rater], recovered_from: float) -> tuple[float, int]:
+    """Recovery within 2 s of ``recovered_from`` and no acknowledged rating lost; closes the clients.
+
+    Returns the recovery time and the number of acknowledged ratings."""
+    recovery = _check_recovery(raters, recovered_from, within=2.0)
+    acknowledged = _check_no_rating_lost(raters)
+    for rater in raters:
+        rater.client.close()
+    return recovery, acknowledged
+
+
 def test_database_stopped_under_load_answers_503_keeps_connections_and_recovers(stack: Stack) -> None:
     raters = _raters(stack)
 
@@ -267,10 +278,7 @@ def test_database_stopped_under_load_answers_503_keeps_connections_and_recovers(
     answers = _check_answers(raters, bound=5.0)
     refused = [a for a in answers if a.status == 503]
     assert len(refused) > 10 and any(a.started < marks["stopped"] and a.status == 200 for a in answers)
-    recovery = _check_recovery(raters, marks["restarted"], within=2.0)
-    acknowledged = _check_no_rating_lost(raters)
-    for rater in raters:
-        rater.client.close()
+    recovery, acknowledged = _finish(raters, marks["restarted"])
     print(
         f"\nstopped 15 s under load: {len(answers)} answers, {len(refused)} x 503 problem+json, other 5xx 0, "
         f"slowest 503 {max(a.elapsed for a in refused):.3f} s, slowest answer {max(a.elapsed for a in answers):.3f} s, "
@@ -307,10 +315,7 @@ def test_database_frozen_keeps_liveness_fast_and_answers_503_within_the_timeouts
     slowest_probe = max(p.elapsed for p in probes)
     assert slowest_probe < 0.1, f"/healthz took {slowest_probe:.3f} s"
     assert readiness and all(r.status == 503 and r.elapsed < READY_TIMEOUT + 0.5 for r in readiness)
-    recovery = _check_recovery(raters, marks["thawed"], within=2.0)
-    acknowledged = _check_no_rating_lost(raters)
-    for rater in raters:
-        rater.client.close()
+    recovery, acknowledged = _finish(raters, marks["thawed"])
     print(
         f"\nfrozen 20 s under load: /healthz {len(probes)} probes, slowest {slowest_probe * 1000:.1f} ms; "
         f"/readyz 503 in <= {max(r.elapsed for r in readiness):.3f} s; {len(during)} requests during the freeze all 503, "
