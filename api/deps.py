@@ -11,7 +11,7 @@ from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from sqlalchemy.orm import Session
 
 from matchsvc.db.models import User
-from matchsvc.db.session import DATABASE_ERRORS, is_database_unavailable
+from matchsvc.db.session import DATABASE_ERRORS, error_name, is_database_unavailable
 from matchsvc.errors import AuthenticationFailed, PermissionDenied
 from matchsvc.repositories.users import get_user
 from matchsvc.runtime import Runtime
@@ -56,7 +56,7 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
         except DATABASE_ERRORS as exc:
             if not is_database_unavailable(exc):
                 raise
-            log.warning("database_unavailable_on_close", error=type(getattr(exc, "orig", None) or exc).__name__)
+            log.warning("database_unavailable_on_close", error=error_name(exc))
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas.problem import PROBLEM_MEDIA_TYPE
-from matchsvc.db.session import DATABASE_ERRORS, is_database_unavailable
+from matchsvc.db.session import DATABASE_ERRORS, error_name, is_database_unavailable
 from matchsvc.errors import (
     AuthenticationFailed,
     Conflict,
@@ -107,8 +107,7 @@ def install_error_handlers(app: FastAPI) -> None:
         """
         if not is_database_unavailable(exc):
             raise exc  # to the catch-all: logged with its traceback, 500
-        cause = getattr(exc, "orig", None) or exc
-        log.warning("database_unavailable", path=request.url.path, error=type(cause).__name__)
+        log.warning("database_unavailable", path=request.url.path, error=error_name(exc))
         return problem_response(
             503,
             detail="The database is unavailable; retry shortly (a request with an Idempotency-Key is safe to repeat)",

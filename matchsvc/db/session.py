@@ -34,6 +34,7 @@ __all__ = [
     "DatabaseLimits",
     "create_db_engine",
     "create_session_factory",
+    "error_name",
     "is_database_unavailable",
 ]
 
@@ -53,6 +54,11 @@ def is_database_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError):
         return exc.connection_invalidated or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))
     return isinstance(exc, (sa_exc.TimeoutError, psycopg.OperationalError, psycopg.InterfaceError))
+
+
+def error_name(exc: BaseException) -> str:
+    """The driver's error class, for logs; never the message, which may quote SQL parameters."""
+    return type(getattr(exc, "orig", None) or exc).__name__
 
 
 @dataclass(frozen=True)

@@ -267,7 +267,7 @@ def test_database_stopped_under_load_answers_503_keeps_connections_and_recovers(
     def outage() -> dict[str, float]:
         time.sleep(2)
         stopped = time.monotonic()
-        stack.postgres.stop("fast")
+        stack.postgres.stop(mode="fast")
         time.sleep(15)
         stack.postgres.start()
         restarted = time.monotonic()

