@@ -3,7 +3,8 @@
 Every connection is bounded in time (D16), so a stopped or frozen PostgreSQL costs a request a
 bounded wait and a 503, never a hung worker thread:
 
-- connecting: libpq's ``connect_timeout``; waiting for a pooled connection: the pool timeout;
+- connecting: libpq's ``connect_timeout``, and while connecting fails a single attempt at a time
+  (the others fail at once); waiting for a pooled connection: the pool timeout;
 - ``statement_timeout`` and ``lock_timeout``, enforced by the server while it is alive;
 - a client-side deadline on every round trip (statement, commit, rollback, the pool's pre-ping),
   enforced by a watchdog thread that shuts the connection's socket down. A frozen server
@@ -18,6 +19,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,6 +144,36 @@ def _shutdown(fd: int) -> None:
         pass  # already closed by the peer: the round trip fails on its own
 
 
+class _ConnectGate:
+    """While connecting fails, one attempt at a time probes the server; others fail at once.
+
+    Without it, every request on a stalled server opens its own attempt, each waits out the connect
+    timeout, and the server's listen queue fills with attempts whose clients are long gone: when it
+    wakes, it forks a backend for each, runs out of connection slots and refuses the live clients for
+    seconds. Requests meanwhile get their 503 without waiting.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failing = False
+        self._probing = False
+
+    def attempt(self, connect: Callable[[], psycopg.Connection[Any]]) -> psycopg.Connection[Any]:
+        with self._lock:
+            if self._failing and self._probing:
+                raise psycopg.OperationalError("database unavailable: another connection attempt is in progress")
+            self._probing = self._failing
+        succeeded = False
+        try:
+            connection = connect()
+            succeeded = True
+            return connection
+        finally:
+            with self._lock:
+                self._failing = not succeeded
+                self._probing = False
+
+
 def _connection_class(watchdog: _Watchdog) -> type[psycopg.Connection[Any]]:
     """A psycopg connection whose every blocking round trip is watched.
 
@@ -185,10 +217,11 @@ def create_db_engine(url: str, *, limits: DatabaseLimits | None = None, pool_siz
         connect_args={"connect_timeout": limits.connect_timeout, "options": limits.server_options()},
     )
     connection_class = _connection_class(_Watchdog(limits.deadline))
+    gate = _ConnectGate()
 
     @event.listens_for(engine, "do_connect")
     def _connect(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> psycopg.Connection[Any]:
-        return connection_class.connect(*cargs, **cparams)
+        return gate.attempt(lambda: connection_class.connect(*cargs, **cparams))
 
     return engine
 

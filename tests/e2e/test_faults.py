@@ -9,6 +9,7 @@ those configured bounds. The measured figures are printed (``pytest -s``).
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import socket
 import threading
@@ -50,6 +51,8 @@ ENV = {
 #: deadline of its ping and one reconnect attempt, plus scheduling slack on a shared machine.
 FROZEN_BOUND = POOL + DEADLINE + CONNECT + 1.0
 CLIENTS = 4
+#: Clients that join during the freeze so that, with the raters, they hold all 40 worker threads.
+CROWD = 36
 
 
 @dataclass
@@ -288,39 +291,72 @@ def test_database_stopped_under_load_answers_503_keeps_connections_and_recovers(
 
 
 def test_database_frozen_keeps_liveness_fast_and_answers_503_within_the_timeouts(stack: Stack) -> None:
+    """While the database is frozen, a crowd of clients joins (with the raters, enough to take all 40
+    of anyio's worker threads were each request to wait on the database), and ``/healthz`` must
+    still answer at once.
+
+    Its bound is the issue's 100 ms for 99 % of the probes; the slowest probe may take longer on a
+    shared, overloaded test machine but stays far below any database timeout (a liveness answer
+    stuck behind the database or the thread pool would take seconds)."""
     raters = _raters(stack)
     health = ApiClient(stack)
     probes: list[Answer] = []
     readiness: list[Answer] = []
+    crowd = [ApiClient(stack) for _ in range(CROWD)]
+    for member, rater in zip(crowd, itertools.cycle(raters)):
+        member.headers = rater.client.headers
+    crowded: list[Answer] = []
 
     def freeze() -> dict[str, float]:
         time.sleep(2)
+        thawing = threading.Event()
+
+        def push(member: ApiClient) -> None:
+            while not thawing.is_set():
+                answer = member.request("GET", "/v1/me")
+                crowded.append(answer)
+                time.sleep(KEEPALIVE / 2)  # paced like a client honouring Retry-After, within the keep-alive
+
+        pushers = [threading.Thread(target=push, args=(member,), daemon=True) for member in crowd]
         with stack.postgres.frozen():
             frozen = time.monotonic()
+            for pusher in pushers:
+                pusher.start()
             while time.monotonic() < frozen + 20:
                 probes.append(health.request("GET", "/healthz"))
                 if len(probes) % 40 == 0:
                     readiness.append(health.request("GET", "/readyz"))
                 time.sleep(0.05)
+            thawing.set()
+            for pusher in pushers:
+                pusher.join(timeout=30)
         thawed = time.monotonic()
         time.sleep(4)
         return {"frozen": frozen, "thawed": thawed}
 
     marks = _run_load(raters, freeze)
     health.close()
+    for member in crowd:
+        member.close()
     answers = _check_answers(raters, bound=FROZEN_BOUND)
     during = [a for a in answers if marks["frozen"] <= a.started and a.started + a.elapsed <= marks["thawed"]]
     assert during and all(a.status == 503 for a in during)
+    assert crowded and all(_is_unavailable(a) and a.elapsed <= FROZEN_BOUND for a in crowded), [
+        (a.status, a.error, round(a.elapsed, 2)) for a in crowded if not _is_unavailable(a) or a.elapsed > FROZEN_BOUND
+    ][:5]
     assert all(p.status == 200 for p in probes)
-    slowest_probe = max(p.elapsed for p in probes)
-    assert slowest_probe < 0.1, f"/healthz took {slowest_probe:.3f} s"
-    assert readiness and all(r.status == 503 and r.elapsed < READY_TIMEOUT + 0.5 for r in readiness)
+    latencies = sorted(p.elapsed for p in probes)
+    p99 = latencies[int(0.99 * (len(latencies) - 1))]
+    assert p99 < 0.1 and latencies[-1] < 1.0, f"/healthz p99 {p99:.3f} s, slowest {latencies[-1]:.3f} s"
+    assert readiness and all(r.status == 503 and r.elapsed < READY_TIMEOUT + 1.0 for r in readiness)
     recovery, acknowledged = _finish(raters, marks["thawed"])
     print(
-        f"\nfrozen 20 s under load: /healthz {len(probes)} probes, slowest {slowest_probe * 1000:.1f} ms; "
-        f"/readyz 503 in <= {max(r.elapsed for r in readiness):.3f} s; {len(during)} requests during the freeze all 503, "
-        f"slowest {max(a.elapsed for a in during):.3f} s (bound {FROZEN_BOUND} s = pool {POOL} + deadline {DEADLINE} "
-        f"+ connect {CONNECT} + 1 slack); recovery {recovery:.3f} s after SIGCONT; {acknowledged} acknowledged ratings, 0 lost"
+        f"\nfrozen 20 s under load ({CLIENTS} raters + {CROWD} crowding clients): /healthz {len(probes)} probes, "
+        f"median {latencies[len(latencies) // 2] * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, slowest {latencies[-1] * 1000:.1f} ms; "
+        f"/readyz 503 in <= {max(r.elapsed for r in readiness):.3f} s; {len(during) + len(crowded)} requests during the "
+        f"freeze all 503, slowest {max(a.elapsed for a in during + crowded):.3f} s (bound {FROZEN_BOUND} s = pool {POOL} "
+        f"+ deadline {DEADLINE} + connect {CONNECT} + 1 slack); recovery {recovery:.3f} s after SIGCONT; "
+        f"{acknowledged} acknowledged ratings, 0 lost"
     )
 
 

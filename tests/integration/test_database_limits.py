@@ -7,6 +7,7 @@ processes are frozen, where the server enforces nothing.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -93,5 +94,22 @@ def test_the_pools_pre_ping_is_cut_off_and_reconnecting_times_out(postgres: Faul
         elapsed = _fails_unavailable(lambda: engine.connect())
     # the ping's deadline, then one connection attempt's timeout
     assert LIMITS.deadline + LIMITS.connect_timeout <= elapsed < LIMITS.deadline + LIMITS.connect_timeout + SLACK
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT 1")).scalar() == 1
+
+
+def test_while_connecting_fails_one_attempt_probes_and_the_others_fail_at_once(
+    postgres: FaultyPostgres, engine: Engine
+) -> None:
+    with postgres.frozen(limit=20):
+        first = _fails_unavailable(lambda: engine.connect())  # a fresh engine: its first attempt times out
+        assert LIMITS.connect_timeout <= first < LIMITS.connect_timeout + SLACK
+        probe = threading.Thread(target=lambda: _fails_unavailable(lambda: engine.connect()))
+        probe.start()
+        time.sleep(0.3)
+        assert _fails_unavailable(lambda: engine.connect()) < 0.2  # no second attempt while the probe waits
+        probe.join()
+    with engine.connect() as connection:  # the next attempt, on a live server, probes and succeeds
+        assert connection.execute(text("SELECT 1")).scalar() == 1
     with engine.connect() as connection:
         assert connection.execute(text("SELECT 1")).scalar() == 1
