@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 DEADLINE, CONNECT, POOL = 1.5, 2, 1.0
 READY_TIMEOUT = 1.0
-HEADER_TIMEOUT, BODY_TIMEOUT, KEEPALIVE = 2.0, 2.0, 1
+HEADER_TIMEOUT, BODY_TIMEOUT, KEEPALIVE = 3.0, 3.0, 2
 MAX_CONNECTIONS = 64
 ENV = {
     "MATCHSVC_DB_CONNECT_TIMEOUT_SECONDS": str(CONNECT),
@@ -179,7 +179,7 @@ class Rater:
             cursor = f"&cursor={page['next_cursor']}"  # type: ignore[index]
 
 
-def _run_load(raters: list[Rater], fault: Callable[[], dict[str, float]], *, pause: float = 0.05) -> dict[str, float]:
+def _run_load(raters: list[Rater], fault: Callable[[], dict[str, float]], *, pause: float = 0.1) -> dict[str, float]:
     """Raters run in threads while ``fault`` runs here; returns the fault's timestamps."""
     stop = threading.Event()
 
@@ -315,7 +315,7 @@ def test_database_frozen_keeps_liveness_fast_and_answers_503_within_the_timeouts
             while not thawing.is_set():
                 answer = member.request("GET", "/v1/me")
                 crowded.append(answer)
-                time.sleep(KEEPALIVE / 2)  # paced like a client honouring Retry-After, within the keep-alive
+                time.sleep(float(answer.retry_after or 1))  # honours Retry-After (1 s, within the keep-alive)
 
         pushers = [threading.Thread(target=push, args=(member,), daemon=True) for member in crowd]
         with stack.postgres.frozen():
