@@ -185,7 +185,9 @@ app.add_typer(keys_app, name="keys")
 @keys_app.command("init")
 def keys_init(
     path: Annotated[Path, typer.Argument(help="Where to create the ring (the MATCHSVC_KEYRING_FILE of production)")],
-    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Succeed without change when a ring is already there")] = False,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", help="Succeed without change when a ring is already there")
+    ] = False,
 ) -> None:
     """Create a new key ring file (mode 0600) for production; never overwrites one (its loss loses all data)."""
     from matchsvc.keys import KeyRingStore

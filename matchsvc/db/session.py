@@ -93,9 +93,9 @@ class _Watchdog:
     """Cuts the socket of any connection whose current round trip outlives ``deadline``.
 
     ``arm`` and ``disarm`` cost a dictionary update under a lock; one daemon thread, alive while
-    round trips are in flight, checks them a few times per deadline. The cut happens under the same lock as
-    ``disarm``, so a socket is only ever shut down while its round trip is still in progress
-    (its descriptor cannot have been closed and reused).
+    round trips are in flight, checks them a few times per deadline. The cut happens under the
+    lock that ``disarm`` takes, so a socket is only ever shut down while its round trip is still in
+    progress (its descriptor cannot have been closed and reused).
     """
 
     def __init__(self, deadline: float) -> None:

@@ -162,11 +162,14 @@ class Rater:
                 return
             self.pending = (self.faces.pop(), uuid.uuid4().hex)
         face_id, key = self.pending
-        answer = self.client.request("POST", "/v1/ratings", {"face_id": face_id, "liked": True}, **{"Idempotency-Key": key})
+        answer = self.rate(face_id, key)
         self.answers.append(answer)
         if answer.status in (200, 201):
             self.acknowledged.add(face_id)
             self.pending = None
+
+    def rate(self, face_id: str, key: str) -> Answer:
+        return self.client.request("POST", "/v1/ratings", {"face_id": face_id, "liked": True}, **{"Idempotency-Key": key})
 
     def stored(self) -> list[str]:
         faces: list[str] = []
@@ -236,7 +239,8 @@ def _check_recovery(raters: list[Rater], since: float, *, within: float) -> floa
         after = [a for a in rater.answers if a.started >= since]
         late = [a for a in after if a.started >= since + within]
         assert late, "the load did not run past the recovery window"
-        assert all(200 <= (a.status or 0) < 300 for a in late), [(a.status, a.started - since) for a in late if a.status != 200][:5]
+        failed = [(a.status, round(a.started - since, 2)) for a in late if not 200 <= (a.status or 0) < 300]
+        assert not failed, failed[:5]
         first.append(min(a.started + a.elapsed for a in after if 200 <= (a.status or 0) < 300) - since)
     return max(first)
 
@@ -245,7 +249,7 @@ def _check_no_rating_lost(raters: list[Rater]) -> int:
     for rater in raters:
         if rater.pending is not None:  # finish the retry the client still owes, as the app would
             face_id, key = rater.pending
-            assert rater.client.request("POST", "/v1/ratings", {"face_id": face_id, "liked": True}, **{"Idempotency-Key": key}).status in (200, 201)
+            assert rater.rate(face_id, key).status in (200, 201)
             rater.acknowledged.add(face_id)
         stored = rater.stored()
         assert len(stored) == len(set(stored)), "a rating was stored twice"
@@ -296,8 +300,8 @@ def test_database_frozen_keeps_liveness_fast_and_answers_503_within_the_timeouts
     still answer at once.
 
     Its bound is the issue's 100 ms for 99 % of the probes; the slowest probe may take longer on a
-    shared, overloaded test machine but stays far below any database timeout (a liveness answer
-    stuck behind the database or the thread pool would take seconds)."""
+    shared, overloaded test machine (up to 0.8 s seen at load average 15) but stays below the
+    database deadline, which any answer waiting on the database or on the thread pool would exceed."""
     raters = _raters(stack)
     health = ApiClient(stack)
     probes: list[Answer] = []
@@ -347,7 +351,7 @@ def test_database_frozen_keeps_liveness_fast_and_answers_503_within_the_timeouts
     assert all(p.status == 200 for p in probes)
     latencies = sorted(p.elapsed for p in probes)
     p99 = latencies[int(0.99 * (len(latencies) - 1))]
-    assert p99 < 0.1 and latencies[-1] < 1.0, f"/healthz p99 {p99:.3f} s, slowest {latencies[-1]:.3f} s"
+    assert p99 < 0.1 and latencies[-1] < DEADLINE, f"/healthz p99 {p99:.3f} s, slowest {latencies[-1]:.3f} s"
     assert readiness and all(r.status == 503 and r.elapsed < READY_TIMEOUT + 1.0 for r in readiness)
     recovery, acknowledged = _finish(raters, marks["thawed"])
     print(
@@ -432,7 +436,8 @@ def test_slow_and_silent_clients_are_cut_off(stack: Stack) -> None:
     assert idle_closed < KEEPALIVE + 0.5
     client.close()
     print(
-        f"\n60 slow clients (20 silent, 20 dribbling headers, 20 slow bodies): all closed within {max(closed):.2f} s "  # type: ignore[type-var]
+        f"\n60 slow clients (20 silent, 20 dribbling headers, 20 slow bodies): "
+        f"all closed within {max(closed):.2f} s "  # type: ignore[type-var]
         f"(header timeout {HEADER_TIMEOUT} s), slow bodies answered 408; {refused} of 10 over the cap of "
         f"{MAX_CONNECTIONS} closed on arrival; idle keep-alive closed after {idle_closed:.2f} s"
     )
