@@ -29,7 +29,13 @@ def _login(client: TestClient, username: str, *, password: str = PASSWORD, devic
     form = {"username": username, "password": password, **({"device_name": device} if device else {})}
     response = client.post("/v1/auth/token", data=form)
     assert response.status_code == 200, response.text
+    _never_cached(response)
     return response.json()
+
+
+def _never_cached(response: httpx.Response) -> None:
+    """RFC 6749 section 5.1: a response carrying tokens is never stored by a cache."""
+    assert response.headers["cache-control"] == "no-store" and response.headers["pragma"] == "no-cache"
 
 
 def _bearer(tokens: dict[str, Any]) -> dict[str, str]:
@@ -81,6 +87,7 @@ def test_refresh_rotates_the_pair_and_spends_the_old_refresh_token(client: TestC
     first = _login(client, register(client))
     second = _refresh(client, first["refresh_token"])
     assert second.status_code == 200, second.text
+    _never_cached(second)
     second = second.json()
     assert second["session_id"] == first["session_id"]
     assert second["refresh_token"] != first["refresh_token"]
