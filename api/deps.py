@@ -17,7 +17,7 @@ from matchsvc.repositories.sessions import user_with_active_session
 from matchsvc.runtime import Runtime
 from matchsvc.security import InvalidToken, Scope, decode_access_token
 
-__all__ = ["AnyCaller", "AuditorUser", "AnyUser", "Caller", "CurrentUser", "RuntimeDep", "SessionDep"]
+__all__ = ["AdminUser", "AnyCaller", "AuditorUser", "AnyUser", "Caller", "CurrentUser", "RuntimeDep", "SessionDep"]
 
 oauth2_scheme = OAuth2PasswordBearer(
     tokenUrl="/v1/auth/token",
@@ -67,7 +67,9 @@ def authenticated_caller(
     if not token:
         raise AuthenticationFailed("not authenticated: send a bearer token")
     try:
-        claims = decode_access_token(token, secret=runtime.secrets.token_key)
+        claims = decode_access_token(
+            token, secret=runtime.secrets.token_key, max_minutes=runtime.settings.access_token_minutes
+        )
     except InvalidToken:
         raise AuthenticationFailed("invalid or expired token") from None
     user = user_with_active_session(session, user_id=claims.user_id, session_id=claims.session_id)
@@ -93,3 +95,5 @@ AnyUser = Annotated[User, Security(authenticated_user)]
 CurrentUser = Annotated[User, Security(authenticated_user, scopes=[Scope.user.value])]
 #: A privacy auditor.
 AuditorUser = Annotated[User, Security(authenticated_user, scopes=[Scope.auditor.value])]
+#: An operator (``matchsvc users create NAME --scope admin``).
+AdminUser = Annotated[User, Security(authenticated_user, scopes=[Scope.admin.value])]

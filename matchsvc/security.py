@@ -18,6 +18,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 __all__ = [
+    "CLOCK_LEEWAY",
     "InvalidToken",
     "Scope",
     "TokenClaims",
@@ -88,7 +89,17 @@ def create_access_token(
     return jwt.encode(claims, secret, algorithm=_ALGORITHM), expires
 
 
-def decode_access_token(token: str, *, secret: str) -> TokenClaims:
+#: Clock skew tolerated between issuer and verifier (several processes, several hosts).
+CLOCK_LEEWAY = timedelta(seconds=30)
+
+
+def decode_access_token(token: str, *, secret: str, max_minutes: int) -> TokenClaims:
+    """Verify signature, audience and expiry, and that the token lives no longer than we issue them.
+
+    A correctly signed token with a far ``exp`` (a leaked key used once, or a bug in an old
+    issuer) is refused: ``exp - iat`` must stay within ``max_minutes`` and ``iat`` must not be in
+    the future, both up to :data:`CLOCK_LEEWAY`.
+    """
     try:
         claims = jwt.decode(
             token,
@@ -101,6 +112,10 @@ def decode_access_token(token: str, *, secret: str) -> TokenClaims:
         session_id = uuid.UUID(claims["sid"])
         scopes = frozenset(str(claims["scope"]).split())
         expires = datetime.fromtimestamp(claims["exp"], UTC)
-    except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
+        issued = datetime.fromtimestamp(claims["iat"], UTC)
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError, OverflowError, OSError) as exc:
         raise InvalidToken() from exc
+    future = issued > datetime.now(UTC) + CLOCK_LEEWAY
+    if future or expires - issued > timedelta(minutes=max_minutes) + CLOCK_LEEWAY:
+        raise InvalidToken()
     return TokenClaims(user_id=user_id, session_id=session_id, scopes=scopes, expires_at=expires)

@@ -1,7 +1,7 @@
 """sessions: one row per sign-in, and the SHA-256 digests of its rotated refresh tokens
 
 ``user_sessions`` refer to the user (``ON DELETE CASCADE``), so the data-subject schema walk
-exports and erases them; ``refresh_tokens`` hang off a session and go with it (decision D16).
+exports and erases them; ``refresh_tokens`` hang off a session and go with it (decision D20).
 
 Revision ID: 0008
 Revises: 0004
@@ -15,7 +15,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0008"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -95,6 +95,7 @@ def run_api_benchmark(*, requests: int = 2000, threads: int = 8, users: int = 20
             "MATCHSVC_KEYRING": keyring,
             "MATCHSVC_SHARED_POOL_SIZE": "0",
             "MATCHSVC_MATCH_INTERVAL_SECONDS": "0",
+            "MATCHSVC_ACCESS_TOKEN_MINUTES": "60",  # the tokens minted below; longer ones are refused
             "MATCHSVC_RATE_LIMIT_PER_MINUTE": str(10**9),
             "MATCHSVC_RATE_LIMIT_BURST": str(10**9),
             "MATCHSVC_LOG_LEVEL": "WARNING",

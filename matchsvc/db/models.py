@@ -9,7 +9,7 @@ What is public and what is personal is decided here:
   AES-256-GCM under the user's data key, with associated data binding table, column, user and row
   (see :mod:`matchsvc.keys`). Plain columns hold ids, timestamps and public policy numbers.
 * ``user_sessions`` are sign-ins (one per device); ``refresh_tokens`` hold only SHA-256 digests of
-  the opaque refresh tokens, each row belonging to a session and deleted with it (decision D16).
+  the opaque refresh tokens, each row belonging to a session and deleted with it (decision D20).
 * ``population_releases`` hold the population model: a user-level differentially private release
   across all users, in plaintext by design (decision D14). No column refers to a user.
 """
@@ -50,6 +50,7 @@ __all__ = [
     "FaceImpression",
     "IdempotencyRecord",
     "LedgerEntry",
+    "LoginThrottle",
     "Match",
     "PopulationRelease",
     "PreferenceState",
@@ -337,6 +338,25 @@ class PopulationRelease(Base):
     rank: Mapped[int] = mapped_column(SmallInteger, nullable=False)
     #: ``engine.population.PopulationModel.to_state()``.
     state: Mapped[dict] = mapped_column(JSONB, nullable=False)
+
+
+class LoginThrottle(Base):
+    """Recent failed logins of one attempted username (issue 13; docs/threat-model.md).
+
+    ``account_key`` is ``HMAC-SHA256(server key, normalised username)``: the table names no user
+    and has no foreign key, so unknown usernames are counted exactly like existing ones.
+    """
+
+    __tablename__ = "login_throttle"
+    __table_args__ = (
+        CheckConstraint("octet_length(account_key) = 32", name="account_key_is_hmac"),
+        CheckConstraint("failures >= 0", name="failures_not_negative"),
+    )
+
+    account_key: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, nullable=False)
+    last_attempt: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class UserSession(Base):

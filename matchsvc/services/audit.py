@@ -76,6 +76,7 @@ class AuditAction(str, Enum):
 
     login = "login"
     login_failed = "login_failed"
+    login_throttled = "login_throttled"
     export = "export"
     deletion = "deletion"
     key_rotation = "key_rotation"

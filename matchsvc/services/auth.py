@@ -14,7 +14,7 @@ from matchsvc.keys import KeyRingStore
 from matchsvc.repositories import users as users_repo
 from matchsvc.repositories import sessions as sessions_repo
 from matchsvc.security import Scope, hash_password, verify_password
-from matchsvc.services import audit
+from matchsvc.services import audit, login_throttle
 from matchsvc.services.keys import create_user_key
 from matchsvc.services.sessions import IssuedTokens, TokenPolicy, open_session
 
@@ -115,12 +115,14 @@ def login(
 ) -> IssuedTokens:
     """:func:`authenticate`, :func:`grant_scopes`, then a new session, with the outcome audited.
 
-    A failure is logged and committed before the error propagates. Wrong credentials name no
-    subject (the attempted username may be mistyped, or someone else's, and is never stored); a
-    refused scope names the account, which has then proved its password.
+    Failures are throttled per username (:mod:`matchsvc.services.login_throttle`: 429 while it
+    backs off). A failure is logged and committed before the error propagates. Wrong credentials
+    name no subject (the attempted username may be mistyped, or someone else's, and is never
+    stored); a refused scope names the account, which has then proved its password.
     """
     try:
-        user = authenticate(session, username=username, password=password)
+        with login_throttle.guarded(session, username=username, key=pseudonym_key):
+            user = authenticate(session, username=username, password=password)
     except AuthenticationFailed:
         audit.record(
             session,

@@ -1,4 +1,4 @@
-"""Sessions: refresh tokens with rotation and reuse detection, logout, and revocation (decision D16).
+"""Sessions: refresh tokens with rotation and reuse detection, logout, and revocation (decision D20).
 
 A password login opens a session (one per device). Each refresh spends the presented refresh
 token and issues a new one in the same session (rotation, RFC 6749 section 6 and the OAuth 2.0

@@ -113,7 +113,11 @@ def _without_sid(token: str, *, secret: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "kind", ["expired", "forged", "garbage", "alg-none", "unknown-user", "unknown-session", "no-sid", "no-scheme"]
+    "kind",
+    [
+        "expired", "forged", "garbage", "alg-none", "unknown-user", "unknown-session", "no-sid", "no-scheme",
+        "fifty-years", "issued-later",
+    ],
 )
 def test_bad_tokens_get_401(client: TestClient, db: Runtime, kind: str) -> None:
     """Each token differs from a good one (``control``) in one respect only."""
@@ -131,11 +135,20 @@ def test_bad_tokens_get_401(client: TestClient, db: Runtime, kind: str) -> None:
         "unknown-session": lambda: _token(db, user_id, uuid.uuid4()),
         "no-sid": lambda: _without_sid(control, secret=db.secrets.token_key),
         "no-scheme": lambda: "",
+        # Correctly signed, but living longer than the service ever issues tokens, or not yet issued.
+        "fifty-years": lambda: _token(db, user_id, session_id, minutes=50 * 365 * 24 * 60),
+        "issued-later": lambda: _token(db, user_id, session_id, now=datetime.now(UTC) + timedelta(minutes=5)),
     }[kind]()
     response = client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
     assert response.headers["content-type"] == PROBLEM
+
+
+def test_a_token_of_the_configured_lifetime_is_accepted(client: TestClient, db: Runtime) -> None:
+    user_id = _user_id(client, auth_headers(client))
+    token = _token(db, user_id, minutes=db.settings.access_token_minutes)
+    assert client.get("/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 
 def test_passwords_are_hashed_with_argon2(db: Runtime, client: TestClient) -> None:

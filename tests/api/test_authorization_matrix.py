@@ -7,7 +7,7 @@ same request, so where ``user`` gets 2xx, ``other`` gets 404: what is not yours 
 you. Under ``/v1/me`` the caller is the subject, so ``other`` can only reach their own data, and the
 cell checks that the answer is indeed theirs. Staff accounts hold one scope each: ``auditor`` reaches
 ``/v1/audit`` and nothing of a user's; both staff roles reach only their own account (``GET /v1/me``,
-their sessions, logout, password change) besides.
+their sessions, logout, password change) besides, and ``admin`` also ``/metrics``.
 
 A route the app serves without a rule fails :func:`test_every_route_has_a_rule`, whether or not it
 is in the OpenAPI schema. Of FastAPI's own routes, ``/openapi.json``, ``/docs``,
@@ -47,7 +47,7 @@ PROBLEM = "application/problem+json"
 ROLES = ("anonymous", "user", "other", "auditor", "admin")
 #: Ratings per matchable person, and the matching job's threshold.
 RATINGS = 6
-#: Who seeks whom: ``user`` is a candidate of the four suitors and they of her; ``other`` is
+#: Who seeks whom: ``user`` is a candidate of the five suitors and they of her; ``other`` is
 #: nobody's candidate (no man seeks men), so none of ``user``'s resources are also his.
 PEOPLE = {
     "user": ("woman", ["man"]),
@@ -56,6 +56,7 @@ PEOPLE = {
     "doomed_partner": ("man", ["woman"]),
     "like_target": ("man", ["woman"]),
     "pass_target": ("man", ["woman"]),
+    "block_target": ("man", ["woman"]),
 }
 
 
@@ -124,13 +125,13 @@ def _build_world(client: TestClient, runtime: Runtime) -> World:
         people[scope.value] = staff_headers(client, runtime, scope, username=names[scope.value])
     ids = {person: user_id(client, headers) for person, headers in people.items()}
 
-    run_matching(runtime.sessions, keys=runtime.keys, k=5, min_ratings=RATINGS)
+    run_matching(runtime.sessions, keys=runtime.keys, k=6, min_ratings=RATINGS)
 
     def listed(person: str) -> set[uuid.UUID]:
         response = client.get("/v1/candidates", headers=people[person])
         return {uuid.UUID(item["user_id"]) for item in response.json()["items"]}
 
-    suitors = {ids[p] for p in ("partner", "doomed_partner", "like_target", "pass_target")}
+    suitors = {ids[p] for p in ("partner", "doomed_partner", "like_target", "pass_target", "block_target")}
     assert listed("user") == suitors and listed("other") == set()
     matches = {}
     for partner in ("partner", "doomed_partner"):
@@ -225,6 +226,10 @@ def _auditors(status: int) -> dict[str, int]:
     return {"anonymous": 401, "user": 403, "other": 403, "auditor": status, "admin": 403}
 
 
+def _admins(status: int) -> dict[str, int]:
+    return {"anonymous": 401, "user": 403, "other": 403, "auditor": 403, "admin": status}
+
+
 def _fixed(path: str) -> Builder:
     return lambda world, role: Call(path)
 
@@ -279,7 +284,7 @@ def _match_avatar(world: World, role: str) -> Call:
 
 
 def _block(world: World, role: str) -> Call:
-    return Call(f"/v1/users/{world.ids['bystander']}/block")
+    return Call(f"/v1/users/{world.ids['block_target']}/block")
 
 
 def _delete_me(world: World, role: str) -> Call:
@@ -421,7 +426,6 @@ PUBLIC = frozenset({
     ("POST", "/v1/auth/refresh"),  # the refresh token is the credential
     ("GET", "/healthz"),
     ("GET", "/readyz"),
-    ("GET", "/metrics"),  # labelled by route template and status only: no user, id or token
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
@@ -468,8 +472,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/matches"): Rule(_users(200), _fixed("/v1/matches"), check=_matches_are_callers),
     ("DELETE", "/v1/matches/{match_id}"): Rule(_users(204, other=404), _unmatch),
     ("GET", "/v1/matches/{match_id}/avatar"): Rule(_users(200, other=404), _match_avatar, check=_is_png),
-    # Anyone may block any account, so other's block of the same person succeeds too.
-    ("POST", "/v1/users/{user_id}/block"): Rule(_users(204), _block),
+    # Only someone the API showed you: block_target is user's candidate and nobody other ever saw.
+    ("POST", "/v1/users/{user_id}/block"): Rule(_users(204, other=404), _block),
     ("GET", "/v1/audit/users/{user_id}/export"): Rule(_auditors(200), _audit_user("/export"), logged=("export",)),
     ("DELETE", "/v1/audit/users/{user_id}"): Rule(_auditors(204), _audit_delete, logged=("deletion",)),
     ("GET", "/v1/audit/users/{user_id}/deletion-proof"): Rule(
@@ -482,7 +486,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/audit/log/verify"): Rule(_auditors(200), _fixed("/v1/audit/log/verify"), logged=("auditor_read",)),
     ("GET", "/healthz"): Rule(_everyone(200), _fixed("/healthz")),
     ("GET", "/readyz"): Rule(_everyone(200), _fixed("/readyz")),
-    ("GET", "/metrics"): Rule(_everyone(200), _fixed("/metrics")),
+    ("GET", "/metrics"): Rule(_admins(200), _fixed("/metrics")),
     ("GET", "/openapi.json"): Rule(_everyone(200), _fixed("/openapi.json")),
     ("GET", "/docs"): Rule(_everyone(200), _fixed("/docs")),
     ("GET", "/docs/oauth2-redirect"): Rule(_everyone(200), _fixed("/docs/oauth2-redirect")),
