@@ -119,6 +119,7 @@ def bench_scoring(
     k: Annotated[int, typer.Option(min=1, help="Candidates per user")] = 20,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available)")] = None,
     repeats: Annotated[int, typer.Option(min=1, help="Timed repetitions per case (median reported)")] = 3,
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads per method; a threads row adds every core given")] = 1,
 ) -> None:
     """reciprocal_topk against a blocked GEMM floor, FAISS exact search and a dense reference, at d = latent dim and 128."""
     from engine.latent import create_latent_space
@@ -129,7 +130,8 @@ def bench_scoring(
     except ValueError:
         raise typer.BadParameter(f"sizes must be comma-separated integers, got {sizes!r}") from None
     dims = (create_latent_space("procedural").dim, 128)
-    _emit(run_scoring_benchmark(sizes=counts, dims=dims, k=k, device=device, repeats=repeats), as_json=as_json)
+    result = run_scoring_benchmark(sizes=counts, dims=dims, k=k, device=device, repeats=repeats, threads=threads)
+    _emit(result, as_json=as_json)
 
 
 @bench_app.command("api")

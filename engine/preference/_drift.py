@@ -14,9 +14,9 @@ the recent labels more surprising: ``Z_k = (L - mean) / sd`` goes negative.
 Windows ``k = 5, 10, 15, ...`` leave at least :data:`MIN_HISTORY` older ratings; with ``m``
 windows a change is declared when ``min_k Z_k < -Phi^-1(1 - DRIFT_ALPHA / m)`` (Bonferroni). The
 ratings before the most surprising window then get weight :data:`DRIFT_OLD_WEIGHT`: they still
-inform the fit, as a quarter of a rating each, while the recent ones dominate. Measured (d = 6,
-60 ratings at eps 2, 200 users each): stable tastes flagged 2.5 % of the time (the nominal 1 %
-holds only up to the normal approximation), a reversal after rating 35 caught 77 % of the time.
+inform the fit, as a quarter of a rating each, while the recent ones dominate. The nominal
+false-alarm rate holds only up to the normal approximation (docs/benchmarks.md, "Engine tuning",
+has the measured rates).
 
 The test reads only stored (private) labels and public latents: post-processing, no budget.
 With randomized response the predictive probabilities stay within ``[rho, 1 - rho]``, so at small
