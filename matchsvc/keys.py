@@ -52,10 +52,10 @@ class KeyRingStore:
 
         Overwriting a ring would make every stored data key undecryptable, so an existing file is an error.
         """
-        if path.exists():
-            raise FileExistsError(f"a key ring already exists at {path}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_private(path, KeyRing.generate().to_json())
+        _, created = create_once(path, lambda: KeyRing.generate().to_json().encode())
+        if not created:
+            raise FileExistsError(f"a key ring already exists at {path}")
         return cls(path=path)
 
     def _read(self) -> KeyRing:

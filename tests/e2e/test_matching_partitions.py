@@ -85,17 +85,19 @@ def test_an_incremental_run_gives_changed_users_the_lists_of_a_full_run(populati
         client, look=[0.5] * runtime.latent_space.dim, gender="nonbinary", seeks=["woman", "man", "nonbinary"],
         ages=(18, 70), birth_year=1990, ratings=RATINGS,
     )
-    (h1, id1), (h2, id2), (h3, id3), (_, id4), (h5, id5) = people[1], people[2], people[3], people[4], people[6]
+    (h1, id1), (h2, id2), (h3, id3), (h5, id5) = people[1], people[2], people[3], people[6]
     widened = {"gender": "nonbinary", "seeks": ["woman", "man", "nonbinary"], "age_min": 18, "age_max": 70}
     assert client.put("/v1/me/profile", json=widened, headers=h2).status_code == 200
     look = np.full(runtime.latent_space.dim, -0.5)
     look[AGE] = 1.0
     assert client.put("/v1/me/appearance", json={"latent": look.tolist()}, headers=h3).status_code == 204
-    assert client.post(f"/v1/users/{id4}/block", headers=h1).status_code == 204
+    # Only someone the API showed the blocker can be blocked (D17): the first on person 1's list.
+    blocked = before[id1][0]
+    assert client.post(f"/v1/users/{blocked}/block", headers=h1).status_code == 204
     listed = before.get(id5, [])
     if listed:
         assert client.post(f"/v1/candidates/{listed[0]}/like", headers=h5).status_code == 200
-    changed = {newcomer_id, id1, id2, id3, id4, id5} | ({listed[0]} if listed else set())
+    changed = {newcomer_id, id1, id2, id3, blocked, id5} | ({listed[0]} if listed else set())
 
     incremental = run_matching(runtime.sessions, **run)
     assert incremental.mode == "incremental" and incremental.refreshed < incremental.matchable + 1 + len(changed)
