@@ -31,7 +31,7 @@ from matchsvc.runtime import Runtime
 from matchsvc.services.preferences import _seal_state
 from matchsvc.services.profiles import Filters, Gender, _seal_latent, seal_filters
 from matchsvc.settings import Settings
-from privacy.crypto import DataKey, wrap_data_key
+from privacy.crypto import DataKey, KeyRing, wrap_data_key
 
 __all__ = ["load_synthetic_users", "run_matching_benchmark"]
 
@@ -126,13 +126,13 @@ def _job(backend: str, k: int, workers: int) -> dict[str, Any]:
     }
 
 
-def _in_fresh_process(runtime: Runtime, backend: str, k: int, workers: int) -> dict[str, Any]:
+def _in_fresh_process(runtime: Runtime, secrets: dict[str, str], backend: str, k: int, workers: int) -> dict[str, Any]:
     assert runtime.scratch is not None
     env = {
         **os.environ,
+        **secrets,
         "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
         "DATABASE_URL": runtime.engine.url.render_as_string(hide_password=False),
-        "MATCHSVC_KEYRING_FILE": str(runtime.scratch / "keyring.json"),
         "MATCHSVC_DATA_DIR": str(runtime.scratch),
         "MATCHSVC_LOG_LEVEL": "ERROR",
     }
@@ -152,19 +152,22 @@ def _empty(runtime: Runtime) -> None:
 def run_matching_benchmark(*, sizes: tuple[int, ...], k: int, ray: bool, workers: int = 2, seed: int = 0) -> dict[str, Any]:
     """Per size: load, then the local job (and the Ray job) in fresh processes; see the module doc."""
     cases = []
-    runtime = Runtime.start(Settings(match_interval_seconds=0), ephemeral=True)
+    # Generated here and handed to the job processes, so nothing is written to stdout about them.
+    secrets = {"MATCHSVC_SECRET_KEY": uuid.uuid4().hex + uuid.uuid4().hex, "MATCHSVC_KEYRING": KeyRing.generate().to_json()}
+    settings = Settings(match_interval_seconds=0, secret_key=secrets["MATCHSVC_SECRET_KEY"], keyring=secrets["MATCHSVC_KEYRING"])
+    runtime = Runtime.start(settings, ephemeral=True)
     try:
         for n in sizes:
             _empty(runtime)
             case: dict[str, Any] = {"users": n, "load_seconds": load_synthetic_users(runtime, n=n, seed=seed)}
-            case["local"] = _in_fresh_process(runtime, "local", k, workers)
+            case["local"] = _in_fresh_process(runtime, secrets, "local", k, workers)
             local = case["local"]
             case["job_over_scoring"] = local["seconds"] / local["score_seconds"] if local["score_seconds"] else None
             case["score_seconds_per_pair"] = local["score_seconds"] / max(1, local["pairs_scored"])
             case["read_decrypt_seconds_per_user"] = local["read_decrypt_seconds"] / n
             case["write_seconds_per_user"] = local["write_seconds"] / n
             if ray:
-                case["ray"] = _in_fresh_process(runtime, "ray", k, workers)
+                case["ray"] = _in_fresh_process(runtime, secrets, "ray", k, workers)
                 case["ray_lists_equal_local"] = case["ray"]["lists_digest"] == local["lists_digest"]
             cases.append(case)
     finally:

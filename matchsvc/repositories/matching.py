@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 
-from sqlalchemy import and_, delete, or_, select, union
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import BindParameter, and_, any_, bindparam, delete, or_, select, union
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.orm import Session
 
 from matchsvc.db.models import Block, Candidate, Decision, Match
@@ -38,11 +39,16 @@ def _ordered(a: uuid.UUID, b: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID]:
     return (a, b) if a < b else (b, a)
 
 
+def _uuid_array(ids: Collection[uuid.UUID]) -> BindParameter:
+    """One array parameter: ``IN`` would bind one parameter per id, and PostgreSQL takes at most 65535."""
+    return bindparam(None, list(ids), type_=ARRAY(PG_UUID(as_uuid=True)))
+
+
 def replace_candidates(session: Session, ranked: dict[uuid.UUID, list[uuid.UUID]]) -> None:
     """Replace the candidate lists of the users in ``ranked`` (others keep theirs)."""
     if not ranked:
         return
-    session.execute(delete(Candidate).where(Candidate.user_id.in_(list(ranked))))
+    session.execute(delete(Candidate).where(Candidate.user_id == any_(_uuid_array(ranked))))
     # COPY on the session's own connection (same transaction): millions of rows in seconds.
     raw = session.connection().connection.driver_connection
     with raw.cursor() as cursor, cursor.copy("COPY candidates (user_id, candidate_id, rank) FROM STDIN") as copy:
@@ -56,7 +62,7 @@ def stored_lists(session: Session, user_ids: Collection[uuid.UUID]) -> dict[uuid
     lists: dict[uuid.UUID, list[uuid.UUID]] = {}
     if not user_ids:
         return lists
-    query = select(Candidate.user_id, Candidate.candidate_id).where(Candidate.user_id.in_(list(user_ids)))
+    query = select(Candidate.user_id, Candidate.candidate_id).where(Candidate.user_id == any_(_uuid_array(user_ids)))
     for owner, candidate in session.execute(query.order_by(Candidate.user_id, Candidate.rank)):
         lists.setdefault(owner, []).append(candidate)
     return lists
