@@ -21,6 +21,7 @@ from api.middleware import (
 )
 from api.routers import audit, auth, faces, health, matching, me, profile, ratings, subjects
 from api.schemas.problem import Problem, problem_responses
+from api.static import mount_web_clients
 from matchsvc.jobs.matching import run_matching
 from matchsvc.jobs.scheduler import PeriodicJob
 from matchsvc.logging import configure_logging
@@ -83,6 +84,7 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> FastAPI:
     for module in routers:
         app.include_router(module.router, responses=common)
     app.include_router(health.router)
+    mount_web_clients(app)
     install_error_handlers(app)
     app.openapi = lambda: _openapi_with_problem(app)  # type: ignore[method-assign]
 
