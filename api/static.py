@@ -12,7 +12,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
-from starlette.responses import Response
+from starlette.exceptions import HTTPException
+from starlette.responses import PlainTextResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
@@ -54,7 +55,10 @@ class _WebAssets(StaticFiles):
     """StaticFiles that adds the security headers to every answer, errors included."""
 
     async def get_response(self, path: str, scope: Scope) -> Response:
-        response = await super().get_response(path, scope)
+        try:
+            response = await super().get_response(path, scope)
+        except HTTPException as exc:  # missing file (404) or method (405): a plain page, same headers
+            response = PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
         response.headers.update(SECURITY_HEADERS)
         return response
 

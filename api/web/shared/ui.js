@@ -1,4 +1,4 @@
-// Small DOM helpers shared by the app and the console. No innerHTML anywhere: text from the API is
+// Small DOM helpers shared by the app and the console. Markup is never built from strings: text from the API is
 // always set as text, so it can never become markup.
 
 /** Create an element: el("button", { type: "button", onclick: f }, "Like"). */
