@@ -3,65 +3,21 @@ keeps everything across a restart."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.accounts import PASSWORD
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def serving(data_dir: Path, port: int) -> Iterator[str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "MATCHSVC_DATABASE_URL"}}
-    env["MATCHSVC_DATA_DIR"] = str(data_dir)
-    matchsvc = Path(sys.executable).with_name("matchsvc")
-    process = subprocess.Popen(
-        [str(matchsvc), "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                output = process.stdout.read().decode() if process.stdout else ""
-                pytest.fail(f"matchsvc serve did not become ready:\n{output[-3000:]}")
-            time.sleep(0.3)
-        yield base
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+from tests.support.server import free_port, serving
 
 
 @pytest.mark.slow
 def test_http_only_client_survives_a_restart() -> None:
     data_dir = Path("/tmp") / f"matchsvc-e2e-{uuid.uuid4().hex[:8]}"
-    port = _free_port()
+    port = free_port()
     try:
         with serving(data_dir, port) as base, httpx.Client(base_url=base, timeout=30) as http:
             assert http.post(
