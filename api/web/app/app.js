@@ -8,10 +8,10 @@ const VIEWS = ["rate", "likes", "look", "people", "data"];
 const PRELOAD = 4;
 const SWIPE_PX = 80;
 const LOOK_ROUNDS = 4;
-const LOOK_SPREAD = [null, 0.8, 0.45, 0.25];
+const LOOK_SPREAD = [null, 0.5, 0.3, 0.15];
 
 const api = new Api({ storageKey: "matchsvc.app.refresh", onSignedOut: () => showSignIn() });
-const state = { me: null, queue: null, feed: [], seen: new Set(), current: null, privacy: null, look: null };
+const state = { me: null, queue: null, feed: [], seen: new Set(), current: null, privacy: null, look: null, decided: new Set() };
 
 // ---------------------------------------------------------------- navigation
 
@@ -52,6 +52,7 @@ async function afterSignIn() {
   });
   state.feed = [];
   state.seen = new Set();
+  state.decided = new Set();
   state.current = null;
   describeQueue(state.queue.size());
   announce(`Signed in as ${state.me.username}.`);
@@ -434,10 +435,13 @@ async function personCard({ title, image, actions }) {
 }
 
 async function loadPeople() {
-  const [candidates, matches] = await Promise.all([api.call("candidates", { query: { limit: 20 } }), api.call("matches")]);
+  const [page, matches] = await Promise.all([api.call("candidates", { query: { limit: 20 } }), api.call("matches")]);
+  // Stored lists are recomputed by the next matching run; until then hide whom you already decided on.
+  const matched = new Set(matches.items.map((match) => match.user_id));
+  const candidates = page.items.filter((c) => !state.decided.has(c.user_id) && !matched.has(c.user_id));
   $("#candidates").replaceChildren(
     ...(await Promise.all(
-      candidates.items.map(async (candidate, i) =>
+      candidates.map(async (candidate, i) =>
         personCard({
           title: `Suggestion ${i + 1}`,
           image: await apiImage(api, "candidateAvatar", { candidate_id: candidate.user_id }, `Avatar of suggestion ${i + 1}`),
@@ -450,7 +454,7 @@ async function loadPeople() {
       ),
     )),
   );
-  if (!candidates.items.length) $("#candidates").replaceChildren(el("li", { class: "muted" }, "No suggestions yet: rate more faces and set your profile and appearance."));
+  if (!candidates.length) $("#candidates").replaceChildren(el("li", { class: "muted" }, "No suggestions yet: rate more faces and set your profile and appearance."));
   $("#matches").replaceChildren(
     ...(await Promise.all(
       matches.items.map(async (match, i) =>
@@ -471,6 +475,7 @@ async function loadPeople() {
 function decide(button, verdict, candidateId) {
   return busy(button, null, async () => {
     const result = await api.call(verdict, { params: { candidate_id: candidateId } });
+    state.decided.add(candidateId);
     await loadPeople();
     announce(result.matched ? "It's a match!" : verdict === "like" ? "Liked." : "Passed.");
   });
