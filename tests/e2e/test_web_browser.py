@@ -173,7 +173,7 @@ class Screens:
 def open_page(browser: Any, viewport: str, name: str) -> Iterator[tuple[Any, Any, Guard, Screens]]:
     context = browser.new_context(**VIEWPORTS[viewport], accept_downloads=True)
     page = context.new_page()
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(60_000)
     guard = Guard()
     guard.attach(page)
     screens = Screens(ARTIFACTS / viewport / name)
@@ -207,7 +207,7 @@ class Person:
     """A user driven over HTTP alone, as another phone would."""
 
     def __init__(self, base: str, name: str, *, existing: bool = False) -> None:
-        self.http = httpx.Client(base_url=base, timeout=30)
+        self.http = httpx.Client(base_url=base, timeout=120)  # the shared test machines can be very slow
         self.name = name
         if not existing:
             response = self.http.post(
@@ -376,7 +376,7 @@ def test_app_end_to_end(server: Server, browser: Any, viewport: str) -> None:
         assert len(ratings) == 7 and len({r["face_id"] for r in ratings}) == 7
         assert me.get("/v1/me/privacy")["spends"] == 7, "a replayed rating must not spend budget twice"
         privacy = me.get("/v1/me/privacy")
-        if "on_device_epsilon" in privacy:
+        if privacy.get("on_device_epsilon_min") is not None:
             assert all("randomized_like" in body and "liked" not in body for body in sent), sent
         else:
             assert all(set(body) == {"face_id", "liked"} for body in sent), sent
@@ -524,7 +524,7 @@ def test_console_end_to_end(server: Server, browser: Any, viewport: str) -> None
 
         # Privacy budget: the histogram of users' worst-case epsilon and the population section.
         page.click("a[href='#budget']")
-        page.locator("#histogram svg rect").first.wait_for()
+        page.locator("#histogram svg").wait_for()
         counts = page.locator("#histogram tbody td:nth-child(2)").all_inner_texts()
         assert sum(map(int, counts)) >= 1
         page.locator("#population").filter(has_text="Population model releases").wait_for()

@@ -43,12 +43,16 @@ def matchsvc_command(data_dir: Path, *args: str, env: Mapping[str, str] = {}) ->
 def serving(data_dir: Path, port: int, *, env: Mapping[str, str] = {}) -> Iterator[str]:  # noqa: B006
     """Start ``matchsvc serve`` and yield its base URL once ``/readyz`` answers; stop it on exit."""
     matchsvc = Path(sys.executable).with_name("matchsvc")
-    process = subprocess.Popen(
-        [str(matchsvc), "serve", "--port", str(port)],
-        env=_environment(data_dir, env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # The log goes to a file: a pipe nobody reads fills up and then blocks the server mid-request.
+    log = data_dir / "serve.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [str(matchsvc), "serve", "--port", str(port)],
+            env=_environment(data_dir, env),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -59,8 +63,7 @@ def serving(data_dir: Path, port: int, *, env: Mapping[str, str] = {}) -> Iterat
             except httpx.TransportError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                output = process.stdout.read().decode() if process.stdout else ""
-                pytest.fail(f"matchsvc serve did not become ready:\n{output[-3000:]}")
+                pytest.fail(f"matchsvc serve did not become ready:\n{log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.3)
         yield base
     finally:

@@ -1,7 +1,7 @@
 // The raters' app: one page, one section per view (#rate, #likes, #look, #people, #data).
 
 import { Api, ApiError, NetworkError, download, onDevicePolicy } from "../shared/api.js";
-import { $, announce, apiImage, busy, el, formatNumber, showError } from "../shared/ui.js";
+import { $, announce, showView, apiImage, busy, el, formatNumber, showError } from "../shared/ui.js";
 import { RatingQueue } from "./queue.js";
 
 const VIEWS = ["rate", "likes", "look", "people", "data"];
@@ -16,12 +16,7 @@ const state = { me: null, queue: null, feed: [], seen: new Set(), current: null,
 // ---------------------------------------------------------------- navigation
 
 function show(view) {
-  for (const name of ["signin", ...VIEWS]) $(`#view-${name}`).hidden = name !== view;
-  for (const link of document.querySelectorAll("#nav a")) {
-    if (link.getAttribute("href") === `#${view}`) link.setAttribute("aria-current", "page");
-    else link.removeAttribute("aria-current");
-  }
-  $("#nav").hidden = view === "signin";
+  showView(view, VIEWS);
 }
 
 async function route() {
@@ -249,6 +244,7 @@ document.addEventListener("keydown", (event) => {
 (function swipe() {
   const card = $("#face-card");
   let start = null;
+  card.addEventListener("dragstart", (event) => event.preventDefault()); // a mouse drag is a swipe, not a drag-and-drop
   card.addEventListener("pointerdown", (event) => {
     start = { x: event.clientX, id: event.pointerId };
     card.setPointerCapture(event.pointerId);

@@ -62,7 +62,16 @@ export class RatingQueue {
   async sendBatch() {
     const state = this.load();
     if (!state.inflight) {
-      state.inflight = { key: newKey(), items: state.pending.splice(0, BATCH_LIMIT) };
+      // A batch names each face at most once; a face rated again waits for the next batch.
+      const faces = new Set();
+      const items = [];
+      state.pending = state.pending.filter((item) => {
+        if (items.length >= BATCH_LIMIT || faces.has(item.body.face_id)) return true;
+        faces.add(item.body.face_id);
+        items.push(item);
+        return false;
+      });
+      state.inflight = { key: newKey(), items };
       this.save(state);
     }
     const { key, items } = state.inflight;

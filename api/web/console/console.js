@@ -2,7 +2,7 @@
 // and one user's export, deletion and deletion proof. Every read here is itself audited by the API.
 
 import { Api, download } from "../shared/api.js";
-import { $, announce, busy, el, formatNumber, showError } from "../shared/ui.js";
+import { $, announce, showView, busy, el, formatNumber } from "../shared/ui.js";
 
 // The audit log's actions (AuditAction in docs/openapi.json; tests/api/test_web_clients.py keeps them equal).
 export const AUDIT_ACTIONS = [
@@ -15,12 +15,7 @@ const api = new Api({ storageKey: "matchsvc.console.refresh", onSignedOut: () =>
 const log = { cursors: [null], page: 0 };
 
 function show(view) {
-  for (const name of ["signin", ...VIEWS]) $(`#view-${name}`).hidden = name !== view;
-  for (const link of document.querySelectorAll("#nav a")) {
-    if (link.getAttribute("href") === `#${view}`) link.setAttribute("aria-current", "page");
-    else link.removeAttribute("aria-current");
-  }
-  $("#nav").hidden = view === "signin";
+  showView(view, VIEWS);
 }
 
 async function route() {

@@ -213,14 +213,14 @@ function deviceName() {
   return `web app (${platform})`.slice(0, 64);
 }
 
-/** The on-device randomized-response policy from GET /v1/me/privacy, or null when the server
- * only randomizes on its side. */
+/** The on-device randomized-response policy from GET /v1/me/privacy ({epsilon, low, high}), or
+ * null when the server only randomizes on its side. */
 export function onDevicePolicy(privacy) {
-  const range = privacy?.on_device_epsilon;
-  const epsilon = privacy?.epsilon_per_rating;
-  if (!range || typeof epsilon !== "number") return null;
-  const [low, high] = Array.isArray(range) ? range : [range.min, range.max];
-  return { epsilon: Math.min(Math.max(epsilon, low), high), low, high };
+  const low = privacy?.on_device_epsilon_min;
+  const high = privacy?.on_device_epsilon_max;
+  if (typeof low !== "number" || typeof high !== "number") return null;
+  const wanted = typeof privacy.epsilon_per_rating === "number" ? privacy.epsilon_per_rating : high;
+  return { epsilon: Math.min(Math.max(wanted, low), high), low, high };
 }
 
 /** Save a JSON value (or a Blob) as a file download. */

@@ -61,3 +61,14 @@ export async function apiImage(api, route, params, alt) {
 export function formatNumber(value, digits = 2) {
   return typeof value === "number" ? value.toFixed(digits) : String(value);
 }
+
+/** Show one view (`#view-<name>`) of a one-page client, mark its link current, and hide the
+ * navigation on the sign-in view. */
+export function showView(view, views) {
+  for (const name of ["signin", ...views]) $(`#view-${name}`).hidden = name !== view;
+  for (const link of document.querySelectorAll("#nav a")) {
+    if (link.getAttribute("href") === `#${view}`) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  $("#nav").hidden = view === "signin";
+}
