@@ -12,6 +12,7 @@ when missing. Without it these tests fail, never skip.
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
 import time
@@ -238,7 +239,8 @@ class Person:
             )
             assert rated.status_code == 201, rated.text
         space = self.get("/v1/me/appearance/space")
-        look = [max(low, 0.2) for low in space["lower"]]
+        draw = random.Random(self.name)  # a look of one's own, inside the box of valid adult looks
+        look = [min(high, max(low, draw.gauss(0, 1))) for low, high in zip(space["lower"], space["upper"], strict=True)]
         assert self.http.put("/v1/me/appearance", json={"latent": look}).status_code == 204
         profile = {"gender": gender, "seeks": [seeks], "age_min": 18, "age_max": 99}
         assert self.http.put("/v1/me/profile", json=profile).status_code == 200
@@ -387,6 +389,8 @@ def test_app_end_to_end(server: Server, browser: Any, viewport: str) -> None:
         # What you like: the profile, and ideal faces at a score chosen with the slider's keys.
         page.click("a[href='#likes']")
         page.locator("#profile-summary").filter(has_text="Based on 7 ratings").wait_for()
+        summary = page.inner_text("#profile-summary")
+        assert "How sure the model is" in summary and "null" not in summary and "undefined" not in summary
         page.focus("#score")
         for _ in range(4):
             page.keyboard.press("ArrowLeft")

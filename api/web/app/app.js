@@ -282,7 +282,7 @@ async function openLikes() {
         el("li", {}, `Taste group ${p.persona + 1}: ${(100 * p.share).toFixed(0)}% `,
           el("meter", { class: "meter", min: 0, max: 1, value: p.share, "aria-label": `Share of taste group ${p.persona + 1}` })),
       );
-    box.replaceChildren(
+    box.replaceChildren(el("div", {},
       el("p", {}, `Based on ${profile.ratings} rating${profile.ratings === 1 ? "" : "s"}.`),
       el("p", {}, `How sure the model is: ${profile.certainty.level} (${(100 * profile.certainty.score).toFixed(0)}%).`),
       el("p", {}, profile.ratings_to_improve === null
@@ -291,7 +291,7 @@ async function openLikes() {
       profile.drift_detected ? el("p", {}, "Your taste seems to have changed lately: older ratings count less.") : null,
       el("h3", {}, "Your mix of taste groups"),
       el("ul", {}, mix),
-    );
+    ));
   } catch (error) {
     if (!(error instanceof ApiError) || error.status !== 409) throw error;
     box.replaceChildren(el("p", {}, error.message));

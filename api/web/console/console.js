@@ -136,7 +136,7 @@ function histogram(values, cap) {
   svg.setAttribute("role", "img");
   svg.setAttribute("aria-labelledby", "histogram-title");
   counts.forEach((count, i) => {
-    const height = (140 * count) / most;
+    const height = (120 * count) / most;
     const bar = document.createElementNS(ns, "rect");
     Object.entries({ class: "bar", x: 10 + i * 40, y: 150 - height, width: 34, height }).forEach(([k, v]) => bar.setAttribute(k, v));
     const label = document.createElementNS(ns, "text");
