@@ -19,6 +19,7 @@ from matchsvc.errors import (
     MatchsvcError,
     NotFound,
     PermissionDenied,
+    TooManyAttempts,
 )
 
 __all__ = ["install_error_handlers", "problem_response"]
@@ -31,6 +32,7 @@ _STATUS_BY_ERROR: dict[type[MatchsvcError], int] = {
     Conflict: 409,
     AuthenticationFailed: 401,
     PermissionDenied: 403,
+    TooManyAttempts: 429,
 }
 _BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
@@ -75,6 +77,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def domain_error(request: Request, exc: MatchsvcError) -> JSONResponse:
         status = next((s for cls, s in _STATUS_BY_ERROR.items() if isinstance(exc, cls)), 400)
         headers = _BEARER_CHALLENGE if status == 401 else None
+        if isinstance(exc, TooManyAttempts):
+            headers = {"Retry-After": str(exc.retry_after)}
         return problem_response(
             status, detail=exc.detail, code=exc.code, title=exc.title, request=request, headers=headers
         )

@@ -174,7 +174,7 @@ class RateLimitMiddleware:
     Buckets live in process memory: with several API processes each enforces its own share.
     """
 
-    EXEMPT = ("/healthz", "/readyz", "/metrics")
+    EXEMPT = ("/healthz", "/readyz")
 
     def __init__(self, app: ASGIApp, *, bucket: TokenBucket, identify: Callable[[str], str | None]) -> None:
         self.app = app

@@ -14,6 +14,7 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "PrivacyBudgetExhausted",
+    "TooManyAttempts",
 ]
 
 
@@ -60,3 +61,14 @@ class PrivacyBudgetExhausted(Conflict):
 
     code = "privacy-budget-exhausted"
     title = "Privacy budget exhausted"
+
+
+class TooManyAttempts(MatchsvcError):
+    """Refused for now (e.g. a username backing off after failed logins); retry after ``retry_after`` s."""
+
+    code = "too-many-attempts"
+    title = "Too many attempts"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 import uuid
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import structlog
 
+from matchsvc.secret_files import create_once, write_private
 from privacy.crypto import Aad, DataKey, DecryptionError, KeyRing, unwrap_data_key, wrapped_key_version
 
 __all__ = ["KeyRingStore", "UserCipher"]
@@ -35,20 +35,25 @@ class KeyRingStore:
             raise ValueError("exactly one of path and json_text is required")
         self._path = path
         self._lock = threading.Lock()
+        self._stamp: tuple[int, int, int] | None = None
         self._ring = KeyRing.from_json(json_text) if json_text is not None else self._read()
 
     @classmethod
     def open_or_create(cls, path: Path) -> KeyRingStore:
-        """Development default: generate a ring file on first start."""
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _write_private(path, KeyRing.generate().to_json())
+        """Development default: generate a ring file on first start (one ring even if processes race)."""
+        _, created = create_once(path, lambda: KeyRing.generate().to_json().encode())
+        if created:
             log.warning("generated_development_keyring", path=str(path), hint="set MATCHSVC_KEYRING_FILE in production")
         return cls(path=path)
 
     def _read(self) -> KeyRing:
+        """The ring in the file now; remembers which file that was (every write replaces it)."""
         assert self._path is not None
-        return KeyRing.from_json(self._path.read_text())
+        with self._path.open("rb") as handle:
+            status = os.fstat(handle.fileno())
+            ring = KeyRing.from_json(handle.read().decode())
+        self._stamp = (status.st_ino, status.st_mtime_ns, status.st_size)
+        return ring
 
     @property
     def ring(self) -> KeyRing:
@@ -65,6 +70,19 @@ class KeyRingStore:
             with self._lock:
                 self._ring = self._read()
 
+    def refresh(self) -> KeyRing:
+        """The current ring, re-read only when another process replaced the file since we read it.
+
+        Callers that wrap data keys hold the key ring's shared database lock
+        (:func:`matchsvc.repositories.keys.lock_key_ring`) first, so no rotation or retirement
+        can slip in between this read and their commit.
+        """
+        if self._path is not None:
+            status = self._path.stat()
+            if (status.st_ino, status.st_mtime_ns, status.st_size) != self._stamp:
+                self.reload()
+        return self._ring
+
     def rotate(self) -> int:
         """Add a KEK version, make it current and persist it atomically; returns the new version."""
         if self._path is None:
@@ -72,15 +90,16 @@ class KeyRingStore:
         with self._lock:
             ring = self._read()
             version = ring.rotate()
-            _write_private(self._path, ring.to_json())
+            write_private(self._path, ring.to_json().encode())
             self._ring = ring
         return version
 
     def retire_all_but_current(self) -> tuple[int, ...]:
         """Destroy every non-current KEK (persisted); returns the retired versions.
 
-        Only safe once every live data key is wrapped under the current version. Afterwards any
-        copy of an older wrapped key (a backup) can never be unwrapped again.
+        Only safe once every live data key is wrapped under the current version, with the key ring
+        locked against wrapping: call :func:`matchsvc.services.keys.retire_old_keks`. Afterwards
+        any copy of an older wrapped key (a backup) can never be unwrapped again.
         """
         if self._path is None:
             raise RuntimeError("retiring keys needs MATCHSVC_KEYRING_FILE: an environment key ring cannot be updated")
@@ -89,7 +108,7 @@ class KeyRingStore:
             old = tuple(v for v in ring.versions if v != ring.current)
             for version in old:
                 ring.retire(version)
-            _write_private(self._path, ring.to_json())
+            write_private(self._path, ring.to_json().encode())
             self._ring = ring
         return old
 
@@ -102,19 +121,6 @@ class KeyRingStore:
                 raise
         self.reload()
         return unwrap_data_key(self._ring, blob, user_id=str(user_id))
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a secret file with mode 0600 via rename, so readers never see a partial ring."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keyring-")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)

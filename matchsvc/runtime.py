@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import shutil
 import tempfile
@@ -25,8 +24,9 @@ from matchsvc.db.embedded import EmbeddedPostgres
 from matchsvc.db.migrate import upgrade
 from matchsvc.db.session import create_db_engine, create_session_factory
 from matchsvc.keys import KeyRingStore
+from matchsvc.secret_files import create_once
 from matchsvc.services.privacy import PrivacyPolicy
-from matchsvc.settings import Settings
+from matchsvc.settings import MIN_SECRET_BYTES, Settings
 
 __all__ = ["Runtime", "ServiceSecrets"]
 
@@ -58,15 +58,19 @@ class ServiceSecrets:
 
 
 def _load_or_create_secret(path: Path) -> bytes:
-    """Development only: a random secret persisted next to the embedded database."""
-    if path.exists():
-        return path.read_bytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(value)
-    log.warning("generated_development_secret", path=str(path), hint="set MATCHSVC_SECRET_KEY in production")
+    """Development only: a random secret persisted next to the embedded database.
+
+    An empty or short file (a failed write, a hand edit) is a startup error: tokens signed with
+    it could be forged.
+    """
+    value, created = create_once(path, lambda: secrets.token_bytes(MIN_SECRET_BYTES))
+    if created:
+        log.warning("generated_development_secret", path=str(path), hint="set MATCHSVC_SECRET_KEY in production")
+    if len(value) < MIN_SECRET_BYTES:
+        raise RuntimeError(
+            f"{path} holds {len(value)} bytes; the token secret needs at least {MIN_SECRET_BYTES}. "
+            "Delete the file to generate a new one (existing tokens stop working) or set MATCHSVC_SECRET_KEY."
+        )
     return value
 
 

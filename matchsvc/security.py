@@ -1,8 +1,9 @@
 """Password hashing and access tokens.
 
 Passwords: argon2id (argon2-cffi defaults, RFC 9106 "low memory" profile). Tokens: short-lived JWTs
-(HS256) carrying the user id and OAuth2 scopes. A token is only as good as the user row behind it:
-``CurrentUser`` re-reads the user, so a deleted user's tokens stop working at once.
+(HS256) carrying the user id, the session id (``sid``) and OAuth2 scopes. A token is only as good
+as the rows behind it: ``CurrentUser`` re-reads the user together with the session, so a deleted
+user's or a revoked session's tokens stop working at once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 __all__ = [
+    "CLOCK_LEEWAY",
     "InvalidToken",
     "Scope",
     "TokenClaims",
@@ -46,6 +48,7 @@ class InvalidToken(Exception):
 @dataclass(frozen=True)
 class TokenClaims:
     user_id: uuid.UUID
+    session_id: uuid.UUID
     scopes: frozenset[str]
     expires_at: datetime
 
@@ -63,13 +66,20 @@ def verify_password(password: str, password_hash: str | None) -> bool:
 
 
 def create_access_token(
-    *, user_id: uuid.UUID, scopes: frozenset[str], secret: str, minutes: int, now: datetime | None = None
+    *,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    scopes: frozenset[str],
+    secret: str,
+    minutes: int,
+    now: datetime | None = None,
 ) -> tuple[str, datetime]:
     """Return the encoded token and its expiry."""
     issued = now or datetime.now(UTC)
     expires = issued + timedelta(minutes=minutes)
     claims = {
         "sub": str(user_id),
+        "sid": str(session_id),
         "scope": " ".join(sorted(scopes)),
         "aud": _AUDIENCE,
         "iat": issued,
@@ -79,18 +89,33 @@ def create_access_token(
     return jwt.encode(claims, secret, algorithm=_ALGORITHM), expires
 
 
-def decode_access_token(token: str, *, secret: str) -> TokenClaims:
+#: Clock skew tolerated between issuer and verifier (several processes, several hosts).
+CLOCK_LEEWAY = timedelta(seconds=30)
+
+
+def decode_access_token(token: str, *, secret: str, max_minutes: int) -> TokenClaims:
+    """Verify signature, audience and expiry, and that the token lives no longer than we issue them.
+
+    A correctly signed token with a far ``exp`` (a leaked key used once, or a bug in an old
+    issuer) is refused: ``exp - iat`` must stay within ``max_minutes`` and ``iat`` must not be in
+    the future, both up to :data:`CLOCK_LEEWAY`.
+    """
     try:
         claims = jwt.decode(
             token,
             secret,
             algorithms=[_ALGORITHM],
             audience=_AUDIENCE,
-            options={"require": ["sub", "exp", "iat", "aud", "scope"]},
+            options={"require": ["sub", "sid", "exp", "iat", "aud", "scope"]},
         )
         user_id = uuid.UUID(claims["sub"])
+        session_id = uuid.UUID(claims["sid"])
         scopes = frozenset(str(claims["scope"]).split())
         expires = datetime.fromtimestamp(claims["exp"], UTC)
-    except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
+        issued = datetime.fromtimestamp(claims["iat"], UTC)
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError, OverflowError, OSError) as exc:
         raise InvalidToken() from exc
-    return TokenClaims(user_id=user_id, scopes=scopes, expires_at=expires)
+    future = issued > datetime.now(UTC) + CLOCK_LEEWAY
+    if future or expires - issued > timedelta(minutes=max_minutes) + CLOCK_LEEWAY:
+        raise InvalidToken()
+    return TokenClaims(user_id=user_id, session_id=session_id, scopes=scopes, expires_at=expires)

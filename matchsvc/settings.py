@@ -14,7 +14,10 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Environment", "Settings", "normalize_database_url"]
+__all__ = ["Environment", "MIN_SECRET_BYTES", "Settings", "normalize_database_url"]
+
+#: Shortest token secret accepted anywhere (HMAC-SHA256 wants a key of at least its output size).
+MIN_SECRET_BYTES = 32
 
 
 class Environment(str, Enum):
@@ -40,9 +43,14 @@ class Settings(BaseSettings):
     #: Where the embedded database, generated development secrets and the key ring live.
     data_dir: Path = Path(".matchsvc")
 
-    #: Signs access tokens. Development generates one into ``data_dir``; production must set it.
+    #: Signs access tokens (at least ``MIN_SECRET_BYTES``). Development generates one into
+    #: ``data_dir``; production must set it.
     secret_key: SecretStr | None = None
     access_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    #: A sign-in (session) ends this long after the password login, however often it is refreshed.
+    session_days: int = Field(default=30, ge=1, le=365)
+    #: A refresh token unused for this long expires, and with it the session (an idle device).
+    refresh_idle_days: int = Field(default=14, ge=1, le=365)
 
     #: Key ring (JSON, see ``privacy.crypto.KeyRing``) from the environment, or a file that
     #: ``matchsvc keys rotate`` can update. Development generates ``data_dir/keyring.json``.
@@ -107,10 +115,12 @@ class Settings(BaseSettings):
         if self.environment is Environment.production:
             if self.database_url is None:
                 raise ValueError("production requires DATABASE_URL (the embedded database is for development)")
-            if self.secret_key is None or len(self.secret_key.get_secret_value()) < 32:
-                raise ValueError("production requires MATCHSVC_SECRET_KEY of at least 32 characters")
+            if self.secret_key is None:
+                raise ValueError(f"production requires MATCHSVC_SECRET_KEY of at least {MIN_SECRET_BYTES} bytes")
             if self.keyring is None and self.keyring_file is None:
                 raise ValueError("production requires MATCHSVC_KEYRING or MATCHSVC_KEYRING_FILE")
+        if self.secret_key is not None and len(self.secret_key.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"MATCHSVC_SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes (in every environment)")
         if self.keyring is not None and self.keyring_file is not None:
             raise ValueError("set MATCHSVC_KEYRING or MATCHSVC_KEYRING_FILE, not both")
         if self.privacy_epsilon > self.privacy_cap:

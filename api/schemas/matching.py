@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from matchsvc.services.profiles import MAX_AGE, MIN_AGE, Gender
 
@@ -31,9 +31,11 @@ class AppearanceSpace(BaseModel):
 
 
 class AppearanceUpdate(BaseModel):
+    """Numbers are strict everywhere in request bodies: ``true`` is not 1.0 (JSON integers are fine)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    latent: list[float] = Field(
+    latent: list[StrictFloat] = Field(
         min_length=1,
         max_length=1024,
         description="Your look as a latent built on your device (e.g. sliders over the named dimensions)",
@@ -45,8 +47,8 @@ class ProfileUpdate(BaseModel):
 
     gender: Gender
     seeks: list[Gender] = Field(min_length=1, max_length=len(Gender))
-    age_min: int = Field(ge=MIN_AGE, le=MAX_AGE)
-    age_max: int = Field(ge=MIN_AGE, le=MAX_AGE)
+    age_min: StrictInt = Field(ge=MIN_AGE, le=MAX_AGE)
+    age_max: StrictInt = Field(ge=MIN_AGE, le=MAX_AGE)
 
 
 class ProfilePublic(ProfileUpdate):

@@ -15,7 +15,9 @@ class ExportBundle(BaseModel):
     format: str
     generated_at: str
     user_id: uuid.UUID
-    tables: dict[str, list[dict[str, Any]]] = Field(description="Every row referencing the user, decrypted")
+    tables: dict[str, list[dict[str, Any]]] = Field(
+        description="Every row the user owns, decrypted (not other people's rows that name them: docs/privacy.md)"
+    )
     rated_faces: dict[str, list[float]] = Field(description="Latents of the faces the ratings refer to")
     audit_entries: list[dict[str, Any]]
 

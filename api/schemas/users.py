@@ -33,5 +33,8 @@ class UserPublic(BaseModel):
 class Token(BaseModel):
     access_token: str
     token_type: str = "bearer"
-    expires_in: int = Field(description="Seconds until the token expires")
+    expires_in: int = Field(description="Seconds until the access token expires")
     scope: str = Field(description="Space-separated granted scopes")
+    refresh_token: str = Field(description="Opaque; spend it once at POST /v1/auth/refresh for a new pair")
+    refresh_expires_in: int = Field(description="Seconds until the refresh token expires unless spent")
+    session_id: uuid.UUID = Field(description="This sign-in, as listed by GET /v1/me/sessions")

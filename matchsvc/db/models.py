@@ -8,6 +8,8 @@ What is public and what is personal is decided here:
   Personal *content* (labels, preference models, appearances) lives only in ``*_ct`` columns:
   AES-256-GCM under the user's data key, with associated data binding table, column, user and row
   (see :mod:`matchsvc.keys`). Plain columns hold ids, timestamps and public policy numbers.
+* ``user_sessions`` are sign-ins (one per device); ``refresh_tokens`` hold only SHA-256 digests of
+  the opaque refresh tokens, each row belonging to a session and deleted with it (decision D20).
 * ``population_releases`` hold the population model: a user-level differentially private release
   across all users, in plaintext by design (decision D14). No column refers to a user.
 """
@@ -48,13 +50,16 @@ __all__ = [
     "FaceImpression",
     "IdempotencyRecord",
     "LedgerEntry",
+    "LoginThrottle",
     "Match",
     "PopulationRelease",
     "PreferenceState",
     "Profile",
     "Rating",
+    "RefreshToken",
     "User",
     "UserKey",
+    "UserSession",
 ]
 
 
@@ -333,3 +338,65 @@ class PopulationRelease(Base):
     rank: Mapped[int] = mapped_column(SmallInteger, nullable=False)
     #: ``engine.population.PopulationModel.to_state()``.
     state: Mapped[dict] = mapped_column(JSONB, nullable=False)
+
+
+class LoginThrottle(Base):
+    """Recent failed logins of one attempted username (issue 13; docs/threat-model.md).
+
+    ``account_key`` is ``HMAC-SHA256(server key, normalised username)``: the table names no user
+    and has no foreign key, so unknown usernames are counted exactly like existing ones.
+    """
+
+    __tablename__ = "login_throttle"
+    __table_args__ = (
+        CheckConstraint("octet_length(account_key) = 32", name="account_key_is_hmac"),
+        CheckConstraint("failures >= 0", name="failures_not_negative"),
+    )
+
+    account_key: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, nullable=False)
+    last_attempt: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class UserSession(Base):
+    """One sign-in (a device): the family of refresh tokens rotated from one password login.
+
+    Access tokens name it (``sid``) and are refused once it is revoked or past ``expires_at``
+    (absolute lifetime) or ``idle_expires_at`` (the current refresh token's idle lifetime).
+    ``scopes`` are what the login granted; a refresh never grants more (nor more than the account
+    holds then). ``last_used_at`` is the last login or refresh, not the last request.
+    """
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    device_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    created_at: Mapped[datetime] = utcnow_column()
+    last_used_at: Mapped[datetime] = utcnow_column()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    idle_expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: ``logout``, ``revoked`` (from the session list), ``password-change`` or ``refresh-token-reuse``.
+    revoked_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class RefreshToken(Base):
+    """Every refresh token a session was issued, by SHA-256 digest; ``used_at`` marks it spent.
+
+    Spent tokens are kept with their session so that presenting one again is recognised as reuse
+    (a copy in someone else's hands) and revokes the session, rather than being just "unknown".
+    """
+
+    __tablename__ = "refresh_tokens"
+
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("user_sessions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    created_at: Mapped[datetime] = utcnow_column()
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

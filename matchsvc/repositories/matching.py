@@ -26,6 +26,7 @@ __all__ = [
     "match_between",
     "remove_pair",
     "replace_candidates",
+    "was_shown",
 ]
 
 
@@ -110,6 +111,19 @@ def is_blocked(session: Session, a: uuid.UUID, b: uuid.UUID) -> bool:
         or_(and_(Block.blocker_id == a, Block.blocked_id == b), and_(Block.blocker_id == b, Block.blocked_id == a))
     )
     return session.scalar(query.limit(1)) is not None
+
+
+def was_shown(session: Session, *, viewer_id: uuid.UUID, other_id: uuid.UUID) -> bool:
+    """True when the API has shown ``other_id`` to ``viewer_id``: a current candidate or match,
+    someone the viewer decided on (every past match is one), or someone they already blocked."""
+    low, high = _ordered(viewer_id, other_id)
+    shown = union(
+        select(Candidate.user_id).where(Candidate.user_id == viewer_id, Candidate.candidate_id == other_id),
+        select(Match.user_low).where(Match.user_low == low, Match.user_high == high),
+        select(Decision.user_id).where(Decision.user_id == viewer_id, Decision.target_id == other_id),
+        select(Block.blocker_id).where(Block.blocker_id == viewer_id, Block.blocked_id == other_id),
+    )
+    return session.execute(shown.limit(1)).first() is not None
 
 
 def remove_pair(session: Session, a: uuid.UUID, b: uuid.UUID) -> None:

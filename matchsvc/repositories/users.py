@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from matchsvc.db.models import User
 
-__all__ = ["add_user", "get_user", "get_user_by_username"]
+__all__ = ["add_user", "get_user", "get_user_by_username", "set_password_hash"]
 
 
 def get_user(session: Session, user_id: uuid.UUID) -> User | None:
@@ -25,3 +25,8 @@ def add_user(session: Session, *, username: str, password_hash: str, birth_year:
     session.add(user)
     session.flush()
     return user
+
+
+def set_password_hash(session: Session, *, user: User, password_hash: str) -> None:
+    user.password_hash = password_hash
+    session.flush()

@@ -76,12 +76,15 @@ class AuditAction(str, Enum):
 
     login = "login"
     login_failed = "login_failed"
+    login_throttled = "login_throttled"
     export = "export"
     deletion = "deletion"
     key_rotation = "key_rotation"
     privacy_cap_change = "privacy_cap_change"
     auditor_read = "auditor_read"
     population_release = "population_release"
+    refresh_token_reuse = "refresh_token_reuse"
+    password_change = "password_change"
 
 
 def pseudonym(user_id: uuid.UUID, *, key: bytes) -> str:

@@ -1,10 +1,8 @@
-"""Accounts and tokens."""
+"""Accounts, password login and password change (sessions and tokens: :mod:`matchsvc.services.sessions`)."""
 
 from __future__ import annotations
 
 import re
-import uuid
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from sqlalchemy.exc import IntegrityError
@@ -14,17 +12,19 @@ from matchsvc.db.models import User
 from matchsvc.errors import AuthenticationFailed, Conflict, InvalidInput, MatchsvcError, PermissionDenied
 from matchsvc.keys import KeyRingStore
 from matchsvc.repositories import users as users_repo
-from matchsvc.security import Scope, create_access_token, hash_password, verify_password
-from matchsvc.services import audit
+from matchsvc.repositories import sessions as sessions_repo
+from matchsvc.security import Scope, hash_password, verify_password
+from matchsvc.services import audit, login_throttle
 from matchsvc.services.keys import create_user_key
+from matchsvc.services.sessions import IssuedTokens, TokenPolicy, open_session
 
 __all__ = [
-    "IssuedToken",
     "MINIMUM_AGE",
     "MIN_PASSWORD_LENGTH",
     "USERNAME_PATTERN",
     "authenticate",
-    "issue_token",
+    "change_password",
+    "grant_scopes",
     "login",
     "register",
 ]
@@ -33,13 +33,6 @@ MINIMUM_AGE = 18
 MIN_PASSWORD_LENGTH = 10
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,32}$"
 _USERNAME = re.compile(USERNAME_PATTERN)
-
-
-@dataclass(frozen=True)
-class IssuedToken:
-    access_token: str
-    expires_at: datetime
-    scopes: frozenset[str]
 
 
 def _certainly_adult(birth_year: int, today: date) -> bool:
@@ -64,8 +57,7 @@ def register(
     today = today or datetime.now(UTC).date()
     if not _USERNAME.fullmatch(username):
         raise InvalidInput("username must be 3-32 letters, digits, '_', '.' or '-'")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise InvalidInput(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    _check_password(password)
     if birth_year > today.year:
         raise InvalidInput(f"birth_year {birth_year} is in the future")
     if not _certainly_adult(birth_year, today):
@@ -86,6 +78,11 @@ def register(
     return user
 
 
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+
+
 def authenticate(session: Session, *, username: str, password: str) -> User:
     """Same work and the same error whether the username or the password is wrong."""
     # A name that could never have been registered is an unknown user (and never reaches SQL).
@@ -95,9 +92,7 @@ def authenticate(session: Session, *, username: str, password: str) -> User:
     return user
 
 
-def issue_token(
-    user: User, *, requested: frozenset[str], secret: str, minutes: int, now: datetime | None = None
-) -> IssuedToken:
+def grant_scopes(user: User, *, requested: frozenset[str]) -> frozenset[str]:
     """OAuth2 scopes: grant what was asked for if the account holds it; nothing asked means all held."""
     held = frozenset(user.scopes)
     unknown = requested - {scope.value for scope in Scope}
@@ -105,11 +100,7 @@ def issue_token(
         raise InvalidInput(f"unknown scope(s): {', '.join(sorted(unknown))}")
     if not requested <= held:
         raise PermissionDenied(f"account does not hold scope(s): {', '.join(sorted(requested - held))}")
-    granted = requested or held
-    token, expires = create_access_token(
-        user_id=uuid.UUID(str(user.id)), scopes=granted, secret=secret, minutes=minutes, now=now
-    )
-    return IssuedToken(access_token=token, expires_at=expires, scopes=granted)
+    return requested or held
 
 
 def login(
@@ -118,18 +109,20 @@ def login(
     username: str,
     password: str,
     requested: frozenset[str],
-    secret: str,
-    minutes: int,
+    device_name: str | None,
+    policy: TokenPolicy,
     pseudonym_key: bytes,
-) -> IssuedToken:
-    """:func:`authenticate` then :func:`issue_token`, with the outcome written to the audit log.
+) -> IssuedTokens:
+    """:func:`authenticate`, :func:`grant_scopes`, then a new session, with the outcome audited.
 
-    A failure is logged and committed before the error propagates. Wrong credentials name no
-    subject (the attempted username may be mistyped, or someone else's, and is never stored); a
-    refused scope names the account, which has then proved its password.
+    Failures are throttled per username (:mod:`matchsvc.services.login_throttle`: 429 while it
+    backs off). A failure is logged and committed before the error propagates. Wrong credentials
+    name no subject (the attempted username may be mistyped, or someone else's, and is never
+    stored); a refused scope names the account, which has then proved its password.
     """
     try:
-        user = authenticate(session, username=username, password=password)
+        with login_throttle.guarded(session, username=username, key=pseudonym_key):
+            user = authenticate(session, username=username, password=password)
     except AuthenticationFailed:
         audit.record(
             session,
@@ -142,7 +135,7 @@ def login(
         session.commit()
         raise
     try:
-        issued = issue_token(user, requested=requested, secret=secret, minutes=minutes)
+        granted = grant_scopes(user, requested=requested)
     except MatchsvcError as exc:
         audit.record(
             session,
@@ -154,6 +147,7 @@ def login(
         )
         session.commit()
         raise
+    issued = open_session(session, user=user, scopes=granted, device_name=device_name, policy=policy)
     audit.record(
         session,
         action=audit.AuditAction.login,
@@ -164,3 +158,45 @@ def login(
     )
     session.commit()
     return issued
+
+
+def change_password(
+    session: Session, *, user: User, current_password: str, new_password: str, pseudonym_key: bytes
+) -> int:
+    """Replace the password and revoke every session of the account; returns how many were active.
+
+    All sessions go, the caller's included: whoever may have learnt the old password may also
+    hold a token, and the client simply logs in again with the new one. Both outcomes are audited.
+
+    Raises
+    ------
+    PermissionDenied
+        ``current_password`` is wrong. 403, not 401: the bearer token itself is fine, and a 401
+        would send a client into its refresh-and-retry path.
+    InvalidInput
+        ``new_password`` fails the registration rules.
+    """
+    if not verify_password(current_password, user.password_hash):
+        audit.record(
+            session,
+            action=audit.AuditAction.password_change,
+            actor=user,
+            subject_user_id=user.id,
+            details={"refused": "wrong current password"},
+            pseudonym_key=pseudonym_key,
+        )
+        session.commit()
+        raise PermissionDenied("current_password is not this account's password")
+    _check_password(new_password)
+    users_repo.set_password_hash(session, user=user, password_hash=hash_password(new_password))
+    revoked = sessions_repo.revoke(session, user_id=user.id, reason="password-change")
+    audit.record(
+        session,
+        action=audit.AuditAction.password_change,
+        actor=user,
+        subject_user_id=user.id,
+        details={"sessions_revoked": revoked},
+        pseudonym_key=pseudonym_key,
+    )
+    session.commit()
+    return revoked

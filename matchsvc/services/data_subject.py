@@ -1,9 +1,11 @@
 """Data-subject rights: export everything held about a user, erase it, and prove the erasure.
 
 Both walk the schema rather than a hand-kept list: every table with a foreign key to ``users.id``
-is visited, so a table added later is exported and erased without touching this module; a sealed
-(``*_ct``) column nobody taught export to open makes the export fail loudly instead of silently
-leaving data out.
+is visited, so a table added later is erased without touching this module. Export follows the
+ownership rule of docs/privacy.md: each such table declares in :data:`OWNERSHIP` which columns name
+the row's owner(s); a subject gets the rows they own and nothing of rows others own that merely
+name them. A table (or users column) without a declared rule, or a sealed (``*_ct``) column
+nobody taught export to open, makes the export fail loudly instead of leaking or leaving data out.
 """
 
 from __future__ import annotations
@@ -24,14 +26,24 @@ from matchsvc.db.models import Face, User
 from matchsvc.errors import NotFound, PermissionDenied
 from matchsvc.keys import KeyRingStore, UserCipher
 from matchsvc.services import audit
-from matchsvc.services.keys import rotate_keys, user_cipher
+from matchsvc.services.keys import retire_old_keks, rotate_keys, user_cipher
 from matchsvc.services.matching import open_choice
 from matchsvc.services.preferences import export_state, open_label
 from matchsvc.services.profiles import open_appearance, open_filters
 
-__all__ = ["DeletionProof", "EXPORT_FORMAT", "delete_user", "deletion_proof", "export_user", "user_references"]
+__all__ = [
+    "DeletionProof",
+    "EXPORT_FORMAT",
+    "OWNERSHIP",
+    "Ownership",
+    "delete_user",
+    "deletion_proof",
+    "export_user",
+    "owned_references",
+    "user_references",
+]
 
-EXPORT_FORMAT = "matchsvc-export/1"
+EXPORT_FORMAT = "matchsvc-export/2"
 
 log = structlog.get_logger(__name__)
 
@@ -42,13 +54,14 @@ _WITHHELD = {("users", "password_hash"), ("user_keys", "wrapped_key")}
 def _refused(
     session: Session, action: audit.AuditAction, *, user_id: uuid.UUID, actor: User | None, pseudonym_key: bytes
 ) -> bool:
-    """Audit and refuse an attempt on a missing user (returns True) or, by someone else, on staff (raises).
+    """Audit and refuse an attempt on a missing user (returns True) or on any staff account (raises).
 
-    Staff accounts are exported and deleted from the command line, never over the API.
+    Staff accounts, the caller's own included, are exported and deleted from the command line,
+    never over the API: an auditor must not be able to erase themselves (or their audit trail's
+    actor) with a request.
     """
     user = session.get(User, user_id)
-    staff = user is not None and bool(set(user.scopes) - {"user"})
-    if user is not None and not (staff and actor is not None and actor.id != user_id):
+    if user is not None and set(user.scopes) <= {"user"}:
         return False
     audit.record(
         session,
@@ -82,6 +95,65 @@ SEALED: dict[tuple[str, str], Callable[[UserCipher, dict[str, Any]], Any]] = {
 }
 
 
+@dataclass(frozen=True)
+class Ownership:
+    """Whose data a row is. ``owners``: the users columns naming its owner (two for a jointly owned
+    row); ``mentions``: users columns naming someone the row is *about* but who does not own it.
+
+    A mentioned user is shown nothing of the row in their export: no API response shows a user
+    another person's candidate entry, decision or block about them.
+    """
+
+    owners: tuple[str, ...]
+    mentions: tuple[str, ...] = ()
+
+
+#: The ownership rule of every table with a foreign key to ``users.id`` (docs/privacy.md).
+OWNERSHIP: dict[str, Ownership] = {
+    "face_impressions": Ownership(owners=("user_id",)),
+    "user_keys": Ownership(owners=("user_id",)),
+    "ratings": Ownership(owners=("user_id",)),
+    "preference_states": Ownership(owners=("user_id",)),
+    "privacy_ledger": Ownership(owners=("user_id",)),
+    "idempotency_keys": Ownership(owners=("user_id",)),
+    "appearances": Ownership(owners=("user_id",)),
+    "profiles": Ownership(owners=("user_id",)),
+    "user_sessions": Ownership(owners=("user_id",)),
+    # The owner's list; the candidate does not learn they are on it, nor at which rank.
+    "candidates": Ownership(owners=("user_id",), mentions=("candidate_id",)),
+    # The decider's like or pass; its mere existence would tell the target they were passed on.
+    "decisions": Ownership(owners=("user_id",), mentions=("target_id",)),
+    # The blocker's; the blocked user is never told who blocked them.
+    "blocks": Ownership(owners=("blocker_id",), mentions=("blocked_id",)),
+    # Both people see the whole match (id, each other, time) in GET /v1/matches.
+    "matches": Ownership(owners=("user_low", "user_high")),
+}
+
+
+def owned_references() -> Iterator[tuple[Table, Column]]:
+    """Every (table, owner column) to export from, after checking every users column has a rule.
+
+    Raises
+    ------
+    RuntimeError
+        A table has a foreign key to ``users.id`` that :data:`OWNERSHIP` does not declare.
+    """
+    declared: dict[str, set[str]] = {}
+    for table, column in user_references():
+        declared.setdefault(table.name, set()).add(column.name)
+    for name, columns in declared.items():
+        rule = OWNERSHIP.get(name)
+        if rule is None or columns != {*rule.owners, *rule.mentions}:
+            raise RuntimeError(
+                f"export has no ownership rule for users columns {sorted(columns)} of table {name}: "
+                "declare whose data its rows are in matchsvc.services.data_subject.OWNERSHIP"
+            )
+    for table in Base.metadata.sorted_tables:
+        if table.name in declared:
+            for owner in OWNERSHIP[table.name].owners:
+                yield table, table.c[owner]
+
+
 def user_references() -> Iterator[tuple[Table, Column]]:
     """Every (table, column) holding a foreign key to ``users.id``, from the live metadata."""
     users_id = User.__table__.c.id
@@ -101,7 +173,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _export_row(table: Table, row: dict[str, Any], *, owner: bool, cipher: UserCipher | None) -> dict[str, Any]:
+def _export_row(table: Table, row: dict[str, Any], *, cipher: UserCipher) -> dict[str, Any]:
+    """One row the subject owns, sealed columns opened with the subject's cipher."""
     out: dict[str, Any] = {}
     for name, value in row.items():
         if (table.name, name) in _WITHHELD:
@@ -109,10 +182,7 @@ def _export_row(table: Table, row: dict[str, Any], *, owner: bool, cipher: UserC
         if name.endswith("_ct"):
             if (table.name, name) not in SEALED:
                 raise RuntimeError(f"export does not know how to open sealed column {table.name}.{name}")
-            if owner and cipher is not None:
-                out[name.removesuffix("_ct")] = SEALED[(table.name, name)](cipher, row)
-            else:  # another person's sealed data about this user (e.g. their like or pass)
-                out[name.removesuffix("_ct")] = "withheld: another user's private data"
+            out[name.removesuffix("_ct")] = SEALED[(table.name, name)](cipher, row)
             continue
         out[name] = _plain(value)
     return out
@@ -121,7 +191,10 @@ def _export_row(table: Table, row: dict[str, Any], *, owner: bool, cipher: UserC
 def export_user(
     session: Session, *, user_id: uuid.UUID, keys: KeyRingStore, actor: User, pseudonym_key: bytes
 ) -> dict[str, Any]:
-    """Everything held about ``user_id``, decrypted, as one JSON-able bundle; the export is audited.
+    """Everything ``user_id`` owns, decrypted, as one JSON-able bundle; the export is audited.
+
+    Rows other people own that merely name the subject (their candidate lists, decisions, blocks)
+    are theirs and are left out, for the user and for an auditor alike (docs/privacy.md).
 
     Raises
     ------
@@ -130,17 +203,17 @@ def export_user(
     PermissionDenied
         An auditor asked for a staff account: those are managed from the command line.
     """
+    references = list(owned_references())  # before anything else: an undeclared table fails loudly
     if _refused(session, audit.AuditAction.export, user_id=user_id, actor=actor, pseudonym_key=pseudonym_key):
         raise NotFound(f"user {user_id} not found")
     cipher = user_cipher(session, keys=keys, user_id=user_id)
     tables: dict[str, list[dict[str, Any]]] = {
         "users": [_export_row(User.__table__, _row(session, User.__table__, User.__table__.c.id, user_id)[0],
-                              owner=True, cipher=cipher)]
+                              cipher=cipher)]
     }
-    for table, column in user_references():
-        owner_column = "user_id" if "user_id" in table.c else column.name
+    for table, column in references:
         for row in _row(session, table, column, user_id):
-            exported = _export_row(table, row, owner=row.get(owner_column) == user_id, cipher=cipher)
+            exported = _export_row(table, row, cipher=cipher)
             tables.setdefault(table.name, []).append({"referenced_by": column.name, **exported})
     rated = [uuid.UUID(r["face_id"]) for r in tables.get("ratings", [])]
     faces = session.execute(select(Face.id, Face.latent).where(Face.id.in_(rated))).all() if rated else []
@@ -216,7 +289,7 @@ def delete_user(
         log.warning("backups_not_shredded", reason="key ring from the environment cannot be rotated in place")
         return DeletionReceipt(deleted=True, rows_deleted=removed, kek_version=None)
     report = rotate_keys(sessions, keys=keys)
-    keys.retire_all_but_current()
+    retire_old_keks(sessions, keys=keys)
     return DeletionReceipt(deleted=True, rows_deleted=removed, kek_version=report.kek_version)
 
 

@@ -13,12 +13,18 @@ from matchsvc.repositories import keys as keys_repo
 from matchsvc.services import audit
 from privacy.crypto import DataKey, rewrap_data_key, wrap_data_key
 
-__all__ = ["RotationReport", "create_user_key", "rotate_keys", "user_cipher"]
+__all__ = ["RotationReport", "create_user_key", "retire_old_keks", "rotate_keys", "user_cipher"]
 
 
 def create_user_key(session: Session, *, keys: KeyRingStore, user_id: uuid.UUID) -> None:
-    """A fresh random data key for a new user, stored only wrapped (in the caller's transaction)."""
-    ring = keys.ring
+    """A fresh random data key for a new user, stored only wrapped (in the caller's transaction).
+
+    Wraps under the ring as the file holds it now, with the ring's shared lock held until the
+    caller commits: a rotation or retirement in any process waits for this registration, and a
+    registration that starts after one sees the new ring. A key can never land under a retired KEK.
+    """
+    keys_repo.lock_key_ring(session, exclusive=False)
+    ring = keys.refresh()
     wrapped = wrap_data_key(ring, DataKey.generate(), user_id=str(user_id))
     keys_repo.add_user_key(session, user_id=user_id, wrapped_key=wrapped, kek_version=ring.current)
 
@@ -42,9 +48,14 @@ def rotate_keys(sessions: sessionmaker[Session], *, keys: KeyRingStore, batch_si
 
     Safe while the service runs: each batch locks only its own rows (others are skipped and picked
     up by the next batch), and readers unwrap with whichever version a key currently has.
-    The completed rotation is written to the audit log (``key_rotation``).
+    The completed rotation is written to the audit log (``key_rotation``). The ring file is
+    changed under the key ring's exclusive lock, so rotations in two processes cannot overwrite
+    each other's new version and no registration wraps under a ring that is being replaced.
     """
-    version = keys.rotate()
+    with sessions() as session:
+        keys_repo.lock_key_ring(session, exclusive=True)
+        version = keys.rotate()
+        session.commit()
     rewrapped = 0
     while True:
         with sessions() as session:
@@ -67,3 +78,26 @@ def rotate_keys(sessions: sessionmaker[Session], *, keys: KeyRingStore, batch_si
                 keys_repo.replace_wrapped_key(session, user_id=row.user_id, wrapped_key=blob, kek_version=version)
             session.commit()
             rewrapped += len(stale)
+
+
+def retire_old_keks(sessions: sessionmaker[Session], *, keys: KeyRingStore) -> tuple[int, ...]:
+    """Destroy every KEK version but the current one, never one a live data key is wrapped under.
+
+    Under the key ring's exclusive lock (no process can wrap meanwhile): keys still under an older
+    version (a rotation elsewhere not finished yet) are re-wrapped and committed first; then, in
+    the transaction that retires, the count of keys under any other version is checked to be zero.
+    Returns the retired versions.
+    """
+    while True:
+        with sessions() as session:
+            keys_repo.lock_key_ring(session, exclusive=True)
+            keys.reload()
+            current = keys.ring.current
+            if keys_repo.count_keys_not_under(session, version=current) == 0:
+                retired = keys.retire_all_but_current()
+                session.commit()
+                return retired
+            for row in keys_repo.lock_keys_not_under(session, version=current):
+                blob = rewrap_data_key(keys.ring, row.wrapped_key, user_id=str(row.user_id))
+                keys_repo.replace_wrapped_key(session, user_id=row.user_id, wrapped_key=blob, kek_version=current)
+            session.commit()

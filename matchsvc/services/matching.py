@@ -16,7 +16,6 @@ from engine.latent import LatentSpace
 from matchsvc.errors import InvalidInput, NotFound
 from matchsvc.keys import KeyRingStore, UserCipher
 from matchsvc.repositories import matching as matching_repo
-from matchsvc.repositories import users as users_repo
 from matchsvc.services.keys import user_cipher
 from matchsvc.services.profiles import render_avatar
 
@@ -116,11 +115,15 @@ def unmatch(session: Session, *, user_id: uuid.UUID, match_id: uuid.UUID) -> Non
 
 
 def block(session: Session, *, user_id: uuid.UUID, target_id: uuid.UUID) -> None:
-    """Hide both ways at once and forever: candidates and any match between the two are removed."""
+    """Hide both ways at once and forever: candidates and any match between the two are removed.
+
+    Only someone the API has shown the user can be blocked (:func:`matching_repo.was_shown`);
+    every other id, existing or not, gets the same 404, so blocking cannot probe for accounts.
+    """
     if target_id == user_id:
         raise InvalidInput("you cannot block yourself")
-    if users_repo.get_user(session, target_id) is None:
-        raise NotFound(f"user {target_id} not found")
+    if not matching_repo.was_shown(session, viewer_id=user_id, other_id=target_id):
+        raise NotFound("no such person among your candidates, matches or people you decided on")
     matching_repo.add_block(session, blocker_id=user_id, blocked_id=target_id)
     matching_repo.remove_pair(session, user_id, target_id)
     session.commit()

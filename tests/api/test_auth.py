@@ -85,32 +85,70 @@ def test_auditor_token_cannot_rate(client: TestClient, db: Runtime) -> None:
     assert client.get("/v1/faces/next", headers=headers).status_code == 403
 
 
-def _token(db: Runtime, user_id: uuid.UUID, *, secret: str | None = None, minutes: int = 5, now: datetime | None = None) -> str:
+def _token(
+    db: Runtime,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    *,
+    secret: str | None = None,
+    minutes: int = 5,
+    now: datetime | None = None,
+) -> str:
     token, _ = create_access_token(
-        user_id=user_id, scopes=frozenset({"user"}), secret=secret or db.secrets.token_key, minutes=minutes, now=now
+        user_id=user_id,
+        session_id=session_id,
+        scopes=frozenset({"user"}),
+        secret=secret or db.secrets.token_key,
+        minutes=minutes,
+        now=now,
     )
     return token
 
 
-def _user_id(client: TestClient, headers: dict[str, str]) -> uuid.UUID:
-    return uuid.UUID(client.get("/v1/me", headers=headers).json()["id"])
+def _without_sid(token: str, *, secret: str) -> str:
+    """A correctly signed token from before sessions existed: the same claims, no ``sid``."""
+    claims = jwt.decode(token, options={"verify_signature": False})
+    del claims["sid"]
+    return jwt.encode(claims, secret, algorithm="HS256")
 
 
-@pytest.mark.parametrize("kind", ["expired", "forged", "garbage", "alg-none", "unknown-user", "no-scheme"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "expired", "forged", "garbage", "alg-none", "unknown-user", "unknown-session", "no-sid", "no-scheme",
+        "fifty-years", "issued-later",
+    ],
+)
 def test_bad_tokens_get_401(client: TestClient, db: Runtime, kind: str) -> None:
-    user_id = _user_id(client, auth_headers(client))
+    """Each token differs from a good one (``control``) in one respect only."""
+    login = client.post("/v1/auth/token", data={"username": register(client), "password": PASSWORD}).json()
+    session_id = uuid.UUID(login["session_id"])
+    user_id = uuid.UUID(client.get("/v1/me", headers={"Authorization": f"Bearer {login['access_token']}"}).json()["id"])
+    control = _token(db, user_id, session_id)
+    assert client.get("/v1/me", headers={"Authorization": f"Bearer {control}"}).status_code == 200
     token = {
-        "expired": lambda: _token(db, user_id, now=datetime.now(UTC) - timedelta(hours=1)),
-        "forged": lambda: _token(db, user_id, secret="not-the-server-secret-" * 2),
+        "expired": lambda: _token(db, user_id, session_id, now=datetime.now(UTC) - timedelta(hours=1)),
+        "forged": lambda: _token(db, user_id, session_id, secret="not-the-server-secret-" * 2),
         "garbage": lambda: "not.a.jwt",
         "alg-none": lambda: jwt.encode({"sub": str(user_id), "scope": "user"}, key=None, algorithm="none"),
-        "unknown-user": lambda: _token(db, uuid.uuid4()),
+        "unknown-user": lambda: _token(db, uuid.uuid4(), session_id),
+        "unknown-session": lambda: _token(db, user_id, uuid.uuid4()),
+        "no-sid": lambda: _without_sid(control, secret=db.secrets.token_key),
         "no-scheme": lambda: "",
+        # Correctly signed, but living longer than the service ever issues tokens, or not yet issued.
+        "fifty-years": lambda: _token(db, user_id, session_id, minutes=50 * 365 * 24 * 60),
+        "issued-later": lambda: _token(db, user_id, session_id, now=datetime.now(UTC) + timedelta(minutes=5)),
     }[kind]()
     response = client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
     assert response.headers["content-type"] == PROBLEM
+
+
+def test_a_token_of_the_configured_lifetime_is_accepted(client: TestClient, db: Runtime) -> None:
+    user_id = _user_id(client, auth_headers(client))
+    token = _token(db, user_id, minutes=db.settings.access_token_minutes)
+    assert client.get("/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 
 def test_passwords_are_hashed_with_argon2(db: Runtime, client: TestClient) -> None:

@@ -6,7 +6,8 @@ served to them, their candidates, their match); ``other`` is a second normal use
 same request, so where ``user`` gets 2xx, ``other`` gets 404: what is not yours does not exist for
 you. Under ``/v1/me`` the caller is the subject, so ``other`` can only reach their own data, and the
 cell checks that the answer is indeed theirs. Staff accounts hold one scope each: ``auditor`` reaches
-``/v1/audit`` (and ``GET /v1/me``) and nothing of a user's, ``admin`` only ``GET /v1/me`` so far.
+``/v1/audit`` and nothing of a user's; both staff roles reach only their own account (``GET /v1/me``,
+their sessions, logout, password change) besides, and ``admin`` also ``/metrics``.
 
 A route the app serves without a rule fails :func:`test_every_route_has_a_rule`, whether or not it
 is in the OpenAPI schema. Of FastAPI's own routes, ``/openapi.json``, ``/docs``,
@@ -48,7 +49,7 @@ PROBLEM = "application/problem+json"
 ROLES = ("anonymous", "user", "other", "auditor", "admin")
 #: Ratings per matchable person, and the matching job's threshold.
 RATINGS = 6
-#: Who seeks whom: ``user`` is a candidate of the four suitors and they of her; ``other`` is
+#: Who seeks whom: ``user`` is a candidate of the five suitors and they of her; ``other`` is
 #: nobody's candidate (no man seeks men), so none of ``user``'s resources are also his.
 PEOPLE = {
     "user": ("woman", ["man"]),
@@ -57,6 +58,7 @@ PEOPLE = {
     "doomed_partner": ("man", ["woman"]),
     "like_target": ("man", ["woman"]),
     "pass_target": ("man", ["woman"]),
+    "block_target": ("man", ["woman"]),
 }
 
 
@@ -69,6 +71,7 @@ class World:
     headers: Mapping[str, Mapping[str, str]]  # role -> Authorization header ({} for anonymous)
     ids: Mapping[str, uuid.UUID]  # role or person -> account id
     username: str  # user's
+    usernames: Mapping[str, str]  # role -> account name, to open more sessions of the same account
     look: list[float]
     profiles: Mapping[str, Mapping[str, object]]
     rated: frozenset[str]  # faces user rated
@@ -86,6 +89,15 @@ class World:
         )
         assert response.status_code == 201, response.text
         return (auth_headers(self.client, name) if log_in else {}), uuid.UUID(response.json()["id"])
+
+    def login(self, role: str) -> dict[str, Any]:
+        """Another session of ``role``'s account (for a cell that ends it), as the token response."""
+        response = self.client.post("/v1/auth/token", data={"username": self.usernames[role], "password": PASSWORD})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def session_works(self, access_token: str) -> bool:
+        return self.client.get("/v1/me", headers={"Authorization": f"Bearer {access_token}"}).status_code == 200
 
     def count(self, sql: str, **params: Any) -> int:
         with self.runtime.engine.connect() as connection:
@@ -110,17 +122,18 @@ def _build_world(client: TestClient, runtime: Runtime) -> World:
         served[person] = rate_faces(client, people[person], n=RATINGS, keep=1 if person == "user" else 0)
         profiles[person] = set_profile(client, people[person], look=look, gender=gender, seeks=seeks)
     people["bystander"] = auth_headers(client)
-    people["auditor"] = staff_headers(client, runtime, Scope.auditor)
-    people["admin"] = staff_headers(client, runtime, Scope.admin)
+    for scope in (Scope.auditor, Scope.admin):
+        names[scope.value] = f"{scope.value}{uuid.uuid4().hex[:8]}"
+        people[scope.value] = staff_headers(client, runtime, scope, username=names[scope.value])
     ids = {person: user_id(client, headers) for person, headers in people.items()}
 
-    run_matching(runtime.sessions, keys=runtime.keys, k=5, min_ratings=RATINGS)
+    run_matching(runtime.sessions, keys=runtime.keys, k=6, min_ratings=RATINGS)
 
     def listed(person: str) -> set[uuid.UUID]:
         response = client.get("/v1/candidates", headers=people[person])
         return {uuid.UUID(item["user_id"]) for item in response.json()["items"]}
 
-    suitors = {ids[p] for p in ("partner", "doomed_partner", "like_target", "pass_target")}
+    suitors = {ids[p] for p in ("partner", "doomed_partner", "like_target", "pass_target", "block_target")}
     assert listed("user") == suitors and listed("other") == set()
     matches = {}
     for partner in ("partner", "doomed_partner"):
@@ -136,6 +149,7 @@ def _build_world(client: TestClient, runtime: Runtime) -> World:
         headers={"anonymous": {}, **{role: people[role] for role in ROLES[1:]}},
         ids=ids,
         username=names["user"],
+        usernames={role: names[role] for role in ROLES[1:]},
         look=look,
         profiles=profiles,
         rated=frozenset(rated),
@@ -214,6 +228,10 @@ def _auditors(status: int) -> dict[str, int]:
     return {"anonymous": 401, "user": 403, "other": 403, "auditor": status, "admin": 403}
 
 
+def _admins(status: int) -> dict[str, int]:
+    return {"anonymous": 401, "user": 403, "other": 403, "auditor": 403, "admin": status}
+
+
 def _fixed(path: str) -> Builder:
     return lambda world, role: Call(path)
 
@@ -272,7 +290,7 @@ def _match_avatar(world: World, role: str) -> Call:
 
 
 def _block(world: World, role: str) -> Call:
-    return Call(f"/v1/users/{world.ids['bystander']}/block")
+    return Call(f"/v1/users/{world.ids['block_target']}/block")
 
 
 def _delete_me(world: World, role: str) -> Call:
@@ -286,6 +304,48 @@ def _delete_me(world: World, role: str) -> Call:
         return Call("/v1/me")
     staff = world.ids[role]
     return Call("/v1/me", afterwards=lambda: _assert(world.account_exists(staff), f"{role} was deleted"))
+
+
+def _refresh(world: World, role: str) -> Call:
+    return Call("/v1/auth/refresh", data={"refresh_token": world.login("user")["refresh_token"]})
+
+
+def _logout(world: World, role: str) -> Call:
+    """Staff log out too; each role ends a second session of its own, never the one other cells use."""
+    if role == "anonymous":
+        return Call("/v1/auth/logout")
+    doomed = world.login(role)["access_token"]
+    return Call(
+        "/v1/auth/logout",
+        credentials={"Authorization": f"Bearer {doomed}"},
+        afterwards=lambda: _assert(not world.session_works(doomed), "session still works"),
+    )
+
+
+def _revoke_session(world: World, role: str) -> Call:
+    """``user`` revokes a second session of her own; everyone else aims at it and must miss."""
+    target = world.login("user")
+    path = f"/v1/me/sessions/{target['session_id']}"
+    if role == "user":
+        return Call(path, afterwards=lambda: _assert(not world.session_works(target["access_token"]), "not revoked"))
+    return Call(path, afterwards=lambda: _assert(world.session_works(target["access_token"]), f"{role} revoked it"))
+
+
+def _change_password(world: World, role: str) -> Call:
+    """Every account may change its own password; a throwaway account of the role does, since all
+    its sessions end."""
+    body = {"current_password": PASSWORD, "new_password": "another horse battery staple"}
+    if role == "anonymous":
+        return Call("/v1/me/password", json=body)
+    if role in ("user", "other"):
+        headers, _ = world.newcomer(log_in=True)
+    else:
+        headers = staff_headers(world.client, world.runtime, Scope(role))
+    token = headers["Authorization"].split()[1]
+    return Call(
+        "/v1/me/password", json=body, credentials=headers,
+        afterwards=lambda: _assert(not world.session_works(token), "session survived the password change"),
+    )
 
 
 def _audit_user(suffix: str) -> Builder:
@@ -321,6 +381,13 @@ def _export_is_callers(world: World, role: str, response: httpx.Response) -> Non
     assert response.json()["user_id"] == str(world.ids[role])
     if role == "other":
         assert str(world.ids["user"]) not in response.text
+
+
+def _sessions_are_callers(world: World, role: str, response: httpx.Response) -> None:
+    listed = {item["id"]: item["current"] for item in response.json()["items"]}
+    active = "SELECT count(*) FROM user_sessions WHERE user_id = :owner AND id::text = ANY(:ids) AND revoked_at IS NULL"
+    assert world.count(active, owner=world.ids[role], ids=list(listed)) == len(listed) > 0
+    assert sum(listed.values()) == 1
 
 
 def _ratings_are_callers(world: World, role: str, response: httpx.Response) -> None:
@@ -368,9 +435,9 @@ def _profile_is_callers(world: World, role: str, response: httpx.Response) -> No
 PUBLIC = frozenset({
     ("POST", "/v1/auth/register"),
     ("POST", "/v1/auth/token"),
+    ("POST", "/v1/auth/refresh"),  # the refresh token is the credential
     ("GET", "/healthz"),
     ("GET", "/readyz"),
-    ("GET", "/metrics"),  # labelled by route template and status only: no user, id or token
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
@@ -382,6 +449,14 @@ PUBLIC = frozenset({
 RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/auth/register"): Rule(_everyone(201), _register),
     ("POST", "/v1/auth/token"): Rule(_everyone(200), _token),
+    ("POST", "/v1/auth/refresh"): Rule(_everyone(200), _refresh),
+    ("POST", "/v1/auth/logout"): Rule(_account(204), _logout),
+    ("GET", "/v1/me/sessions"): Rule(_account(200), _fixed("/v1/me/sessions"), check=_sessions_are_callers),
+    # Only user owns the target session; for everyone else it does not exist.
+    ("DELETE", "/v1/me/sessions/{session_id}"): Rule(
+        {"anonymous": 401, "user": 204, "other": 404, "auditor": 404, "admin": 404}, _revoke_session
+    ),
+    ("PUT", "/v1/me/password"): Rule(_account(204), _change_password),
     ("GET", "/v1/me"): Rule(_account(200), _fixed("/v1/me"), check=_is_caller),
     ("GET", "/v1/me/ratings"): Rule(_users(200), _fixed("/v1/me/ratings"), check=_ratings_are_callers),
     ("GET", "/v1/me/privacy"): Rule(_users(200), _fixed("/v1/me/privacy")),
@@ -413,8 +488,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/matches"): Rule(_users(200), _fixed("/v1/matches"), check=_matches_are_callers),
     ("DELETE", "/v1/matches/{match_id}"): Rule(_users(204, other=404), _unmatch),
     ("GET", "/v1/matches/{match_id}/avatar"): Rule(_users(200, other=404), _match_avatar, check=_is_png),
-    # Anyone may block any account, so other's block of the same person succeeds too.
-    ("POST", "/v1/users/{user_id}/block"): Rule(_users(204), _block),
+    # Only someone the API showed you: block_target is user's candidate and nobody other ever saw.
+    ("POST", "/v1/users/{user_id}/block"): Rule(_users(204, other=404), _block),
     ("GET", "/v1/audit/users/{user_id}/export"): Rule(_auditors(200), _audit_user("/export"), logged=("export",)),
     ("DELETE", "/v1/audit/users/{user_id}"): Rule(_auditors(204), _audit_delete, logged=("deletion",)),
     ("GET", "/v1/audit/users/{user_id}/deletion-proof"): Rule(
@@ -427,7 +502,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/audit/log/verify"): Rule(_auditors(200), _fixed("/v1/audit/log/verify"), logged=("auditor_read",)),
     ("GET", "/healthz"): Rule(_everyone(200), _fixed("/healthz")),
     ("GET", "/readyz"): Rule(_everyone(200), _fixed("/readyz")),
-    ("GET", "/metrics"): Rule(_everyone(200), _fixed("/metrics")),
+    ("GET", "/metrics"): Rule(_admins(200), _fixed("/metrics")),
     ("GET", "/openapi.json"): Rule(_everyone(200), _fixed("/openapi.json")),
     ("GET", "/docs"): Rule(_everyone(200), _fixed("/docs")),
     ("GET", "/docs/oauth2-redirect"): Rule(_everyone(200), _fixed("/docs/oauth2-redirect")),

@@ -15,7 +15,9 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from matchsvc.logging import configure_logging
 from matchsvc.runtime import Runtime
+from matchsvc.security import Scope
 from tests.support.accounts import PASSWORD, auth_headers
+from tests.support.scenario import staff_headers
 
 PROBLEM = "application/problem+json"
 
@@ -43,10 +45,10 @@ def test_health_and_readiness(client: TestClient) -> None:
     assert client.get("/readyz").status_code == 200
 
 
-def test_metrics_count_requests_by_route_template(client: TestClient) -> None:
+def test_metrics_count_requests_by_route_template(client: TestClient, db: Runtime) -> None:
     headers = auth_headers(client)
     client.get("/v1/me", headers=headers)
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=staff_headers(client, db, Scope.admin)).text
     assert 'http_requests_total{method="GET",route="/v1/me",status="200"}' in text
     assert "http_request_duration_seconds_bucket" in text
 
@@ -82,6 +84,16 @@ def test_rate_limit_is_per_user_with_retry_after(client: TestClient, limited_cli
     assert int(limited.headers["retry-after"]) >= 1
     assert limited_client.get("/v1/me", headers=bob).status_code == 200  # a separate bucket
     assert limited_client.get("/healthz").status_code == 200  # probes are exempt
+
+
+def test_metrics_are_for_admins_and_rate_limited(client: TestClient, limited_client: TestClient, db: Runtime) -> None:
+    assert limited_client.get("/metrics").status_code == 401
+    assert limited_client.get("/metrics", headers=auth_headers(client)).status_code == 403
+    admin = staff_headers(client, db, Scope.admin)
+    first = limited_client.get("/metrics", headers=admin)
+    assert first.status_code == 200 and "http_requests_total" in first.text
+    statuses = [limited_client.get("/metrics", headers=admin).status_code for _ in range(3)]
+    assert statuses[-1] == 429
 
 
 def test_cors_is_configurable(db: Runtime) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from matchsvc.jobs.matching import run_matching
 from matchsvc.runtime import Runtime
 from matchsvc.security import Scope
-from matchsvc.services.data_subject import user_references
+from matchsvc.services.data_subject import owned_references
 from privacy.crypto import DecryptionError, unwrap_data_key
 from tests.support.accounts import auth_headers
 from tests.support.scenario import rate_faces, set_profile, staff_headers
@@ -34,9 +34,9 @@ def test_export_then_auditor_deletion_leaves_nothing(client: TestClient, db: Run
     client.post(f"/v1/users/{ben_id}/block", headers=ann)
 
     bundle = client.get("/v1/me/export", headers=ann).json()
-    # Completeness: every row referencing Ann, in every table that can, is in the bundle.
+    # Completeness: every row Ann owns, in every table that can hold one, is in the bundle.
     with db.engine.connect() as connection:
-        for table, column in user_references():
+        for table, column in owned_references():
             count = connection.execute(
                 text(f'SELECT count(*) FROM "{table.name}" WHERE "{column.name}" = :id'), {"id": ann_id}
             ).scalar_one()
@@ -54,9 +54,8 @@ def test_export_then_auditor_deletion_leaves_nothing(client: TestClient, db: Run
     assert bundle["tables"]["profiles"][0]["filters"]["gender"] == "woman"
     assert "password_hash" not in bundle["tables"]["users"][0]
     assert len(bundle["rated_faces"]) == 12
-    # Ben's like of Ann references her but is his private data.
-    theirs = [r for r in bundle["tables"]["decisions"] if r["referenced_by"] == "target_id"]
-    assert theirs and all(r["choice"].startswith("withheld") for r in theirs)
+    # Ben's like of Ann names her but is his private data: not in her export at all.
+    assert [r["user_id"] for r in bundle["tables"]["decisions"]] == [ann_id]
 
     with db.engine.connect() as connection:
         backup_key = connection.execute(
@@ -115,6 +114,22 @@ def test_staff_accounts_cannot_be_exported_or_deleted_over_the_api(client: TestC
     assert client.get(f"/v1/audit/users/{uuid.uuid4()}/export", headers=auditor).status_code == 404
     assert client.get("/v1/me", headers=admin).status_code == 200
     assert _audit_count(db) == before + 3  # refused and not-found attempts are audited too
+
+
+def test_staff_cannot_delete_or_export_their_own_account_over_the_api(client: TestClient, db: Runtime) -> None:
+    auditor = staff_headers(client, db, Scope.auditor)
+    auditor_id = client.get("/v1/me", headers=auditor).json()["id"]
+    before = _audit_count(db)
+    for response in (
+        client.delete(f"/v1/audit/users/{auditor_id}", headers=auditor),
+        client.get(f"/v1/audit/users/{auditor_id}/export", headers=auditor),
+    ):
+        assert response.status_code == 403 and response.headers["content-type"] == "application/problem+json"
+    assert client.get("/v1/me", headers=auditor).status_code == 200  # still there
+    assert _audit_count(db) == before + 2
+    with db.engine.connect() as connection:
+        last = connection.execute(text("SELECT action, details->>'refused' FROM audit_log ORDER BY id DESC LIMIT 2"))
+        assert [tuple(row) for row in last] == [("export", "staff account"), ("deletion", "staff account")]
 
 
 def test_removing_a_scope_takes_effect_before_the_token_expires(client: TestClient, db: Runtime) -> None:

@@ -58,12 +58,15 @@ def test_complementary_users_match_and_filters_and_blocks_hold(client: TestClien
     ben, ben_id = _person(client, db, likes_axis=GLASSES, looks_axis=SMILE, gender="man", seeks=["woman"])
     # Cat is a woman seeking women: filtered out for Ann (gender) and Ben (seeks).
     cat, cat_id = _person(client, db, likes_axis=SMILE, looks_axis=SMILE, gender="woman", seeks=["woman"])
-    # Dan would suit Ann, but she blocks him.
+    # Dan would suit Ann, but once she is shown him she blocks him.
     dan, dan_id = _person(client, db, likes_axis=GLASSES, looks_axis=SMILE, gender="man", seeks=["woman"])
-    assert client.post(f"/v1/users/{dan_id}/block", headers=ann).status_code == 204
     # Eve has not set a profile: skipped by the job.
     eve = auth_headers(client)
 
+    assert client.post(f"/v1/users/{dan_id}/block", headers=ann).status_code == 404  # never shown to her
+    run_matching(db.sessions, keys=db.keys, k=5, min_ratings=10)
+    assert dan_id in _candidates(client, ann)
+    assert client.post(f"/v1/users/{dan_id}/block", headers=ann).status_code == 204
     report = run_matching(db.sessions, keys=db.keys, k=5, min_ratings=10)
     assert report.matchable == 4 and report.users == 5 and report.skipped_no_appearance == 1
 

@@ -20,7 +20,15 @@ from matchsvc.security import Scope
 from matchsvc.services import auth as auth_service
 from tests.support.accounts import PASSWORD, auth_headers
 
-__all__ = ["rate_faces", "served_latents", "set_profile", "staff_headers", "truncate_all", "user_id"]
+__all__ = [
+    "matchable_user",
+    "rate_faces",
+    "served_latents",
+    "set_profile",
+    "staff_headers",
+    "truncate_all",
+    "user_id",
+]
 
 
 def staff_headers(client: TestClient, runtime: Runtime, *scopes: Scope, username: str | None = None) -> dict[str, str]:
@@ -80,6 +88,19 @@ def set_profile(
     response = client.put("/v1/me/profile", json=profile, headers=headers)
     assert response.status_code == 200, response.text
     return profile
+
+
+def matchable_user(
+    client: TestClient, runtime: Runtime, *, gender: str, seeks: Sequence[str], ratings: int
+) -> tuple[dict[str, str], str]:
+    """A new user with ``ratings`` ratings and a profile (a neutral look): what the matching job needs.
+
+    Returns the Authorization header and the account id (as a string, as the API shows ids).
+    """
+    headers = auth_headers(client)
+    rate_faces(client, headers, n=ratings)
+    set_profile(client, headers, look=[0.0] * runtime.latent_space.dim, gender=gender, seeks=seeks)
+    return headers, str(user_id(client, headers))
 
 
 def truncate_all(runtime: Runtime) -> None:

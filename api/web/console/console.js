@@ -6,7 +6,8 @@ import { $, announce, showView, busy, el, formatNumber } from "../shared/ui.js";
 
 // The audit log's actions (AuditAction in docs/openapi.json; tests/api/test_web_clients.py keeps them equal).
 export const AUDIT_ACTIONS = [
-  "login", "login_failed", "export", "deletion", "key_rotation", "privacy_cap_change", "auditor_read", "population_release",
+  "login", "login_failed", "login_throttled", "export", "deletion", "key_rotation", "privacy_cap_change",
+  "auditor_read", "population_release", "refresh_token_reuse", "password_change",
 ];
 const VIEWS = ["log", "budget", "users"];
 const BINS = 10;

@@ -39,10 +39,10 @@ export const ROUTES = {
   deletionProof: ["GET", "/v1/audit/users/{user_id}/deletion-proof"],
 };
 
-// Routes of the mobile-sessions and batch-rating issues that this server may not offer yet; the
+// Routes of the batch-rating issue that this server may not offer yet; the
 // clients fall back to what it does offer. tests/api/test_web_clients.py fails as soon as one of
 // them appears in docs/openapi.json, so the fallback is removed when the route arrives.
-export const AWAITING_MERGE = new Set(["refresh", "logout", "rateBatch"]);
+export const AWAITING_MERGE = new Set(["rateBatch"]);
 
 export const available = (name) => !AWAITING_MERGE.has(name);
 
@@ -105,7 +105,7 @@ export class Api {
   }
 
   get canResume() {
-    return available("refresh") && localStorage.getItem(this.storageKey) !== null;
+    return localStorage.getItem(this.storageKey) !== null;
   }
 
   /** Send one request; `as` is "json" (default), "blob", "text" or "none". */
@@ -152,7 +152,7 @@ export class Api {
   /** OAuth2 password flow; keeps the tokens it gets back. */
   async signIn(username, password) {
     const body = await this.call("token", {
-      form: { username, password, ...(available("refresh") ? { device_name: deviceName() } : {}) },
+      form: { username, password, device_name: deviceName() },
     });
     this.keep(body);
     return body;
@@ -189,7 +189,7 @@ export class Api {
 
   /** End the session on the server (when it has sessions) and forget every token here. */
   async signOut() {
-    if (available("logout") && this.accessToken) {
+    if (this.accessToken) {
       try {
         await this.call("logout", { as: "none", retry: false });
       } catch {
