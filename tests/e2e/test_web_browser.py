@@ -469,7 +469,15 @@ def test_app_end_to_end(server: Server, browser: Any, viewport: str) -> None:
         # Your data: privacy report, export download, sign out, sign in, delete after confirmation.
         page.click("a[href='#data']")
         page.locator("#privacy-report").filter(has_text="Privacy spent").wait_for()
+        # Another device's session (the HTTP client's) is listed and can be signed out from here.
+        page.locator("#sessions li").filter(has_text="(this device)").wait_for()
+        other = page.locator("#sessions button").first
+        other.wait_for()
         screens.shot(page, "your-data")
+        before = page.locator("#sessions li").count()
+        other.click()
+        _status(page, "is signed out")
+        assert page.locator("#sessions li").count() == before - 1
         with page.expect_download() as download:
             page.click("#export")
         exported = json.loads(Path(download.value.path()).read_text())

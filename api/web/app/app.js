@@ -501,7 +501,31 @@ async function openPeople() {
 
 // ---------------------------------------------------------------- your data
 
+async function loadSessions() {
+  const { items } = await api.call("sessions");
+  $("#sessions").replaceChildren(
+    ...items.map((session, i) => {
+      const name = session.device_name || `Device ${i + 1}`;
+      const used = new Date(session.last_used_at).toLocaleString();
+      return el("li", { class: "row" },
+        el("span", {}, `${name}${session.current ? " (this device)" : ""}, last used ${used}`),
+        session.current
+          ? null
+          : el("button", { type: "button", "aria-label": `Sign out ${name}`, onclick: (e) => endSession(e.currentTarget, session.id, name) }, "Sign out"));
+    }),
+  );
+}
+
+function endSession(button, sessionId, name) {
+  return busy(button, null, async () => {
+    await api.call("endSession", { params: { session_id: sessionId }, as: "none" });
+    await loadSessions();
+    announce(`${name} is signed out.`);
+  });
+}
+
 async function openData() {
+  loadSessions().catch((error) => announce(error.message));
   const privacy = await api.call("privacy");
   $("#privacy-report").replaceChildren(
     el("h3", {}, "Privacy spent"),

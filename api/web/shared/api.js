@@ -10,6 +10,8 @@ export const ROUTES = {
   me: ["GET", "/v1/me"],
   deleteMe: ["DELETE", "/v1/me"],
   exportMe: ["GET", "/v1/me/export"],
+  sessions: ["GET", "/v1/me/sessions"],
+  endSession: ["DELETE", "/v1/me/sessions/{session_id}"],
   nextFaces: ["GET", "/v1/faces/next"],
   faceImage: ["GET", "/v1/faces/{face_id}/image"],
   rate: ["POST", "/v1/ratings"],
