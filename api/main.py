@@ -23,11 +23,13 @@ from api.routers import audit, auth, faces, health, matching, me, metrics, profi
 from api.schemas.problem import Problem, problem_responses
 from api.static import mount_web_clients
 from matchsvc.jobs.matching import run_matching
-from matchsvc.jobs.scheduler import PeriodicJob
+from matchsvc.jobs.refit import refit_worker
+from matchsvc.jobs.scheduler import PeriodicJob, exclusive
 from matchsvc.logging import configure_logging
 from matchsvc.runtime import Runtime
 from matchsvc.security import InvalidToken, decode_access_token
 from matchsvc.services.faces import ensure_shared_pool
+from matchsvc.services.rate_limits import SharedTokenBucket
 from matchsvc.settings import Settings
 
 __all__ = ["API_VERSION", "create_app", "create_app_from_environment"]
@@ -62,14 +64,26 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> FastAPI:
             job = PeriodicJob(
                 name="matching",
                 interval=settings.match_interval_seconds,
-                func=lambda: run_matching(
-                    runtime.sessions, keys=runtime.keys, k=settings.match_k, min_ratings=settings.match_min_ratings
-                ).summary(),
+                func=exclusive(
+                    runtime.engine,
+                    "matching",
+                    lambda: run_matching(
+                        runtime.sessions, keys=runtime.keys, k=settings.match_k, min_ratings=settings.match_min_ratings
+                    ).summary(),
+                ),
             )
             job.start()
+        refits = None
+        if settings.refit_poll_seconds > 0:
+            refits = refit_worker(
+                runtime.sessions, keys=runtime.keys, space=runtime.latent_space, poll=settings.refit_poll_seconds
+            )
+            refits.start()
         try:
             yield
         finally:
+            if refits is not None:
+                refits.stop()
             if job is not None:
                 job.stop()
             if owns_runtime:
@@ -103,7 +117,8 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> FastAPI:
             return None
 
     # Added innermost first: the request context wraps everything so even 413/429 carry a request id.
-    bucket = TokenBucket(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
+    limits = {"per_minute": settings.rate_limit_per_minute, "burst": settings.rate_limit_burst}
+    bucket = SharedTokenBucket(runtime.engine, **limits) if settings.rate_limit_shared else TokenBucket(**limits)
     app.add_middleware(RateLimitMiddleware, bucket=bucket, identify=identify)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:

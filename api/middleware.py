@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -154,27 +155,55 @@ class TokenBucket:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def take(self, key: str) -> float:
+    def take(self, key: str, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens; a cost above the burst is allowed from a full bucket and leaves it in debt.
+
+        So a batch of ratings counts as its number of items (the long-run rate holds) and is still
+        possible when it is larger than the burst: the client then waits the debt off.
+        """
         now = self.clock()
+        need = min(cost, self.burst)
         with self._lock:
             tokens, updated = self._buckets.get(key, (self.burst, now))
             tokens = min(self.burst, tokens + (now - updated) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
+            if tokens >= need:
+                self._buckets[key] = (tokens - cost, now)
                 return 0.0
             self._buckets[key] = (tokens, now)
             if len(self._buckets) > 100_000:  # bound memory under a flood of distinct clients
                 self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 60.0}
-            return (1.0 - tokens) / self.rate
+            return (need - tokens) / self.rate
+
+
+def _item_count(body: bytes) -> int:
+    """``len(items)`` of a JSON body, at least 1 (a malformed body is refused later, as one request)."""
+    try:
+        items = json.loads(body).get("items")
+    except (ValueError, AttributeError):
+        return 1
+    return max(1, len(items)) if isinstance(items, list) else 1
+
+
+def _replaying(first: Message, receive: Receive) -> Receive:
+    """``receive`` that hands out ``first`` again before reading on."""
+    pending = [first]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
 
 
 class RateLimitMiddleware:
     """Per-user limit (by the verified token subject), per-IP for anonymous requests; 429 + Retry-After.
 
-    Buckets live in process memory: with several API processes each enforces its own share.
+    ``bucket`` is a :class:`TokenBucket` (process memory: with several processes each would allow
+    the full rate) or the shared one in PostgreSQL that ``serve`` uses (``blocking``: run in a thread).
     """
 
     EXEMPT = ("/healthz", "/readyz")
+    #: Requests that count as their number of ``items`` (the body is already buffered by BodyLimitMiddleware).
+    WEIGHED = ("/v1/ratings/batch",)
 
     def __init__(self, app: ASGIApp, *, bucket: TokenBucket, identify: Callable[[str], str | None]) -> None:
         self.app = app
@@ -195,7 +224,16 @@ class RateLimitMiddleware:
         if scope["type"] != "http" or scope["path"] in self.EXEMPT:
             await self.app(scope, receive, send)
             return
-        wait = self.bucket.take(self._client_key(scope))
+        cost = 1
+        if scope["method"] == "POST" and scope["path"] in self.WEIGHED:
+            message = await receive()
+            cost = _item_count(message.get("body", b""))
+            receive = _replaying(message, receive)
+        key = self._client_key(scope)
+        if getattr(self.bucket, "blocking", False):
+            wait = await anyio.to_thread.run_sync(self.bucket.take, key, cost)
+        else:
+            wait = self.bucket.take(key, cost)
         if wait > 0:
             retry_after = str(max(1, math.ceil(wait))).encode()
             await _send_problem(

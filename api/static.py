@@ -1,6 +1,6 @@
 """The web clients (``/app/`` for raters, ``/console/`` for auditors) served as static files.
 
-They are plain ES modules, HTML and CSS shipped inside the package (``api/web/``, decision D21):
+They are plain ES modules, HTML and CSS shipped inside the package (``api/web/``, decision D26):
 no build step and nothing from another origin. Every file is sent with a strict Content-Security-
 Policy, so even an injected ``<script>`` or a stray third-party URL would be refused by the browser.
 """

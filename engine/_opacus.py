@@ -6,7 +6,11 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["seeded_opacus"]
+__all__ = ["LARGEST_ORDER_WARNING", "seeded_opacus"]
+
+#: Opacus warns when the best Renyi order for a noise level is the largest it tries. That can only
+#: make the epsilon it reports larger than the truth (more noise than needed), never smaller.
+LARGEST_ORDER_WARNING = "Optimal order is the largest alpha"
 
 
 @contextmanager

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit, logit
 
+from engine._validation import InvalidInputError, check_rng
 from engine.latent.base import PRIOR_BOUND, LatentSpace, sample_outside_safety
 from engine.sampling import ReleasedModel, farthest_point_indices, linear_params
 
@@ -79,17 +80,17 @@ def _is_real(value: object) -> bool:
 
 
 def _check_options(n: int, score: float | None, pool_size: int, top_level: float) -> None:
-    """Raise ValueError naming the first option of the wrong type or out of range."""
+    """Raise InvalidInputError naming the first option of the wrong type or out of range."""
     if not (_is_int(n) and 1 <= n <= MAX_IDEAL):
-        raise ValueError(f"n must be an integer in [1, {MAX_IDEAL}], got {n!r}")
+        raise InvalidInputError(f"n must be an integer in [1, {MAX_IDEAL}], got {n!r}")
     if score is not None and not (_is_real(score) and 0.0 < score < 1.0):
-        raise ValueError(f"score must be None or a real number in (0, 1), got {score!r}")
+        raise InvalidInputError(f"score must be None or a real number in (0, 1), got {score!r}")
     if not (_is_int(pool_size) and MAX_IDEAL <= pool_size <= 1_000_000):
-        raise ValueError(
+        raise InvalidInputError(
             f"pool_size must be an integer in [{MAX_IDEAL}, 1000000], got {pool_size!r}"
         )
     if not (_is_real(top_level) and 0.0 < top_level < 1.0):
-        raise ValueError(f"top_level must be a real number in (0, 1), got {top_level!r}")
+        raise InvalidInputError(f"top_level must be a real number in (0, 1), got {top_level!r}")
 
 
 def _level_multipliers(z0: np.ndarray, coef: np.ndarray, level: float) -> np.ndarray:
@@ -194,16 +195,15 @@ def ideal_latents(
 
     Raises
     ------
-    ValueError
+    InvalidInputError
         On a missing model, a model of the wrong dimension, or an option out of range.
     RuntimeError
         If the safety region leaves too few distinct candidates.
     """
     if model is None:
-        raise ValueError("model is required: the user has no released preference model yet")
+        raise InvalidInputError("model is required: the user has no released preference model yet")
     _check_options(n, score, pool_size, top_level)
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    rng = check_rng(rng)
     coef, intercept = linear_params(model, dim=space.dim)
 
     reach = top_level * PRIOR_BOUND * float(np.abs(coef).sum())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,14 +61,33 @@ def _emit(result: dict[str, Any], *, as_json: bool = True) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes (default: the cores available to this process)")
+    ] = None,
 ) -> None:
-    """Start the API (embedded PostgreSQL when DATABASE_URL is unset; migrations run on start)."""
+    """Start the API (embedded PostgreSQL when DATABASE_URL is unset; migrations run on start).
+
+    This process prepares what the workers share, once: the database (the embedded one is started
+    here and lives as long as this process), the migrations, the generated development secret and
+    key ring, the shared face pool. The workers then get ``DATABASE_URL`` and find the rest done.
+    """
+    import numpy as np
     import uvicorn
 
-    # The server loads the API from its import path: the service layer never imports ``api``.
-    uvicorn.run(
-        "api.main:create_app_from_environment", factory=True, host=host, port=port, log_config=None, proxy_headers=False
-    )
+    from matchsvc.services.faces import ensure_shared_pool
+
+    with _runtime() as runtime:
+        with runtime.sessions() as session:
+            ensure_shared_pool(
+                session, space=runtime.latent_space, size=runtime.settings.shared_pool_size, rng=np.random.default_rng()
+            )
+        os.environ["DATABASE_URL"] = runtime.engine.url.render_as_string(hide_password=False)
+        runtime.engine.dispose()
+        # The server loads the API from its import path: the service layer never imports ``api``.
+        uvicorn.run(
+            "api.main:create_app_from_environment", factory=True, host=host, port=port, log_config=None,
+            proxy_headers=False, workers=workers or len(os.sched_getaffinity(0)),
+        )
 
 
 @db_app.command("upgrade")
@@ -119,6 +139,7 @@ def bench_scoring(
     k: Annotated[int, typer.Option(min=1, help="Candidates per user")] = 20,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available)")] = None,
     repeats: Annotated[int, typer.Option(min=1, help="Timed repetitions per case (median reported)")] = 3,
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads per method; a threads row adds every core given")] = 1,
 ) -> None:
     """reciprocal_topk against a blocked GEMM floor, FAISS exact search and a dense reference, at d = latent dim and 128."""
     from engine.latent import create_latent_space
@@ -129,7 +150,8 @@ def bench_scoring(
     except ValueError:
         raise typer.BadParameter(f"sizes must be comma-separated integers, got {sizes!r}") from None
     dims = (create_latent_space("procedural").dim, 128)
-    _emit(run_scoring_benchmark(sizes=counts, dims=dims, k=k, device=device, repeats=repeats), as_json=as_json)
+    result = run_scoring_benchmark(sizes=counts, dims=dims, k=k, device=device, repeats=repeats, threads=threads)
+    _emit(result, as_json=as_json)
 
 
 @bench_app.command("api")
@@ -142,6 +164,30 @@ def bench_api(
     from matchsvc.bench.api import run_api_benchmark
 
     _emit(run_api_benchmark(requests=requests, threads=threads), as_json=as_json)
+
+
+@bench_app.command("load")
+def bench_load(
+    as_json: Annotated[bool, typer.Option("--json", help="Emit JSON")] = False,
+    out: Annotated[str | None, typer.Option("--out", help="Directory for load_benchmark.png and .json")] = None,
+    clients: Annotated[int, typer.Option(min=1, help="Simulated mobile clients")] = 8,
+    seconds: Annotated[float, typer.Option(min=1, help="Duration of the load phase")] = 60.0,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes of both servers")] = 2,
+    history: Annotated[int, typer.Option(min=100, help="Ratings one user sends in a row")] = 2000,
+    ratio_requests: Annotated[int, typer.Option(min=100, help="Requests per server for the ratio")] = 2000,
+) -> None:
+    """N mobile clients against `matchsvc serve --workers 2`: throughput, latency, lost/duplicated, vs a bare insert."""
+    from pathlib import Path
+
+    from matchsvc.bench.load import run_load_benchmark
+
+    result = run_load_benchmark(
+        clients=clients, seconds=seconds, workers=workers, history=history, ratio_requests=ratio_requests,
+        out_dir=None if out is None else Path(out), progress=True,
+    )
+    for part in ("load", "history"):
+        result[part].pop("series")  # the raw points are in the --out JSON and the plots
+    _emit(result, as_json=as_json)
 
 
 @bench_app.command("privacy")

@@ -64,8 +64,14 @@ class Settings(BaseSettings):
     privacy_delta: float = Field(default=1e-5, ge=0, lt=1e-2)
     #: Lifetime cap on the privacy loss of any single rating (all spends touching it, composed).
     privacy_cap: float = Field(default=8.0, gt=0, le=100)
-    #: Exact refit after this many online updates (rr) or new ratings (release mechanisms).
+    #: Exact refit after this many online updates (rr: at least, or 10 % of the user's ratings when more)
+    #: or new ratings (release mechanisms).
     refit_every: int = Field(default=10, ge=1, le=1000)
+    #: The refit worker of each serving process polls its queue this often when it is empty (0: no worker).
+    refit_poll_seconds: float = Field(default=0.1, ge=0)
+    #: Epsilons a client may randomize a rating with on the device (``randomized_like``).
+    local_epsilon_min: float = Field(default=0.5, gt=0, le=20)
+    local_epsilon_max: float = Field(default=8.0, gt=0, le=20)
     #: Shared faces kept in the cache pool the feed prefers for new users.
     shared_pool_size: int = Field(default=2000, ge=0, le=100_000)
 
@@ -93,6 +99,8 @@ class Settings(BaseSettings):
 
     rate_limit_per_minute: int = Field(default=240, ge=1)
     rate_limit_burst: int = Field(default=60, ge=1)
+    #: Buckets in PostgreSQL, shared by every worker process (False: per process, in memory).
+    rate_limit_shared: bool = True
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     faces_per_request_max: int = Field(default=50, ge=1, le=200)
@@ -125,6 +133,8 @@ class Settings(BaseSettings):
             raise ValueError("set MATCHSVC_KEYRING or MATCHSVC_KEYRING_FILE, not both")
         if self.privacy_epsilon > self.privacy_cap:
             raise ValueError("MATCHSVC_PRIVACY_EPSILON must not exceed MATCHSVC_PRIVACY_CAP")
+        if self.local_epsilon_min > self.local_epsilon_max:
+            raise ValueError("MATCHSVC_LOCAL_EPSILON_MIN must not exceed MATCHSVC_LOCAL_EPSILON_MAX")
         if self.population_epsilon > self.population_epsilon_cap:
             raise ValueError("MATCHSVC_POPULATION_EPSILON must not exceed MATCHSVC_POPULATION_EPSILON_CAP")
         if self.privacy_mechanism == "dpsgd" and self.privacy_delta <= 0:

@@ -8,10 +8,21 @@ from fastapi import APIRouter, Header, Response
 
 from api.deps import CurrentUser, RuntimeDep, SessionDep
 from api.schemas.problem import problem_responses
-from api.schemas.ratings import RatingCreate, RatingReceipt
+from api.schemas.ratings import BatchItemResult, BatchResult, RatingBatch, RatingCreate, RatingReceipt
 from matchsvc.services import ratings as ratings_service
 
 router = APIRouter(prefix="/v1/ratings", tags=["ratings"], responses=problem_responses(401, 403))
+
+IdempotencyKey = Annotated[
+    str,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Unique per logical request; a retry with the same key replays the first response",
+    ),
+]
 
 
 @router.post(
@@ -30,23 +41,12 @@ def rate(
     user: CurrentUser,
     session: SessionDep,
     runtime: RuntimeDep,
-    idempotency_key: Annotated[
-        str,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=255,
-            pattern=r"^[\x21-\x7e]+$",
-            description="Unique per logical request; a retry with the same key replays the first response",
-        ),
-    ],
+    idempotency_key: IdempotencyKey,
 ) -> RatingReceipt:
     receipt = ratings_service.submit_rating(
         session,
         user_id=user.id,
-        face_id=body.face_id,
-        liked=body.liked,
-        dwell_ms=body.dwell_ms,
+        rating=body.to_input(),
         idempotency_key=idempotency_key,
         mac_key=runtime.secrets.idempotency_key,
         keys=runtime.keys,
@@ -57,3 +57,37 @@ def rate(
     if receipt.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return RatingReceipt(face_id=receipt.face_id, created=receipt.created, recorded_at=receipt.recorded_at)
+
+
+@router.post(
+    "/batch",
+    response_model=BatchResult,
+    responses={
+        200: {"description": "One result per item, in request order (also for a replayed retry)"},
+        **problem_responses(409),  # 409: key reused with another body
+    },
+    summary="Rate up to 100 faces at once (offline swipes), one outcome per item",
+)
+def rate_batch(
+    body: RatingBatch,
+    response: Response,
+    user: CurrentUser,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    idempotency_key: IdempotencyKey,
+) -> BatchResult:
+    receipt = ratings_service.submit_batch(
+        session,
+        user_id=user.id,
+        ratings=[item.to_input() for item in body.items],
+        idempotency_key=idempotency_key,
+        mac_key=runtime.secrets.idempotency_key,
+        keys=runtime.keys,
+        policy=runtime.policy,
+        space=runtime.latent_space,
+    )
+    if receipt.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return BatchResult(
+        items=[BatchItemResult(face_id=o.face_id, status=o.status, recorded_at=o.recorded_at) for o in receipt.items]
+    )

@@ -16,3 +16,11 @@ class PrivacyBudget(BaseModel):
     epsilon_cap: float = Field(description="The loss no rating may ever exceed")
     spends: int = Field(description="Ledger entries recorded for you")
     guarantee: str = Field(description="What the numbers mean, in one sentence")
+    epsilon_per_rating: float | None = Field(
+        description="The epsilon the server randomizes each `liked` answer with (null: this deployment "
+        "releases private models instead of randomizing labels)"
+    )
+    on_device_epsilon_min: float | None = Field(
+        description="Smallest `epsilon` accepted with `randomized_like` (null: on-device randomization not offered)"
+    )
+    on_device_epsilon_max: float | None = Field(description="Largest `epsilon` accepted with `randomized_like`")

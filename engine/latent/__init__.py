@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from engine._validation import InvalidInputError
 from engine.latent.base import PRIOR_BOUND, LatentSpace, LatentSpaceError
 from engine.latent.png import encode_png
 from engine.latent.procedural import AGE_INDEX, DIMENSION_NAMES, ProceduralFaceSpace
@@ -54,14 +55,14 @@ def create_latent_space(name: str, **options: Any) -> LatentSpace:
 
     Raises
     ------
-    ValueError
+    InvalidInputError
         If ``name`` is not a registered backend (the message lists the valid ones).
     LatentSpaceError
         If the backend rejects its options or cannot be built.
     """
     if not isinstance(name, str) or name not in _BACKENDS:
         valid = ", ".join(repr(k) for k in BACKEND_NAMES)
-        raise ValueError(f"unknown latent space backend {name!r}; valid backends: {valid}")
+        raise InvalidInputError(f"unknown latent space backend {name!r}; valid backends: {valid}")
     module_name, class_name = _BACKENDS[name]
     backend = getattr(importlib.import_module(module_name), class_name)
     return backend(**options)

@@ -20,13 +20,15 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from engine._validation import InvalidInputError
+
 __all__ = ["PRIOR_BOUND", "LatentSpace", "LatentSpaceError", "sample_outside_safety"]
 
 #: Half-width of the valid box; +-3 standard deviations keeps 99.7 % of the prior per axis.
 PRIOR_BOUND: float = 3.0
 
 
-class LatentSpaceError(ValueError):
+class LatentSpaceError(InvalidInputError):
     """A latent of the wrong shape, a non-finite value, or a backend that cannot be built."""
 
 

@@ -6,6 +6,8 @@ import io
 
 from PIL import Image
 
+from engine._validation import InvalidInputError
+
 __all__ = ["encode_png"]
 
 #: zlib level 6 (the PNG default) costs about 3.5 ms for a 256x256 face against 1.6 ms at
@@ -22,11 +24,11 @@ def encode_png(image: Image.Image) -> bytes:
 
     Raises
     ------
-    TypeError
+    InvalidInputError
         If ``image`` is not a ``PIL.Image.Image``.
     """
     if not isinstance(image, Image.Image):
-        raise TypeError(f"image must be a PIL.Image.Image, got {type(image).__name__}")
+        raise InvalidInputError(f"image must be a PIL.Image.Image, got {type(image).__name__}")
     pixels = image.copy()
     pixels.info = {}
     buffer = io.BytesIO()

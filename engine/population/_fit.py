@@ -14,7 +14,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import softmax
 
-from engine.population._model import PopulationModel, check_count, check_positive
+from engine._validation import InvalidInputError, check_count, check_positive, check_rng
+from engine._opacus import LARGEST_ORDER_WARNING
+from engine.population._model import PopulationModel
 from privacy.accounting import calibrate_noise_multiplier
 from privacy.mechanisms import ADD_REMOVE_USER, Guarantee, check_delta, check_epsilon
 
@@ -33,63 +35,54 @@ __all__ = [
 MECHANISM = "dpsgd"
 DEFAULT_PERSONAS = 4
 DEFAULT_RANK = 4
-#: The DP-SGD schedule, measured on the synthetic populations of the tests (2000 users x 30
-#: ratings stored at eps 2, 4 personas, d = 8, population eps 2, delta 1e-5; 4 populations x 2
-#: fits): Adam at learning rate 0.03 for 300 steps at sample rate 1/10 matched the heavier
-#: personas (weight >= 0.2) best, worst cosine 0.77 and mean 0.86. At rate 1/20 the worst was
-#: 0.63 (0.72 with 500 steps, 0.67 at learning rate 0.02); learning rate 0.05 gave 0.52, and
-#: larger rates let personas die out. Held-out accuracy with the population prior moved by less
-#: than 0.01 across all of these. A fit of 2000 users took 3.7-4.5 s on one core.
+#: The DP-SGD schedule: Adam at learning rate 0.03 for 300 steps at sample rate 1/10 recovered
+#: the heavier personas best on the tests' synthetic populations; slower rates lose personas to
+#: noise, faster ones let them die out (docs/benchmarks.md, "Engine tuning").
 DEFAULT_STEPS = 300
 DEFAULT_SAMPLE_RATE = 0.1
-#: On that population each user's gradient norm measured 1.7-2.9 (10th-90th percentile) at the
-#: start and 2.6-4.7 at the end, so a bound of 1 clips every user and gives each the same say.
-#: Adam is invariant to the scale of its gradient, so any bound below that range trains the same
-#: (0.3 and 1 gave identical fits).
+#: A bound below every user's gradient norm clips every user and gives each the same say; Adam
+#: is invariant to the scale of its gradient, so any such bound trains the same (docs/benchmarks.md).
 DEFAULT_MAX_GRAD_NORM = 1.0
 DEFAULT_LEARNING_RATE = 0.03
 #: A user's ``H`` may be negative by this much (relative to its largest eigenvalue) from round-off.
 _PSD_TOLERANCE = 1e-9
-#: Opacus warns when the best Renyi order for a noise level is the largest it tries. That can only
-#: make the epsilon it reports larger than the truth (more noise than needed), never smaller.
-LARGEST_ORDER_WARNING = "Optimal order is the largest alpha"
 
 
 def _check_users(users: Sequence[tuple[npt.ArrayLike, npt.ArrayLike]]) -> tuple[np.ndarray, np.ndarray]:
     """Stacked ``h`` (n, d+1) and ``H`` (n, d+1, d+1) of the users with ratings, validated."""
     if isinstance(users, (str, bytes)) or not isinstance(users, Sequence) or len(users) == 0:
-        raise ValueError("users must be a non-empty sequence of (h, H) pairs")
+        raise InvalidInputError("users must be a non-empty sequence of (h, H) pairs")
     try:
         pairs = [(np.asarray(h, dtype=np.float64), np.asarray(H, dtype=np.float64)) for h, H in users]
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"users must be (h, H) pairs of numeric arrays: {exc}") from None
+        raise InvalidInputError(f"users must be (h, H) pairs of numeric arrays: {exc}") from None
     p = pairs[0][0].size
     for i, (h, H) in enumerate(pairs):
         if h.shape != (p,) or H.shape != (p, p) or p < 2:
-            raise ValueError(
+            raise InvalidInputError(
                 f"user {i}: h must have shape (d + 1,) with d >= 1 and H shape (d + 1, d + 1), the same for "
                 f"every user; got {h.shape} and {H.shape}"
             )
     h = np.stack([pair[0] for pair in pairs])
     H = np.stack([pair[1] for pair in pairs])
     if not (np.isfinite(h).all() and np.isfinite(H).all()):
-        raise ValueError("users' h and H must be finite")
+        raise InvalidInputError("users' h and H must be finite")
     if not np.allclose(H, np.swapaxes(H, 1, 2), rtol=1e-10, atol=1e-12):
-        raise ValueError("users' H must be symmetric")
+        raise InvalidInputError("users' H must be symmetric")
     H = (H + np.swapaxes(H, 1, 2)) / 2.0
     eigenvalues = np.linalg.eigvalsh(H)
     if (eigenvalues[:, 0] < -_PSD_TOLERANCE * np.maximum(1.0, eigenvalues[:, -1])).any():
-        raise ValueError("users' H must be positive semi-definite")
+        raise InvalidInputError("users' H must be positive semi-definite")
     rated = (h != 0).any(axis=1) | (H != 0).any(axis=(1, 2))
     if not rated.any():
-        raise ValueError("no user has ratings: every (h, H) is zero")
+        raise InvalidInputError("no user has ratings: every (h, H) is zero")
     return h[rated], H[rated]
 
 
 def _check_sample_rate(value: object) -> float:
     rate = check_positive("sample_rate", value, at_most=1.0)
     if abs(round(1.0 / rate) * rate - 1.0) > 1e-12:
-        raise ValueError(f"sample_rate must be 1 / m for an integer m >= 1, got {value!r}")
+        raise InvalidInputError(f"sample_rate must be 1 / m for an integer m >= 1, got {value!r}")
     return rate
 
 
@@ -139,20 +132,19 @@ def fit_population(
 
     Raises
     ------
-    ValueError
+    InvalidInputError
         For malformed users or out-of-range parameters.
-    TypeError
+    InvalidInputError
         If ``rng`` is not a ``numpy.random.Generator``.
     RuntimeError
         If Opacus' accountant reports more than ``epsilon`` after training.
     """
     eps = check_epsilon(epsilon)
     if not math.isfinite(eps):
-        raise ValueError(f"epsilon must be finite, got {epsilon!r}")
+        raise InvalidInputError(f"epsilon must be finite, got {epsilon!r}")
     if check_delta(delta) == 0.0:
-        raise ValueError("delta must be > 0 (Gaussian noise is not pure DP)")
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        raise InvalidInputError("delta must be > 0 (Gaussian noise is not pure DP)")
+    rng = check_rng(rng)
     schedule = {
         "n_personas": check_count("n_personas", n_personas),
         "rank": check_count("rank", rank),

@@ -20,15 +20,12 @@ they enter every persona's prior (``N(mu_k, C)`` conditioned on them) and so eve
 the personas are weighed by the user's labels alone, ``r_k ~ pi_k p(labels | k, negatives)``,
 the evidence with the negatives divided by the evidence of the negatives alone. Weighing them
 too would favour, for every user alike, the personas that happen to dislike the anchor's
-direction. Measured on three releases of the service's two-persona test (users rating 30 random
-faces at eps 2 from one persona's own mean, four random in-region anchors as the
-service had then): weighing by the anchors too left up to 30 % of them in the wrong persona (by
-release and persona), their labels alone up to 20 %.
+direction, and put users in the wrong persona noticeably more often (docs/benchmarks.md,
+"Engine tuning").
 """
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import logsumexp
 
+from engine._validation import InvalidInputError, check_count, check_positive
 from engine.preference import Posterior, PreferencePrior, fit_posterior
 from privacy.accounting import RDPAccountant
 from privacy.mechanisms import ADD_REMOVE_USER, Guarantee
@@ -51,27 +49,10 @@ ACCOUNTING_KEYS: tuple[str, ...] = ("noise_multiplier", "sample_rate", "steps", 
 _WEIGHT_SUM_TOLERANCE = 1e-9
 
 
-def check_positive(name: str, value: object, *, at_most: float = math.inf) -> float:
-    """A finite real number in ``(0, at_most]``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    result = float(value)
-    if not (0.0 < result <= at_most and math.isfinite(result)):
-        raise ValueError(f"{name} must be finite and in (0, {at_most:g}], got {value!r}")
-    return result
-
-
-def check_count(name: str, value: object) -> int:
-    """An integer ``>= 1`` (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
 def check_accounting(accounting: Mapping[str, Any]) -> dict[str, float | int]:
     """The accounting record with checked, normalised values (the ledger's constraints)."""
     if not isinstance(accounting, Mapping) or set(accounting) != set(ACCOUNTING_KEYS):
-        raise ValueError(f"accounting must be a mapping with exactly the keys {ACCOUNTING_KEYS}")
+        raise InvalidInputError(f"accounting must be a mapping with exactly the keys {ACCOUNTING_KEYS}")
     return {
         "noise_multiplier": check_positive("noise_multiplier", accounting["noise_multiplier"]),
         "sample_rate": check_positive("sample_rate", accounting["sample_rate"], at_most=1.0),
@@ -86,14 +67,14 @@ def _array(name: str, value: npt.ArrayLike, shape: tuple[int | None, ...]) -> np
     try:
         array = np.array(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a numeric array: {exc}") from None
+        raise InvalidInputError(f"{name} must be a numeric array: {exc}") from None
     if array.ndim != len(shape) or any(
         size < 1 if want is None else size != want for size, want in zip(array.shape, shape, strict=True)
     ):
         expected = ", ".join("n" if want is None else str(want) for want in shape)
-        raise ValueError(f"{name} must have shape ({expected}), got shape {array.shape}")
+        raise InvalidInputError(f"{name} must have shape ({expected}), got shape {array.shape}")
     if not np.isfinite(array).all():
-        raise ValueError(f"{name} must be finite")
+        raise InvalidInputError(f"{name} must be finite")
     array.flags.writeable = False
     return array
 
@@ -159,18 +140,18 @@ class PopulationModel:
         means = _array("means", self.means, (None, None))
         k, p = means.shape
         if p < 2:
-            raise ValueError(f"means must have shape (K, d + 1) with d >= 1, got shape {means.shape}")
+            raise InvalidInputError(f"means must have shape (K, d + 1) with d >= 1, got shape {means.shape}")
         weights = _array("weights", self.weights, (k,))
         if (weights <= 0).any() or abs(float(weights.sum()) - 1.0) > _WEIGHT_SUM_TOLERANCE:
-            raise ValueError("weights must be > 0 and sum to 1")
+            raise InvalidInputError("weights must be > 0 and sum to 1")
         factor = _array("factor", self.factor, (p, None))
         if (factor[-1] != 0).any():
-            raise ValueError("factor's last row (the intercept) must be 0")
+            raise InvalidInputError("factor's last row (the intercept) must be 0")
         diagonal = _array("diagonal", self.diagonal, (p,))
         if (diagonal <= 0).any():
-            raise ValueError("diagonal must be > 0")
+            raise InvalidInputError("diagonal must be > 0")
         if not isinstance(self.guarantee, Guarantee) or self.guarantee.neighbouring != ADD_REMOVE_USER:
-            raise ValueError(f"guarantee must be a Guarantee under {ADD_REMOVE_USER!r}, got {self.guarantee!r}")
+            raise InvalidInputError(f"guarantee must be a Guarantee under {ADD_REMOVE_USER!r}, got {self.guarantee!r}")
         object.__setattr__(self, "means", means)
         object.__setattr__(self, "weights", weights)
         object.__setattr__(self, "factor", factor)
@@ -194,7 +175,7 @@ class PopulationModel:
     def persona_prior(self, k: int) -> PreferencePrior:
         """Persona ``k`` as a prior for :func:`engine.preference.fit_posterior`: ``N(mu_k, C)``, exactly."""
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k < self.n_personas:
-            raise ValueError(f"k must be an integer in [0, {self.n_personas}), got {k!r}")
+            raise InvalidInputError(f"k must be an integer in [0, {self.n_personas}), got {k!r}")
         return _prior(self.means[int(k)], self.covariance())
 
     def prior(self) -> PreferencePrior:
@@ -235,13 +216,13 @@ class PopulationModel:
         """
         z = np.asarray(Z, dtype=np.float64)
         if z.ndim != 2 or z.shape[1] != self.dim:
-            raise ValueError(f"Z must have shape (n, {self.dim}), got shape {z.shape}")
+            raise InvalidInputError(f"Z must have shape (n, {self.dim}), got shape {z.shape}")
         priors = [self.persona_prior(k) for k in range(self.n_personas)]
         negatives = None
         if public_negatives is not None:
             negatives = np.asarray(public_negatives, dtype=np.float64)
             if negatives.ndim != 2 or negatives.shape[0] < 1 or negatives.shape[1] != self.dim:
-                raise ValueError(f"public_negatives must have shape (m, {self.dim}), got shape {negatives.shape}")
+                raise InvalidInputError(f"public_negatives must have shape (m, {self.dim}), got shape {negatives.shape}")
             # Each persona's prior conditioned on the public negatives: clean passes, as fit_posterior adds them.
             constrained = [
                 fit_posterior(negatives, np.zeros(len(negatives), dtype=bool), flip_probability=0.0, prior=prior)
@@ -304,11 +285,11 @@ class PopulationModel:
 
         Raises
         ------
-        ValueError
+        InvalidInputError
             If the state has another version or is malformed.
         """
         if not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION:
-            raise ValueError(f"state must be a mapping with version {_STATE_VERSION}")
+            raise InvalidInputError(f"state must be a mapping with version {_STATE_VERSION}")
         try:
             guarantee = Guarantee(**state["guarantee"])
             return cls(
@@ -320,7 +301,7 @@ class PopulationModel:
                 accounting=state["accounting"],
             )
         except (KeyError, TypeError) as exc:
-            raise ValueError(f"population state is malformed: {exc!r}") from exc
+            raise InvalidInputError(f"population state is malformed: {exc!r}") from exc
 
     def __repr__(self) -> str:
         return (
@@ -351,11 +332,11 @@ def _check_no_ratings(
 ) -> None:
     """With ``n = 0`` the per-rating arguments must be empty (or a scalar flip rate)."""
     if np.shape(y_private) != (0,):
-        raise ValueError(f"y_private must have shape (0,) when Z has no rows, got shape {np.shape(y_private)}")
+        raise InvalidInputError(f"y_private must have shape (0,) when Z has no rows, got shape {np.shape(y_private)}")
     if np.ndim(flip_probability) != 0 and np.shape(flip_probability) != (0,):
-        raise ValueError("flip_probability must be a scalar or have shape (0,) when Z has no rows")
+        raise InvalidInputError("flip_probability must be a scalar or have shape (0,) when Z has no rows")
     if weights is not None and np.shape(weights) != (0,):
-        raise ValueError("weights must have shape (0,) when Z has no rows")
+        raise InvalidInputError("weights must have shape (0,) when Z has no rows")
 
 
 def population_epsilon(releases: Sequence[Mapping[str, Any]], *, delta: float) -> float:
@@ -378,7 +359,7 @@ def population_epsilon(releases: Sequence[Mapping[str, Any]], *, delta: float) -
 
     Raises
     ------
-    ValueError
+    InvalidInputError
         If a release's accounting is malformed or ``delta`` is out of range.
     """
     accountant = RDPAccountant()

@@ -48,8 +48,7 @@ from opacus import PrivacyEngine
 from opacus.data_loader import DPDataLoader
 from opacus.grad_sample import register_grad_sampler
 
-from engine._opacus import seeded_opacus
-from engine.population._fit import LARGEST_ORDER_WARNING
+from engine._opacus import LARGEST_ORDER_WARNING, seeded_opacus
 from engine.preference import DEFAULT_L2, INTERCEPT_L2
 
 __all__ = ["MixtureLikelihood", "TrainedMixture", "initial_parameters", "train"]
@@ -153,8 +152,8 @@ def _per_user_gradients(
     with ``W = H - H S H``; all of it holds for a singular ``H``. Weighting by the
     responsibilities ``r_k`` gives the loss's gradient, and the chain rule through
     ``C = F F^T + diag(exp(2 s))`` and the softmax gives the parameters'. Opacus' own fallback,
-    ``torch.func`` over the forward pass, gives the same numbers (to 1e-16) but took 18 ms per
-    batch of 100 users against 4 ms here.
+    ``torch.func`` over the forward pass, gives the same numbers (to 1e-16) about four times
+    slower (docs/benchmarks.md, "Engine tuning").
     """
     with torch.no_grad():
         t = layer.terms(*activations)
@@ -180,9 +179,8 @@ def _single_threaded() -> Iterator[None]:
     """Run torch on one thread, then restore the previous count.
 
     Every tensor here is tiny (``(d+1) x (d+1)`` per user, batches of hundreds), far below the
-    cost of waking torch's intra-op thread pool. Measured on a shared 2-core machine: 20 users,
-    10 steps took 1.6 s with 2 threads and 0.2 s with 1; 2000 users at sample rate 0.05 took
-    320 ms vs 40-90 ms per step.
+    cost of waking torch's intra-op thread pool: one thread is several times faster
+    (docs/benchmarks.md, "Engine tuning").
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(1)

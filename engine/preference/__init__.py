@@ -1,6 +1,14 @@
 """Private preference learning: a Gaussian posterior over ``[w, b]`` and the released model ``sigmoid(coef . z + intercept)``."""
 
-from engine.preference._drift import DRIFT_ALPHA, DRIFT_OLD_WEIGHT, drift_weights
+from engine.preference._drift import (
+    DRIFT_ALPHA,
+    DRIFT_OLD_WEIGHT,
+    DRIFT_WINDOW,
+    DriftCheckpoint,
+    DriftResult,
+    drift_test,
+    drift_weights,
+)
 from engine.preference._model import PreferenceModel
 from engine.preference._noisy import DEFAULT_L2, INTERCEPT_L2, rr_information
 from engine.preference._online import OnlinePreference
@@ -18,13 +26,17 @@ __all__ = [
     "DEFAULT_L2",
     "DRIFT_ALPHA",
     "DRIFT_OLD_WEIGHT",
+    "DRIFT_WINDOW",
     "INTERCEPT_L2",
     "MECHANISMS",
     "SERVICE_MECHANISMS",
+    "DriftCheckpoint",
+    "DriftResult",
     "OnlinePreference",
     "Posterior",
     "PreferenceModel",
     "PreferencePrior",
+    "drift_test",
     "drift_weights",
     "fit_noisy",
     "fit_posterior",

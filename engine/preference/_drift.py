@@ -11,12 +11,20 @@ and spread of ``L`` including the uncertainty about ``theta``, which an independ
 formula misses (it raised the false-alarm rate to 11 % in our simulations). Changed tastes make
 the recent labels more surprising: ``Z_k = (L - mean) / sd`` goes negative.
 
-Windows ``k = 5, 10, 15, ...`` leave at least :data:`MIN_HISTORY` older ratings; with ``m``
-windows a change is declared when ``min_k Z_k < -Phi^-1(1 - DRIFT_ALPHA / m)`` (Bonferroni). The
-ratings before the most surprising window then get weight :data:`DRIFT_OLD_WEIGHT`: they still
-inform the fit, as a quarter of a rating each, while the recent ones dominate. Measured (d = 6,
-60 ratings at eps 2, 200 users each): stable tastes flagged 2.5 % of the time (the nominal 1 %
-holds only up to the normal approximation), a reversal after rating 35 caught 77 % of the time.
+Windows ``k = 5, 10, ..., DRIFT_WINDOW`` that leave at least :data:`MIN_HISTORY` older ratings
+are tested; with ``m <= DRIFT_WINDOW / 5`` windows a change is declared when
+``min_k Z_k < -Phi^-1(1 - DRIFT_ALPHA / m)`` (Bonferroni). The ratings before the most surprising
+window then get weight :data:`DRIFT_OLD_WEIGHT`: they still inform the fit, as a quarter of a
+rating each, while the recent ones dominate. The nominal false-alarm rate holds only up to the
+normal approximation (docs/benchmarks.md, "Engine tuning", has the measured rates).
+
+**Cost.** The windows are bounded (:data:`DRIFT_WINDOW` most recent ratings), so the simulation
+costs the same at 60 ratings as at 6 000. The replay of the older ratings is the only part that
+grows with the history; a :class:`DriftCheckpoint` (the replayed posterior of the first
+``through`` ratings, with a digest of them) lets the next test resume where the last one stopped,
+so a test every ``r`` ratings replays ``O(r + DRIFT_WINDOW)`` ratings, not all ``n``. A checkpoint
+whose ratings changed since (a re-rating, another prior) fails its digest and the replay restarts
+from the prior: the weights never depend on whether a checkpoint was used.
 
 The test reads only stored (private) labels and public latents: post-processing, no budget.
 With randomized response the predictive probabilities stay within ``[rho, 1 - rho]``, so at small
@@ -24,6 +32,10 @@ epsilon only large changes are detectable; that is the price of the label noise.
 """
 
 from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,7 +46,16 @@ from engine.preference._noisy import check_flip_probability, check_labels, check
 from engine.preference._online import OnlinePreference
 from engine.preference._posterior import Posterior, PreferencePrior
 
-__all__ = ["DRIFT_ALPHA", "DRIFT_OLD_WEIGHT", "MIN_HISTORY", "drift_weights"]
+__all__ = [
+    "DRIFT_ALPHA",
+    "DRIFT_OLD_WEIGHT",
+    "DRIFT_WINDOW",
+    "MIN_HISTORY",
+    "DriftCheckpoint",
+    "DriftResult",
+    "drift_test",
+    "drift_weights",
+]
 
 #: Family-wise false-alarm rate of the test for a user whose taste did not change.
 DRIFT_ALPHA: float = 0.01
@@ -42,25 +63,77 @@ DRIFT_ALPHA: float = 0.01
 DRIFT_OLD_WEIGHT: float = 0.25
 #: Ratings the model must have seen before a window can be tested against it.
 MIN_HISTORY: int = 15
+#: The largest window tested: a change is looked for among this many most recent ratings.
+DRIFT_WINDOW: int = 50
 _WINDOW_STEP = 5
 _SIMULATIONS = 256
 _SIMULATION_SEED = 20261123
 
 
+def _digest(prior: PreferencePrior, Z: np.ndarray, labels: np.ndarray, rho: np.ndarray) -> str:
+    """SHA-256 of the prior and of the replayed ratings, in order."""
+    h = hashlib.sha256()
+    for part in (prior.mean_vector(), prior.covariance(), Z, labels.astype(np.uint8), rho):
+        h.update(np.ascontiguousarray(part).tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class DriftCheckpoint:
+    """The replay from the prior through the first ``through`` ratings, and their digest."""
+
+    posterior: Posterior
+    through: int
+    digest: str
+
+    def to_state(self) -> dict[str, Any]:
+        return {"posterior": self.posterior.to_state(), "through": self.through, "digest": self.digest}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> DriftCheckpoint:
+        return cls(Posterior.from_state(state["posterior"]), int(state["through"]), str(state["digest"]))
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """Weights for the fit (:func:`drift_weights`) and the checkpoint for the next test."""
+
+    weights: np.ndarray
+    checkpoint: DriftCheckpoint
+
+
+def _resume(
+    checkpoint: DriftCheckpoint | None, Z: np.ndarray, labels: np.ndarray, rho: np.ndarray, prior: PreferencePrior, base: int
+) -> DriftCheckpoint:
+    """The replay through rating ``base``, from ``checkpoint`` when it is still valid, else from the prior."""
+    start = DriftCheckpoint(Posterior.from_prior(prior), 0, _digest(prior, Z[:0], labels[:0], rho[:0]))
+    if (
+        checkpoint is not None
+        and checkpoint.through <= base
+        and checkpoint.posterior.dim == Z.shape[1]
+        and checkpoint.digest == _digest(prior, Z[: checkpoint.through], labels[: checkpoint.through], rho[: checkpoint.through])
+    ):
+        start = checkpoint
+    online = OnlinePreference(start.posterior)
+    for i in range(start.through, base):
+        online.update(Z[i], bool(labels[i]), flip_probability=float(rho[i]))
+    return DriftCheckpoint(online.posterior, base, _digest(prior, Z[:base], labels[:base], rho[:base]))
+
+
 def _window_statistics(
-    Z: np.ndarray, labels: np.ndarray, rho: np.ndarray, prior: PreferencePrior, windows: np.ndarray
+    Z: np.ndarray, labels: np.ndarray, rho: np.ndarray, base: DriftCheckpoint, windows: np.ndarray
 ) -> np.ndarray:
-    """``Z_k`` of each window (module docstring)."""
-    online = OnlinePreference(Posterior.from_prior(prior))
+    """``Z_k`` of each window (module docstring); ``base`` is the replay through ``n - max(windows)``."""
+    online = OnlinePreference(base.posterior)
     before = []
-    for z, label, flip in zip(Z, labels, rho, strict=True):
+    for i in range(base.through, len(labels)):
         before.append(online.posterior)
-        online.update(z, bool(label), flip_probability=float(flip))
+        online.update(Z[i], bool(labels[i]), flip_probability=float(rho[i]))
     simulation = np.random.default_rng(_SIMULATION_SEED)
     n = len(labels)
     statistics = np.empty(windows.size)
     for w, k in enumerate(windows):
-        posterior, faces, flips = before[n - k], Z[n - k :], rho[n - k :]
+        posterior, faces, flips = before[n - k - base.through], Z[n - k :], rho[n - k :]
         like = flips + (1.0 - 2.0 * flips) * posterior.predict_proba(faces)
         log_like, log_pass = np.log(like), np.log1p(-like)
         observed = float(np.where(labels[n - k :], log_like, log_pass).sum())
@@ -73,6 +146,37 @@ def _window_statistics(
         spread = float(null.std())
         statistics[w] = (observed - float(null.mean())) / spread if spread > 0 else 0.0
     return statistics
+
+
+def drift_test(
+    Z: npt.ArrayLike,
+    y_private: npt.ArrayLike,
+    *,
+    flip_probability: float | npt.ArrayLike,
+    prior: PreferencePrior | None = None,
+    checkpoint: DriftCheckpoint | None = None,
+) -> DriftResult:
+    """The test of the module docstring, resumed from ``checkpoint`` where it is still valid.
+
+    Parameters as for :func:`drift_weights`; ``checkpoint`` is the one a previous call on a prefix
+    of the same ratings returned (any other is detected by its digest and ignored). The returned
+    checkpoint is the replay through rating ``max(n - DRIFT_WINDOW, 0)``.
+    """
+    z = check_latents(Z)
+    n = z.shape[0]
+    labels = check_labels(y_private, n, name="y_private")
+    rho = check_flip_probability(flip_probability, n)
+    chosen = PreferencePrior.isotropic(z.shape[1]) if prior is None else prior
+    base = _resume(checkpoint, z, labels, rho, chosen, max(n - DRIFT_WINDOW, 0))
+    weights = np.ones(n)
+    windows = np.arange(_WINDOW_STEP, min(n - MIN_HISTORY, DRIFT_WINDOW) + 1, _WINDOW_STEP)
+    if windows.size == 0:
+        return DriftResult(weights, base)
+    statistic = _window_statistics(z, labels, rho, base, windows)
+    worst = int(np.argmin(statistic))
+    if statistic[worst] < -norm.ppf(1.0 - DRIFT_ALPHA / windows.size):
+        weights[: n - windows[worst]] = DRIFT_OLD_WEIGHT
+    return DriftResult(weights, base)
 
 
 def drift_weights(
@@ -98,20 +202,8 @@ def drift_weights(
     Returns
     -------
     numpy.ndarray of float64, shape (n,)
-        All 1 when no change is detected (or fewer than ``MIN_HISTORY + 5`` ratings); otherwise
-        ``DRIFT_OLD_WEIGHT`` before the detected change and 1 from it on.
+        All 1 when no change is detected among the last :data:`DRIFT_WINDOW` ratings (or with
+        fewer than ``MIN_HISTORY + 5`` ratings); otherwise ``DRIFT_OLD_WEIGHT`` before the
+        detected change and 1 from it on.
     """
-    z = check_latents(Z)
-    n = z.shape[0]
-    labels = check_labels(y_private, n, name="y_private")
-    rho = check_flip_probability(flip_probability, n)
-    weights = np.ones(n)
-    windows = np.arange(_WINDOW_STEP, n - MIN_HISTORY + 1, _WINDOW_STEP)
-    if windows.size == 0:
-        return weights
-    chosen = PreferencePrior.isotropic(z.shape[1]) if prior is None else prior
-    statistic = _window_statistics(z, labels, rho, chosen, windows)
-    worst = int(np.argmin(statistic))
-    if statistic[worst] < -norm.ppf(1.0 - DRIFT_ALPHA / windows.size):
-        weights[: n - windows[worst]] = DRIFT_OLD_WEIGHT
-    return weights
+    return drift_test(Z, y_private, flip_probability=flip_probability, prior=prior).weights

@@ -9,6 +9,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import expit
 
+from engine._validation import InvalidInputError
+
 __all__ = ["PreferenceModel"]
 
 
@@ -34,13 +36,13 @@ class PreferenceModel:
     def __post_init__(self) -> None:
         coef = np.array(self.coef, dtype=np.float64)
         if coef.ndim != 1 or coef.size == 0:
-            raise ValueError(f"coef must have shape (d,) with d >= 1, got shape {coef.shape}")
+            raise InvalidInputError(f"coef must have shape (d,) with d >= 1, got shape {coef.shape}")
         if not np.isfinite(coef).all():
-            raise ValueError("coef must be finite")
+            raise InvalidInputError("coef must be finite")
         if isinstance(self.intercept, bool) or not isinstance(self.intercept, (int, float, np.floating, np.integer)):
-            raise TypeError(f"intercept must be a real number, got {self.intercept!r}")
+            raise InvalidInputError(f"intercept must be a real number, got {self.intercept!r}")
         if not math.isfinite(self.intercept):
-            raise ValueError(f"intercept must be finite, got {self.intercept!r}")
+            raise InvalidInputError(f"intercept must be finite, got {self.intercept!r}")
         coef.flags.writeable = False
         object.__setattr__(self, "coef", coef)
         object.__setattr__(self, "intercept", float(self.intercept))
@@ -63,7 +65,7 @@ class PreferenceModel:
         """
         z = np.asarray(Z, dtype=np.float64)
         if z.ndim != 2 or z.shape[1] != self.coef.size:
-            raise ValueError(f"Z must have shape (n, {self.coef.size}), got shape {z.shape}")
+            raise InvalidInputError(f"Z must have shape (n, {self.coef.size}), got shape {z.shape}")
         return z @ self.coef + self.intercept
 
     def predict_proba(self, Z: npt.ArrayLike) -> np.ndarray:
@@ -79,7 +81,7 @@ class PreferenceModel:
         """Inverse of :meth:`to_vector`; ``vector`` has shape (d + 1,) with ``d >= 1``."""
         v = np.asarray(vector, dtype=np.float64)
         if v.ndim != 1 or v.size < 2:
-            raise ValueError(f"vector must have shape (d + 1,) with d >= 1, got shape {v.shape}")
+            raise InvalidInputError(f"vector must have shape (d + 1,) with d >= 1, got shape {v.shape}")
         return cls(coef=v[:-1], intercept=float(v[-1]))
 
     def __eq__(self, other: object) -> bool:

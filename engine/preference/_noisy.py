@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import expit
 
+from engine._validation import InvalidInputError
 from engine.latent.base import PRIOR_BOUND
 
 __all__ = ["DEFAULT_L2", "INTERCEPT_L2", "rr_curvature", "rr_information", "rr_log_likelihood"]
@@ -50,11 +51,11 @@ def check_latents(Z: npt.ArrayLike, *, name: str = "Z", dim: int | None = None) 
     """``Z`` as a finite float64 array of shape (n, d), ``n >= 1`` (``d == dim`` when given)."""
     z = np.asarray(Z, dtype=np.float64)
     if z.ndim != 2 or z.shape[0] < 1 or z.shape[1] < 1:
-        raise ValueError(f"{name} must have shape (n, d) with n, d >= 1, got shape {z.shape}")
+        raise InvalidInputError(f"{name} must have shape (n, d) with n, d >= 1, got shape {z.shape}")
     if dim is not None and z.shape[1] != dim:
-        raise ValueError(f"{name} must have {dim} columns, got shape {z.shape}")
+        raise InvalidInputError(f"{name} must have {dim} columns, got shape {z.shape}")
     if not np.isfinite(z).all():
-        raise ValueError(f"{name} must be finite")
+        raise InvalidInputError(f"{name} must be finite")
     return z
 
 
@@ -62,10 +63,10 @@ def check_labels(y: npt.ArrayLike, n: int, *, name: str = "y") -> np.ndarray:
     """Labels of shape (n,) as bool; accepts bool or 0/1 numbers."""
     labels = np.asarray(y)
     if labels.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},), got shape {labels.shape}")
+        raise InvalidInputError(f"{name} must have shape ({n},), got shape {labels.shape}")
     if labels.dtype != np.bool_:
         if labels.dtype.kind not in "iuf" or not np.isin(labels, (0, 1)).all():
-            raise ValueError(f"{name} must be booleans or 0/1 values")
+            raise InvalidInputError(f"{name} must be booleans or 0/1 values")
         labels = labels.astype(bool)
     return labels
 
@@ -76,19 +77,19 @@ def check_flip_probability(flip_probability: float | npt.ArrayLike, n: int) -> n
     if rho.ndim == 0:
         rho = np.full(n, float(rho))
     if rho.shape != (n,):
-        raise ValueError(f"flip_probability must be a scalar or have shape ({n},), got shape {rho.shape}")
+        raise InvalidInputError(f"flip_probability must be a scalar or have shape ({n},), got shape {rho.shape}")
     if not ((rho >= 0.0) & (rho < 0.5)).all():
-        raise ValueError(f"flip_probability must lie in [0, 0.5), got values in [{rho.min()}, {rho.max()}]")
+        raise InvalidInputError(f"flip_probability must lie in [0, 0.5), got values in [{rho.min()}, {rho.max()}]")
     return rho
 
 
 def check_l2(l2: float) -> float:
     """``l2`` as a finite float ``> 0``."""
     if isinstance(l2, bool) or not isinstance(l2, (int, float, np.floating, np.integer)):
-        raise TypeError(f"l2 must be a real number, got {l2!r}")
+        raise InvalidInputError(f"l2 must be a real number, got {l2!r}")
     value = float(l2)
     if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"l2 must be finite and > 0, got {l2!r}")
+        raise InvalidInputError(f"l2 must be finite and > 0, got {l2!r}")
     return value
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from engine._validation import InvalidInputError
 from engine.preference._model import PreferenceModel
 from engine.preference._noisy import (
     check_flip_probability,
@@ -51,7 +52,7 @@ class OnlinePreference:
 
     def __init__(self, posterior: Posterior) -> None:
         if not isinstance(posterior, Posterior):
-            raise TypeError(f"posterior must be a Posterior, got {type(posterior).__name__}")
+            raise InvalidInputError(f"posterior must be a Posterior, got {type(posterior).__name__}")
         self._posterior = posterior
         self._model = posterior.model()
 
@@ -138,18 +139,18 @@ class OnlinePreference:
 
         Raises
         ------
-        ValueError
+        InvalidInputError
             If the state has an unknown version, wrong shapes, or non-finite values.
         """
         if not isinstance(state, Mapping) or state.get("version") not in (1, _STATE_VERSION):
-            raise ValueError(f"state must be a mapping with version 1 or {_STATE_VERSION}")
+            raise InvalidInputError(f"state must be a mapping with version 1 or {_STATE_VERSION}")
         if state["version"] == _STATE_VERSION:
             if not isinstance(state.get("posterior"), Mapping):
-                raise ValueError("state['posterior'] must be a mapping")
+                raise InvalidInputError("state['posterior'] must be a mapping")
             return cls(Posterior.from_state(state["posterior"]))
         try:
             mean = np.asarray(state["theta"], dtype=np.float64)
             covariance = np.asarray(state["posterior_covariance"], dtype=np.float64)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"state is malformed: {exc!r}") from exc
+            raise InvalidInputError(f"state is malformed: {exc!r}") from exc
         return cls(Posterior(mean=mean, covariance=covariance))

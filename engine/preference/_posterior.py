@@ -41,6 +41,7 @@ import numpy.typing as npt
 import scipy.linalg
 from scipy.special import expit
 
+from engine._validation import InvalidInputError
 from engine.preference._model import PreferenceModel
 from engine.preference._noisy import (
     DEFAULT_L2,
@@ -81,23 +82,23 @@ def rr_flip_probability(epsilon: float) -> float:
 def _symmetric_positive_definite(name: str, matrix: npt.ArrayLike, size: int) -> np.ndarray:
     m = np.array(matrix, dtype=np.float64)
     if m.shape != (size, size):
-        raise ValueError(f"{name} must have shape ({size}, {size}), got shape {m.shape}")
+        raise InvalidInputError(f"{name} must have shape ({size}, {size}), got shape {m.shape}")
     if not np.isfinite(m).all():
-        raise ValueError(f"{name} must be finite")
+        raise InvalidInputError(f"{name} must be finite")
     if not np.allclose(m, m.T, rtol=1e-10, atol=1e-12):
-        raise ValueError(f"{name} must be symmetric")
+        raise InvalidInputError(f"{name} must be symmetric")
     m = (m + m.T) / 2.0
     try:
         np.linalg.cholesky(m)
     except np.linalg.LinAlgError:
-        raise ValueError(f"{name} must be positive definite") from None
+        raise InvalidInputError(f"{name} must be positive definite") from None
     m.flags.writeable = False
     return m
 
 
 def _finite_real(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+        raise InvalidInputError(f"{name} must be a finite real number, got {value!r}")
     return float(value)
 
 
@@ -117,21 +118,21 @@ class PreferencePrior:
     def __post_init__(self) -> None:
         mean = np.array(self.mean, dtype=np.float64)
         if mean.ndim != 1 or mean.size == 0 or not np.isfinite(mean).all():
-            raise ValueError(f"mean must be a finite array of shape (d,) with d >= 1, got shape {mean.shape}")
+            raise InvalidInputError(f"mean must be a finite array of shape (d,) with d >= 1, got shape {mean.shape}")
         mean.flags.writeable = False
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "cov", _symmetric_positive_definite("cov", self.cov, mean.size))
         object.__setattr__(self, "intercept_mean", _finite_real("intercept_mean", self.intercept_mean))
         variance = _finite_real("intercept_variance", self.intercept_variance)
         if variance <= 0:
-            raise ValueError(f"intercept_variance must be > 0, got {variance!r}")
+            raise InvalidInputError(f"intercept_variance must be > 0, got {variance!r}")
         object.__setattr__(self, "intercept_variance", variance)
 
     @classmethod
     def isotropic(cls, dim: int, *, l2: float = DEFAULT_L2) -> PreferencePrior:
         """``w ~ N(0, I / l2)``, ``b ~ N(0, 1 / INTERCEPT_L2)``: the prior of a user with no population model."""
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
-            raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
+            raise InvalidInputError(f"dim must be an integer >= 1, got {dim!r}")
         return cls(mean=np.zeros(int(dim)), cov=np.eye(int(dim)) / check_l2(l2))
 
     @property
@@ -183,13 +184,13 @@ class Posterior:
     def __post_init__(self) -> None:
         mean = np.array(self.mean, dtype=np.float64)
         if mean.ndim != 1 or mean.size < 2 or not np.isfinite(mean).all():
-            raise ValueError(f"mean must be a finite array of shape (d + 1,) with d >= 1, got shape {mean.shape}")
+            raise InvalidInputError(f"mean must be a finite array of shape (d + 1,) with d >= 1, got shape {mean.shape}")
         mean.flags.writeable = False
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "covariance", _symmetric_positive_definite("covariance", self.covariance, mean.size))
         evidence = self.log_evidence
         if isinstance(evidence, bool) or not isinstance(evidence, numbers.Real) or math.isinf(evidence):
-            raise ValueError(f"log_evidence must be a real number or nan, got {evidence!r}")
+            raise InvalidInputError(f"log_evidence must be a real number or nan, got {evidence!r}")
         object.__setattr__(self, "log_evidence", float(evidence))
 
     @classmethod
@@ -225,7 +226,7 @@ class Posterior:
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Posterior:
-        """Inverse of :meth:`to_state`; ``ValueError`` on a malformed state."""
+        """Inverse of :meth:`to_state`; ``InvalidInputError`` on a malformed state."""
         try:
             evidence = state.get("log_evidence")
             return cls(
@@ -234,7 +235,7 @@ class Posterior:
                 log_evidence=math.nan if evidence is None else evidence,
             )
         except (AttributeError, KeyError, TypeError) as exc:
-            raise ValueError(f"posterior state is malformed: {exc!r}") from exc
+            raise InvalidInputError(f"posterior state is malformed: {exc!r}") from exc
 
 
 def _check_weights(weights: npt.ArrayLike | None, n: int) -> np.ndarray:
@@ -242,9 +243,9 @@ def _check_weights(weights: npt.ArrayLike | None, n: int) -> np.ndarray:
         return np.ones(n)
     c = np.asarray(weights, dtype=np.float64)
     if c.shape != (n,):
-        raise ValueError(f"weights must have shape ({n},), got shape {c.shape}")
+        raise InvalidInputError(f"weights must have shape ({n},), got shape {c.shape}")
     if not ((c > 0.0) & (c <= 1.0)).all():
-        raise ValueError("weights must lie in (0, 1]")
+        raise InvalidInputError("weights must lie in (0, 1]")
     return c
 
 
@@ -252,9 +253,9 @@ def _check_prior(prior: PreferencePrior | None, dim: int) -> PreferencePrior:
     if prior is None:
         return PreferencePrior.isotropic(dim)
     if not isinstance(prior, PreferencePrior):
-        raise TypeError(f"prior must be a PreferencePrior or None, got {type(prior).__name__}")
+        raise InvalidInputError(f"prior must be a PreferencePrior or None, got {type(prior).__name__}")
     if prior.dim != dim:
-        raise ValueError(f"prior has dimension {prior.dim}, the latents have {dim}")
+        raise InvalidInputError(f"prior has dimension {prior.dim}, the latents have {dim}")
     return prior
 
 

@@ -22,6 +22,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from engine._validation import InvalidInputError, check_rng
 from engine._opacus import seeded_opacus
 from engine.latent.base import PRIOR_BOUND
 from engine.preference._model import PreferenceModel
@@ -55,15 +56,15 @@ SERVICE_MECHANISMS: tuple[str, ...] = ("rr", "objective", "dpsgd")
 MECHANISMS: tuple[str, ...] = (*SERVICE_MECHANISMS, "none")
 
 #: Objective perturbation spends this share of epsilon on the noise (``epsilon' = 0.9 epsilon``)
-#: and the rest on the regulariser it forces. Measured at eps = 1 over Lambda in {1, 5, 20} times
-#: the smallest admissible one (share 1/2): 5x, i.e. share 0.9, was best at n = 50 and n = 5000.
+#: and the rest on the regulariser it forces: the best of the shares tried, at few ratings and
+#: at many (docs/benchmarks.md, "Engine tuning").
 OBJECTIVE_NOISE_SHARE: float = 0.9
 
 #: DP-SGD schedule: full-batch steps (Poisson sampling at rate 1, so every rating is in every
 #: step and the RDP of each step is the Gaussian mechanism's closed form, alpha / (2 sigma^2)).
 #: A user has tens to hundreds of ratings: subsampling would buy little amplification, and
-#: calibrating the noise for subsampled steps (numerical RDP) took 10-25 s per fit here. Three
-#: full-batch steps at learning rate 0.5 were as accurate as 5-20 steps at eps 1 and 4, n = 50.
+#: calibrating the noise for subsampled steps (numerical RDP) costs seconds per fit. Three
+#: full-batch steps at learning rate 0.5 are as accurate as more (docs/benchmarks.md).
 DPSGD_SAMPLE_RATE: float = 1.0
 DPSGD_EPOCHS: int = 3
 DPSGD_MAX_GRAD_NORM: float = 1.0
@@ -75,24 +76,24 @@ def mechanism_guarantee(mechanism: str, *, epsilon: float, delta: float) -> Guar
 
     Raises
     ------
-    ValueError
+    InvalidInputError
         For an unknown mechanism, ``epsilon <= 0``, ``delta`` outside ``[0, 1)``, an infinite
         epsilon for ``"objective"``/``"dpsgd"``, or ``delta == 0`` for ``"dpsgd"``.
     """
     if mechanism not in MECHANISMS:
-        raise ValueError(f"mechanism must be one of {MECHANISMS}, got {mechanism!r}")
+        raise InvalidInputError(f"mechanism must be one of {MECHANISMS}, got {mechanism!r}")
     eps = check_epsilon(epsilon)
     if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0.0 <= delta < 1.0:
-        raise ValueError(f"delta must be in [0, 1), got {delta!r}")
+        raise InvalidInputError(f"delta must be in [0, 1), got {delta!r}")
     if mechanism == "rr":
         return RandomizedResponse(epsilon=eps).guarantee
     if mechanism == "objective":
         return objective_perturbation.guarantee(eps)
     if mechanism == "dpsgd":
         if not math.isfinite(eps):
-            raise ValueError(f"epsilon must be finite for dpsgd, got {epsilon!r}")
+            raise InvalidInputError(f"epsilon must be finite for dpsgd, got {epsilon!r}")
         if delta <= 0:
-            raise ValueError(f"delta must be > 0 for dpsgd (Gaussian noise is not pure DP), got {delta!r}")
+            raise InvalidInputError(f"delta must be > 0 for dpsgd (Gaussian noise is not pure DP), got {delta!r}")
         return Guarantee(epsilon=eps, delta=float(delta), neighbouring=ADD_REMOVE_ONE, mechanism="dpsgd")
     return Guarantee(epsilon=math.inf, delta=0.0, neighbouring=LABEL_CHANGE, mechanism="none")
 
@@ -211,13 +212,10 @@ def fit_private(
     """
     guarantee = mechanism_guarantee(mechanism, epsilon=epsilon, delta=delta)
     if prior is not None and mechanism not in ("rr", "none"):
-        raise ValueError(f"prior is only used by the 'rr' and 'none' learners, not {mechanism!r}")
+        raise InvalidInputError(f"prior is only used by the 'rr' and 'none' learners, not {mechanism!r}")
     z = check_latents(Z)
     labels = check_labels(y, z.shape[0])
-    if rng is None:
-        rng = np.random.default_rng()
-    elif not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    rng = np.random.default_rng() if rng is None else check_rng(rng)
     negatives = (
         None if public_negatives is None else check_latents(public_negatives, name="public_negatives", dim=z.shape[1])
     )

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
+from engine._validation import InvalidInputError
 from engine.latent._prior import sample_truncated_prior
 from engine.latent.base import PRIOR_BOUND
 from engine.preference._model import PreferenceModel
@@ -204,7 +205,7 @@ def canary_dataset(*, dim: int, n_ratings: int, rng: np.random.Generator) -> tup
         pass in ``y_out``).
     """
     if n_ratings < 2 or dim < 2:
-        raise ValueError(f"the canary audit needs n_ratings >= 2 and dim >= 2, got {n_ratings}, {dim}")
+        raise InvalidInputError(f"the canary audit needs n_ratings >= 2 and dim >= 2, got {n_ratings}, {dim}")
     w, b = synthetic_user(dim, rng)
     others = sample_truncated_prior(n_ratings - 1, dim, rng)
     others[:, 0] = 0.0
@@ -233,7 +234,7 @@ def audit_release(
     so the result is deterministic.
     """
     if runs < 2:
-        raise ValueError(f"runs must be >= 2, got {runs}")
+        raise InvalidInputError(f"runs must be >= 2, got {runs}")
     Z, y_in, y_out = canary_dataset(dim=dim, n_ratings=n_ratings, rng=np.random.default_rng([seed, 0]))
     canary = Z[-1:]
     scores = {}

@@ -13,7 +13,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -26,36 +28,42 @@ from matchsvc.services import sessions as sessions_service
 from matchsvc.settings import Settings
 from privacy.crypto import KeyRing
 
-__all__ = ["run_api_benchmark"]
+__all__ = ["bench_runtime", "drive", "free_port", "rating_requests", "run_api_benchmark", "start_server", "wait_until_up"]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _start_server(target: str, *, factory: bool, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    command = [sys.executable, "-m", "uvicorn", target, "--port", str(port), "--log-level", "warning"]
-    if factory:
-        command.append("--factory")
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+def wait_until_up(process: subprocess.Popen, base: str, *, name: str, timeout: float = 120.0) -> str:
+    """Poll ``base``'s OpenAPI document until the server answers; ``base`` once it does."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             httpx.get(base + "/openapi.json", timeout=1)
-            return process, base
+            return base
         except httpx.TransportError:
             if process.poll() is not None:
-                raise RuntimeError(f"{target} failed to start: {process.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"{name} failed to start: {process.stderr.read().decode()[-2000:]}") from None
             time.sleep(0.2)
     process.kill()
-    raise RuntimeError(f"{target} did not start within 60 s")
+    raise RuntimeError(f"{name} did not start within {timeout:g} s")
 
 
-def _drive(base: str, requests: list[tuple[str, dict, dict]], *, threads: int) -> float:
+def start_server(target: str, *, factory: bool, env: dict[str, str], workers: int = 1) -> tuple[subprocess.Popen, str]:
+    """``uvicorn target`` on a free loopback port with ``workers`` processes."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", target, "--port", str(port), "--log-level", "warning"]
+    command += ["--workers", str(workers)] if workers > 1 else []
+    if factory:
+        command.append("--factory")
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return process, wait_until_up(process, f"http://127.0.0.1:{port}", name=target)
+
+
+def drive(base: str, requests: list[tuple[str, dict, dict]], *, threads: int) -> float:
     """Send all requests with ``threads`` keep-alive clients; returns requests per second."""
     chunks = [requests[i::threads] for i in range(threads)]
     errors: list[str] = []
@@ -81,71 +89,87 @@ def _drive(base: str, requests: list[tuple[str, dict, dict]], *, threads: int) -
     return len(requests) / elapsed
 
 
-def run_api_benchmark(*, requests: int = 2000, threads: int = 8, users: int = 20) -> dict[str, Any]:
-    """Throughput of our rating endpoint (auth with the per-request session check, idempotency,
-    served-face check, upsert) vs a bare insert."""
+@contextmanager
+def bench_runtime() -> Iterator[tuple[Runtime, dict[str, str]]]:
+    """An ephemeral database, and the environment a server process needs to share it with us.
+
+    The secret and the key ring are shared so the server can read the users we create here;
+    the rate limit is lifted and the matching schedule and the face pool are off.
+    """
     secret = uuid.uuid4().hex + uuid.uuid4().hex
-    keyring = KeyRing.generate().to_json()  # shared with the server process, so it can read our users' keys
+    keyring = KeyRing.generate().to_json()
     runtime = Runtime.start(Settings(secret_key=secret, keyring=keyring), ephemeral=True)
     try:
-        env = {
+        yield runtime, {
             **os.environ,
             "DATABASE_URL": runtime.engine.url.render_as_string(hide_password=False),
             "MATCHSVC_SECRET_KEY": secret,
             "MATCHSVC_KEYRING": keyring,
             "MATCHSVC_SHARED_POOL_SIZE": "0",
             "MATCHSVC_MATCH_INTERVAL_SECONDS": "0",
-            "MATCHSVC_ACCESS_TOKEN_MINUTES": "60",  # the tokens minted below; longer ones are refused
             "MATCHSVC_RATE_LIMIT_PER_MINUTE": str(10**9),
             "MATCHSVC_RATE_LIMIT_BURST": str(10**9),
             "MATCHSVC_LOG_LEVEL": "WARNING",
         }
-        per_user = -(-requests // users)
-        ours: list[tuple[str, dict, dict]] = []
-        bare: list[tuple[str, dict, dict]] = []
-        rng = np.random.default_rng(0)
-        policy = sessions_service.TokenPolicy.from_settings(runtime.settings, secret=runtime.secrets.token_key)
-        with runtime.sessions() as session:
-            for index in range(users):
-                user = auth_service.register(
-                    session, keys=runtime.keys, username=f"bench{index}", password="benchmark-password", birth_year=1990
+    finally:
+        runtime.close()
+
+
+def rating_requests(
+    runtime: Runtime, *, users: int, per_user: int, prefix: str = "bench"
+) -> tuple[list[tuple[str, dict, dict]], list[tuple[str, dict, dict]]]:
+    """``users`` accounts each served ``per_user`` faces; the same ratings for our endpoint and the bare one."""
+    ours: list[tuple[str, dict, dict]] = []
+    bare: list[tuple[str, dict, dict]] = []
+    rng = np.random.default_rng(0)
+    policy = sessions_service.TokenPolicy.from_settings(runtime.settings, secret=runtime.secrets.token_key)
+    with runtime.sessions() as session:
+        for index in range(users):
+            user = auth_service.register(
+                session, keys=runtime.keys, username=f"{prefix}{index}", password="benchmark-password", birth_year=1990
+            )
+            token = sessions_service.open_session(
+                session, user=user, scopes=frozenset({"user"}), device_name="bench", policy=policy
+            ).access_token
+            session.commit()
+            faces = []
+            while len(faces) < per_user:
+                faces += faces_service.next_faces(
+                    session,
+                    user_id=user.id,
+                    keys=runtime.keys,
+                    policy=runtime.policy,
+                    space=runtime.latent_space,
+                    n=min(50, per_user - len(faces)),
+                    rng=rng,
                 )
-                token = sessions_service.open_session(
-                    session, user=user, scopes=frozenset({"user"}), device_name="bench", policy=policy
-                ).access_token
-                session.commit()
-                faces = []
-                while len(faces) < per_user:
-                    faces += faces_service.next_faces(
-                        session,
-                        user_id=user.id,
-                        keys=runtime.keys,
-                        policy=runtime.policy,
-                        space=runtime.latent_space,
-                        n=min(50, per_user - len(faces)),
-                        rng=rng,
-                    )
-                for face in faces:
-                    body = {"face_id": str(face.id), "liked": bool(rng.random() < 0.5)}
-                    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
-                    ours.append(("/v1/ratings", body, headers))
-                    bare.append(("/ratings", body, {}))
+            for face in faces:
+                body = {"face_id": str(face.id), "liked": bool(rng.random() < 0.5)}
+                headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
+                ours.append(("/v1/ratings", body, headers))
+                bare.append(("/ratings", body, {}))
+    return ours, bare
+
+
+def run_api_benchmark(*, requests: int = 2000, threads: int = 8, users: int = 20) -> dict[str, Any]:
+    """Throughput of our rating endpoint (auth with the per-request session check, idempotency,
+    served-face check, upsert) vs a bare insert."""
+    with bench_runtime() as (runtime, env):
+        ours, bare = rating_requests(runtime, users=users, per_user=-(-requests // users))
         servers = [
-            _start_server("api.main:create_app_from_environment", factory=True, env=env),
-            _start_server("matchsvc.bench.bare_app:app", factory=False, env=env),
+            start_server("api.main:create_app_from_environment", factory=True, env=env),
+            start_server("matchsvc.bench.bare_app:app", factory=False, env=env),
         ]
         try:
             (_, ours_base), (_, bare_base) = servers
-            _drive(bare_base, bare[: requests // 10], threads=threads)  # warm both servers' pools
-            _drive(ours_base, ours[: requests // 10], threads=threads)
-            bare_rps = _drive(bare_base, bare[requests // 10 : requests], threads=threads)
-            ours_rps = _drive(ours_base, ours[requests // 10 : requests], threads=threads)
+            drive(bare_base, bare[: requests // 10], threads=threads)  # warm both servers' pools
+            drive(ours_base, ours[: requests // 10], threads=threads)
+            bare_rps = drive(bare_base, bare[requests // 10 : requests], threads=threads)
+            ours_rps = drive(ours_base, ours[requests // 10 : requests], threads=threads)
         finally:
             for process, _ in servers:
                 process.terminate()
                 process.wait(timeout=30)
-    finally:
-        runtime.close()
     return {
         "requests": requests - requests // 10,
         "client_threads": threads,

@@ -13,8 +13,11 @@ For each ``(n, d)`` the benchmark times, in this process and on the same thread 
   only where its float32 matrices fit comfortably in memory; ``index_agreement`` is the share
   of top-``k`` indices it shares with ``reciprocal_topk`` (float32 near-ties may differ).
 
-Seconds are medians over ``repeats`` warm runs (after one untimed run); ratios divide those
-medians, so they compare like with like on a shared machine. ``cold_seconds`` is one run in a
+Every method runs on ``threads`` CPU threads (default one, where the targets are stated); a
+``threads_row`` per case repeats ``reciprocal_topk`` and FAISS on all the cores the process is
+given (``os.sched_getaffinity``) and reports their speed-ups. Seconds are medians over
+``repeats`` warm runs (after one untimed run); ratios divide those medians, so they compare like
+with like on a shared machine. ``cold_seconds`` is one run in a
 fresh process, compile and build steps included. ``peak_memory_bytes`` is measured in that
 fresh process too: on the CPU the growth of the peak resident set (``VmHWM``, reset just before
 with ``/proc/self/clear_refs``; ``ru_maxrss`` elsewhere) over the method's set-up and one call,
@@ -44,7 +47,7 @@ import numpy as np
 import torch
 
 from engine.latent.base import PRIOR_BOUND
-from engine.scoring import reciprocal_topk, scoring_backend
+from engine.scoring import cores_given, reciprocal_topk, scoring_backend
 from matchsvc.bench._timing import median_seconds
 
 __all__ = ["run_scoring_benchmark"]
@@ -98,19 +101,19 @@ def _faiss(pref: np.ndarray, looks: np.ndarray, k: int) -> Callable[[], object]:
 
 def _dense(
     pref: np.ndarray, bias: np.ndarray, looks: np.ndarray, k: int, device: torch.device
-) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
     p = torch.from_numpy(pref).to(device)
     b = torch.from_numpy(bias).to(device)
     lk = torch.from_numpy(looks).to(device)
 
-    def dense() -> tuple[torch.Tensor, torch.Tensor]:
+    def dense() -> tuple[np.ndarray, np.ndarray]:
         prob = torch.sigmoid(torch.addmm(b[:, None], p, lk.t()))
         s = 2 * prob * prob.t() / (prob + prob.t())
         s.fill_diagonal_(-math.inf)
         top = torch.topk(s, min(k, s.shape[0]), dim=1)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        return top.values.cpu(), top.indices.cpu()
+        return top.values.cpu().numpy(), top.indices.cpu().numpy()
 
     return dense
 
@@ -241,8 +244,39 @@ def _case(n: int, d: int, *, k: int, device: torch.device, repeats: int, seed: i
     if case["dense_reference"]["seconds"] is not None:
         _, ours_idx = reciprocal_topk(pref, bias, looks, k, device=device)
         _, dense_idx = _dense(pref, bias, looks, k, device)()
-        case["dense_reference"]["index_agreement"] = float((ours_idx == dense_idx).double().mean())
+        case["dense_reference"]["index_agreement"] = float((ours_idx == dense_idx).mean())
+    if device.type == "cpu":
+        case["threads_row"] = _threads_row(case, pref, bias, looks, k=k, device=device, repeats=repeats)
     return case
+
+
+def _threads_row(
+    case: dict[str, Any],
+    pref: np.ndarray,
+    bias: np.ndarray,
+    looks: np.ndarray,
+    *,
+    k: int,
+    device: torch.device,
+    repeats: int,
+) -> dict[str, Any]:
+    """``reciprocal_topk`` and FAISS again on every core given, with speed-ups over the main row."""
+    cores, threads = cores_given(), torch.get_num_threads()
+    if cores <= threads:
+        return {"threads": threads, "reason": f"the process is given {cores} core(s): the main row uses them all"}
+    row: dict[str, Any] = {"threads": cores}
+    torch.set_num_threads(cores)
+    try:
+        for name in ("reciprocal_topk", "faiss_flat_ip"):
+            if case[name]["seconds"] is None:
+                continue
+            seconds = median_seconds(_method(name, pref, bias, looks, k, device), repeats=repeats)
+            row[name] = {"seconds": seconds, "speedup": case[name]["seconds"] / seconds}
+    finally:
+        torch.set_num_threads(threads)
+    if "faiss_flat_ip" in row:
+        row["ratio_to_faiss"] = row["reciprocal_topk"]["seconds"] / row["faiss_flat_ip"]["seconds"]
+    return row
 
 
 def run_scoring_benchmark(
@@ -253,7 +287,7 @@ def run_scoring_benchmark(
     device: str | torch.device | None = None,
     repeats: int = 3,
     seed: int = 0,
-    threads: int | None = None,
+    threads: int | None = 1,
 ) -> dict[str, Any]:
     """Time :func:`engine.scoring.reciprocal_topk` against its floors for every ``(n, d)``.
 
@@ -272,15 +306,17 @@ def run_scoring_benchmark(
     seed : int
         Seed of the synthetic users.
     threads : int, optional
-        CPU threads for every method (torch, the C kernel, FAISS) for the duration; ``None``
-        keeps ``torch.get_num_threads()``.
+        CPU threads for every method (torch, the C kernel, FAISS) for the duration: one by
+        default, where the targets are stated; ``None`` keeps ``torch.get_num_threads()``. Each
+        CPU case also gets a ``threads_row`` on every core the process is given.
 
     Returns
     -------
     dict
-        JSON-able: the machine (device name, torch version, threads, scoring engine) and one
-        entry per ``(n, d)`` with seconds, pairs per second, cold seconds, peak memory and, for
-        ``reciprocal_topk``, the ratios to the GEMM floor and to FAISS.
+        JSON-able: the machine (device name, torch version, threads, cores given, the scoring
+        backend that ran) and one entry per ``(n, d)`` with seconds, pairs per second, cold
+        seconds, peak memory, for ``reciprocal_topk`` the ratios to the GEMM floor and to FAISS,
+        and the threads row.
     """
     dims = (24, 128) if dims is None else tuple(dims)
     for name, values in (("sizes", sizes), ("dims", dims)):
@@ -313,9 +349,10 @@ def _run(
         "benchmark": "scoring",
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
-        "scoring_engine": backend,
+        "scoring_backend": backend,
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
+        "cores_given": cores_given(),
         "k": k,
         "repeats": repeats,
         "seed": seed,

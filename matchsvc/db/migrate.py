@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alembic import command
@@ -9,8 +10,10 @@ from alembic.config import Config
 
 __all__ = ["MIGRATIONS_DIR", "alembic_config", "upgrade"]
 
-#: ``alembic/`` at the project root (see ARCHITECTURE.md); the service runs from a source checkout.
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "alembic"
+#: ``alembic/`` at the project root (see ARCHITECTURE.md) when the service runs from a source
+#: checkout; an installed wheel (the Docker image) names the folder in ``MATCHSVC_MIGRATIONS_DIR``,
+#: with ``alembic.ini`` beside it.
+MIGRATIONS_DIR = Path(os.environ.get("MATCHSVC_MIGRATIONS_DIR") or Path(__file__).resolve().parents[2] / "alembic")
 
 
 def alembic_config(url: str) -> Config:

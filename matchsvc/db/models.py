@@ -55,11 +55,15 @@ __all__ = [
     "PopulationRelease",
     "PreferenceState",
     "Profile",
+    "RateBucket",
     "Rating",
+    "RefitJob",
     "RefreshToken",
+    "ScopeTotal",
     "User",
     "UserKey",
     "UserSession",
+    "UserTotal",
 ]
 
 
@@ -190,7 +194,65 @@ class LedgerEntry(Base):
     delta: Mapped[float] = mapped_column(Float, nullable=False)
     neighbouring: Mapped[str] = mapped_column(Text, nullable=False)
     scope: Mapped[str] = mapped_column(String(80), nullable=False)
+    #: The randomized response ran on the client (the server stored what it was sent).
+    randomized_on_device: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
     created_at: Mapped[datetime] = utcnow_column()
+
+
+class ScopeTotal(Base):
+    """Running sum of one user's spends in one rating scope (``privacy_ledger`` is the record)."""
+
+    __tablename__ = "privacy_scope_totals"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    scope: Mapped[str] = mapped_column(String(80), primary_key=True)
+    epsilon: Mapped[float] = mapped_column(Float, nullable=False)
+    delta: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+class UserTotal(Base):
+    """Running totals of one user's ledger: the model scope, the worst rating scope, the count."""
+
+    __tablename__ = "privacy_user_totals"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_epsilon: Mapped[float] = mapped_column(Float, nullable=False)
+    model_delta: Mapped[float] = mapped_column(Float, nullable=False)
+    worst_rating_epsilon: Mapped[float] = mapped_column(Float, nullable=False)
+    worst_rating_delta: Mapped[float] = mapped_column(Float, nullable=False)
+    spends: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class RateBucket(Base):
+    """One client's token bucket of the shared rate limiter (UNLOGGED: a crash only refills buckets)."""
+
+    __tablename__ = "rate_buckets"
+    __table_args__ = {"prefixes": ["UNLOGGED"]}
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float, nullable=False)
+    #: Whether the last take was allowed (what the atomic update reports back).
+    allowed: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class RefitJob(Base):
+    """A user whose released model is behind their ratings; ``generation`` grows with each request."""
+
+    __tablename__ = "refit_jobs"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    requested_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False, index=True
+    )
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class IdempotencyRecord(Base):

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
@@ -132,7 +131,7 @@ def collect_inputs(session: Session, *, keys: KeyRingStore, min_ratings: int, pr
     )
 
 
-Scorer = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+Scorer = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 
 def _rank(inputs: MatchInputs, indices: np.ndarray, k: int) -> dict[uuid.UUID, list[uuid.UUID]]:
@@ -186,7 +185,7 @@ def run_matching(
             device=device,
             **backend_options,
         )
-        ranked = _rank(inputs, indices.cpu().numpy(), k)
+        ranked = _rank(inputs, indices, k)
     with sessions() as session:
         matching_repo.replace_candidates(session, ranked)
         session.commit()

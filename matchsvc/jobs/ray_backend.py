@@ -52,8 +52,7 @@ def _subproblem(
         exclude=sub_exclude,
         **options,
     )
-    found = indices.numpy()
-    return members, scores.numpy(), np.where(found >= 0, members[np.maximum(found, 0)], -1)
+    return members, scores, np.where(indices >= 0, members[np.maximum(indices, 0)], -1)
 
 
 def _stable_by(key: torch.Tensor, *columns: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -62,7 +61,7 @@ def _stable_by(key: torch.Tensor, *columns: torch.Tensor) -> tuple[torch.Tensor,
     return tuple(torch.gather(column, 1, order) for column in columns)
 
 
-def _merge(n: int, k: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
+def _merge(n: int, k: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """Merge per-task top-k lists into each user's global top-k: score desc, index asc, no duplicates."""
     rows: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(n)]
     for members, scores, indices in parts:
@@ -86,7 +85,7 @@ def _merge(n: int, k: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]
     scores, indices = _stable_by(indices, scores, indices)
     scores, indices = _stable_by(-scores, scores, indices)
     scores, indices = scores[:, :k], indices[:, :k]
-    return scores, torch.where(torch.isinf(scores), -1, indices)
+    return scores.numpy(), torch.where(torch.isinf(scores), -1, indices).numpy()
 
 
 def ray_reciprocal_topk(
@@ -103,7 +102,7 @@ def ray_reciprocal_topk(
     device: str | None = None,
     partitions: int | None = None,
     address: str | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[np.ndarray, np.ndarray]:
     """``engine.scoring.reciprocal_topk`` computed by Ray tasks; same arguments, same result.
 
     Parameters

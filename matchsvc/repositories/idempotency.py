@@ -8,9 +8,9 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from matchsvc.db.models import IdempotencyRecord
+from matchsvc.db.models import IdempotencyRecord, UserKey
 
-__all__ = ["get_record", "record_response"]
+__all__ = ["lock_user_with_record", "record_response"]
 
 
 def record_response(
@@ -30,6 +30,18 @@ def record_response(
     return session.execute(statement).first() is not None
 
 
-def get_record(session: Session, *, user_id: uuid.UUID, key: str) -> IdempotencyRecord | None:
-    query = select(IdempotencyRecord).where(IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == key)
-    return session.scalar(query)
+def lock_user_with_record(
+    session: Session, *, user_id: uuid.UUID, key: str
+) -> tuple[bytes | None, IdempotencyRecord | None]:
+    """Lock the user's key row (their writer lock) and read the record under ``key``, in one statement.
+
+    Returns the wrapped data key (None: no such user) and the record (None: the key is new).
+    """
+    query = (
+        select(UserKey.wrapped_key, IdempotencyRecord)
+        .outerjoin(IdempotencyRecord, (IdempotencyRecord.user_id == UserKey.user_id) & (IdempotencyRecord.key == key))
+        .where(UserKey.user_id == user_id)
+        .with_for_update(of=UserKey)
+    )
+    row = session.execute(query).first()
+    return (None, None) if row is None else (row[0], row[1])

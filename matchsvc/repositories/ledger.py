@@ -6,16 +6,16 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select, true
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from matchsvc.db.models import LedgerEntry
+from matchsvc.db.models import LedgerEntry, ScopeTotal, UserTotal
 
 __all__ = [
     "MODEL_SCOPE",
     "ScopeTotals",
     "add_spend",
-    "list_spends",
     "scope_totals",
     "totals_by_mechanism",
     "worst_case_by_user",
@@ -27,13 +27,15 @@ MODEL_SCOPE = "model"
 
 @dataclass(frozen=True)
 class ScopeTotals:
-    """Composed (summed) epsilon/delta of the model scope and of the worst single-rating scope."""
+    """Composed (summed) epsilon/delta of the model scope, of the worst rating scope and of one scope; the spend count."""
 
     model_epsilon: float
     model_delta: float
     worst_rating_epsilon: float
     worst_rating_delta: float
-    rating_scope_epsilon: float  # of the scope asked about, 0 if none
+    rating_scope_epsilon: float = 0.0  # of the scope asked about, 0 if none
+    rating_scope_delta: float = 0.0
+    spends: int = 0
 
 
 def add_spend(
@@ -45,40 +47,71 @@ def add_spend(
     delta: float,
     neighbouring: str,
     scope: str,
+    totals: ScopeTotals,
+    randomized_on_device: bool = False,
 ) -> None:
-    session.add(
-        LedgerEntry(
-            user_id=user_id, mechanism=mechanism, epsilon=epsilon, delta=delta, neighbouring=neighbouring, scope=scope
-        )
+    """Record a spend and move the running totals (``totals``: as read by :func:`scope_totals`), in one statement."""
+    spend = insert(LedgerEntry).values(
+        user_id=user_id, mechanism=mechanism, epsilon=epsilon, delta=delta, neighbouring=neighbouring,
+        scope=scope, randomized_on_device=randomized_on_device,
     )
-    session.flush()
+    ctes = [spend.cte("spend")]
+    model_eps, model_delta = totals.model_epsilon, totals.model_delta
+    worst_eps, worst_delta = totals.worst_rating_epsilon, totals.worst_rating_delta
+    if scope == MODEL_SCOPE:
+        model_eps, model_delta = model_eps + epsilon, model_delta + delta
+    else:
+        scope_eps, scope_delta = totals.rating_scope_epsilon + epsilon, totals.rating_scope_delta + delta
+        if scope_eps > worst_eps:
+            worst_eps, worst_delta = scope_eps, scope_delta
+        scope_row = insert(ScopeTotal).values(user_id=user_id, scope=scope, epsilon=scope_eps, delta=scope_delta)
+        scope_row = scope_row.on_conflict_do_update(
+            index_elements=[ScopeTotal.user_id, ScopeTotal.scope],
+            set_={"epsilon": scope_row.excluded.epsilon, "delta": scope_row.excluded.delta},
+        )
+        ctes.append(scope_row.cte("scope_total"))
+    values = {
+        "model_epsilon": model_eps,
+        "model_delta": model_delta,
+        "worst_rating_epsilon": worst_eps,
+        "worst_rating_delta": worst_delta,
+        "spends": totals.spends + 1,
+    }
+    user_row = insert(UserTotal).values(user_id=user_id, **values)
+    session.execute(user_row.on_conflict_do_update(index_elements=[UserTotal.user_id], set_=values).add_cte(*ctes))
 
 
 def scope_totals(session: Session, *, user_id: uuid.UUID, rating_scope: str | None = None) -> ScopeTotals:
-    """Sums per scope for one user, locked against concurrent spends by the caller's row lock."""
-    per_scope = (
-        select(
-            LedgerEntry.scope,
-            func.sum(LedgerEntry.epsilon).label("epsilon"),
-            func.sum(LedgerEntry.delta).label("delta"),
-        )
-        .where(LedgerEntry.user_id == user_id)
-        .group_by(LedgerEntry.scope)
+    """The running totals of one user (and of ``rating_scope``) in one statement.
+
+    Read under the caller's row lock on the user, so no concurrent spend can move them before
+    :func:`add_spend` writes the new ones.
+    """
+    scope = (
+        select(ScopeTotal.epsilon, ScopeTotal.delta)
+        .where(ScopeTotal.user_id == user_id, ScopeTotal.scope == (rating_scope or MODEL_SCOPE))
+        .subquery()
     )
-    model_eps = model_delta = worst_eps = worst_delta = scope_eps = 0.0
-    for scope, epsilon, delta in session.execute(per_scope):
-        if scope == MODEL_SCOPE:
-            model_eps, model_delta = float(epsilon), float(delta)
-            continue
-        if float(epsilon) > worst_eps:
-            worst_eps, worst_delta = float(epsilon), float(delta)
-        if scope == rating_scope:
-            scope_eps = float(epsilon)
-    return ScopeTotals(model_eps, model_delta, worst_eps, worst_delta, scope_eps)
-
-
-def list_spends(session: Session, *, user_id: uuid.UUID) -> Sequence[LedgerEntry]:
-    return session.scalars(select(LedgerEntry).where(LedgerEntry.user_id == user_id).order_by(LedgerEntry.id)).all()
+    user = select(UserTotal).where(UserTotal.user_id == user_id).subquery()
+    query = (
+        select(
+            user.c.model_epsilon, user.c.model_delta, user.c.worst_rating_epsilon, user.c.worst_rating_delta,
+            user.c.spends, scope.c.epsilon, scope.c.delta,
+        )
+        .select_from(select(literal(1).label("one")).subquery())
+        .outerjoin(user, true())
+        .outerjoin(scope, true())
+    )
+    model_eps, model_delta, worst_eps, worst_delta, spends, scope_eps, scope_delta = session.execute(query).one()
+    return ScopeTotals(
+        model_epsilon=model_eps or 0.0,
+        model_delta=model_delta or 0.0,
+        worst_rating_epsilon=worst_eps or 0.0,
+        worst_rating_delta=worst_delta or 0.0,
+        rating_scope_epsilon=scope_eps or 0.0,
+        rating_scope_delta=scope_delta or 0.0,
+        spends=spends or 0,
+    )
 
 
 def totals_by_mechanism(session: Session) -> dict[str, dict[str, float]]:

@@ -48,14 +48,18 @@ def list_ratings(session: Session, *, user_id: uuid.UUID, after_id: int | None, 
     return session.scalars(query.order_by(Rating.id).limit(limit)).all()
 
 
-def training_rows(session: Session, *, user_id: uuid.UUID) -> Sequence[tuple[uuid.UUID, list[float], bytes, float | None]]:
-    """(face id, face latent, sealed label, label epsilon) of every rating, for an exact refit."""
+def training_rows(
+    session: Session, *, user_id: uuid.UUID, after_id: int | None = None
+) -> Sequence[tuple[int, uuid.UUID, list[float], bytes, float | None]]:
+    """(rating id, face id, face latent, sealed label, label epsilon) of every rating (after ``after_id``), oldest first."""
     query = (
-        select(Rating.face_id, Face.latent, Rating.label_ct, Rating.label_epsilon)
+        select(Rating.id, Rating.face_id, Face.latent, Rating.label_ct, Rating.label_epsilon)
         .join(Face, Face.id == Rating.face_id)
         .where(Rating.user_id == user_id)
         .order_by(Rating.id)
     )
+    if after_id is not None:
+        query = query.where(Rating.id > after_id)
     return [tuple(row) for row in session.execute(query)]
 
 

@@ -13,7 +13,7 @@ from matchsvc.repositories import keys as keys_repo
 from matchsvc.services import audit
 from privacy.crypto import DataKey, rewrap_data_key, wrap_data_key
 
-__all__ = ["RotationReport", "create_user_key", "retire_old_keks", "rotate_keys", "user_cipher"]
+__all__ = ["RotationReport", "create_user_key", "open_cipher", "retire_old_keks", "rotate_keys", "user_cipher"]
 
 
 def create_user_key(session: Session, *, keys: KeyRingStore, user_id: uuid.UUID) -> None:
@@ -31,7 +31,11 @@ def create_user_key(session: Session, *, keys: KeyRingStore, user_id: uuid.UUID)
 
 def user_cipher(session: Session, *, keys: KeyRingStore, user_id: uuid.UUID, for_update: bool = False) -> UserCipher:
     """The user's cipher. ``for_update`` locks the key row: one writer per user at a time."""
-    wrapped = keys_repo.get_wrapped_key(session, user_id, for_update=for_update)
+    return open_cipher(keys=keys, user_id=user_id, wrapped=keys_repo.get_wrapped_key(session, user_id, for_update=for_update))
+
+
+def open_cipher(*, keys: KeyRingStore, user_id: uuid.UUID, wrapped: bytes | None) -> UserCipher:
+    """The cipher of a wrapped data key already read (``LookupError`` when there is none)."""
     if wrapped is None:
         raise LookupError(f"user {user_id} has no data key")
     return UserCipher(key=keys.unwrap(wrapped, user_id=user_id), user_id=user_id)

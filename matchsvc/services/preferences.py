@@ -12,19 +12,26 @@ version 2, kind ``posterior``) holds
 * that release's version (None without one), and whether the drift test down-weighted old
   ratings at the last refit.
 
-A new rating moves the state in one of two ways, in the rating's transaction:
+A rating's request does constant work on the state (``O(d^2)``, whatever the history):
 
-* **Exact refit** when there is no state yet, the rating replaces an earlier answer, it is the
-  ``refit_every``-th since the last refit, the state is not a version 2 posterior, or the
-  current population release is not the one the state was fitted against:
-  :func:`engine.preference.drift_weights` over the stored labels in the order the faces were
-  first rated (a changed answer keeps its place), then
-  :meth:`engine.population.PopulationModel.posterior` under the latest release (or
-  :func:`engine.preference.fit_posterior` with the isotropic default prior when there is none),
-  with the public safety anchor as a known negative.
-* Otherwise **one online step** (:meth:`engine.preference.OnlinePreference.update`) on the stored
-  posterior. The persona mix, release version and drift flag stay those of the last refit
-  until the next one.
+* a new face takes **one online step** (:meth:`engine.preference.OnlinePreference.update`) on the
+  stored posterior with that label's own flip rate; the persona mix, release version and drift
+  flag stay those of the last exact refit until the next one;
+* an **exact refit** is *asked for* (a row in ``refit_jobs``) when the rating replaces an
+  earlier answer, it is the ``max(refit_every, ceil(0.1 n))``-th since the last refit (so the
+  refits' O(n) cost per rating does not grow with the history n), the state is not a
+  version 2 posterior, or the current population release is not the one the state was fitted
+  against. Only a user's very first rating is fitted in the request (one rating: as cheap).
+
+The exact refit (:func:`refit_user`, run by the refit workers of :mod:`matchsvc.jobs.refit`):
+:func:`engine.preference.drift_test` over the stored labels in the order the faces were first
+rated (a changed answer keeps its place), resumed from the checkpoint kept in the state, then
+:meth:`engine.population.PopulationModel.posterior` under the latest release (or
+:func:`engine.preference.fit_posterior` with the isotropic default prior when there is none),
+with the public safety anchor as a known negative. It reads a snapshot and computes without the
+user's writer lock, then under the lock stores the fit plus one online step for each rating that
+arrived meanwhile. Every state ever stored is a valid posterior of stored private labels, so
+the feed and matching always read a released model; the refit only makes it exact again.
 
 Reading is not tied to a rating: :func:`current_belief` (the feed, the profile) refits and stores
 a state fitted against an older release than the current one, so a new release reaches a user at
@@ -35,8 +42,8 @@ their first faces the adaptive ones.
 Version 1 states, written before the posterior existed, are still read everywhere: kind
 ``online`` (the noise-corrected fit: ``theta`` and its Laplace covariance) as a posterior with
 that mean and covariance and no persona mix, kind ``released`` as before. They are converted by
-their user's next exact refit, which the rule above makes the next rating (or the next read once
-a population release exists); nothing rewrites them in bulk.
+their user's next exact refit, which the rule above asks for at the next rating (or does at the
+next read once a population release exists); nothing rewrites them in bulk.
 
 With a release-time mechanism (objective perturbation, DP-SGD) labels are stored encrypted as
 answered and every ``refit_every`` new ratings one model release is fitted through the
@@ -62,11 +69,12 @@ from engine.latent import LatentSpace
 from engine.latent.base import LatentSpaceError, sample_outside_safety
 from engine.population import PersonaPosterior, PopulationModel
 from engine.preference import (
+    DriftCheckpoint,
     OnlinePreference,
     Posterior,
     PreferenceModel,
     PreferencePrior,
-    drift_weights,
+    drift_test,
     fit_posterior,
     fit_private,
     rr_flip_probability,
@@ -78,6 +86,7 @@ from matchsvc.keys import KeyRingStore, UserCipher
 from matchsvc.repositories import ledger as ledger_repo
 from matchsvc.repositories import preferences as preferences_repo
 from matchsvc.repositories import ratings as ratings_repo
+from matchsvc.repositories import refits as refits_repo
 from matchsvc.services.keys import user_cipher
 from matchsvc.services.privacy import PrivacyPolicy, charge
 from privacy.mechanisms import RandomizedResponse
@@ -98,6 +107,7 @@ __all__ = [
     "open_label",
     "preference_profile",
     "privatise",
+    "refit_user",
     "reference_faces",
     "safety_anchors",
     "seal_label",
@@ -208,6 +218,8 @@ class Belief:
     personas: PersonaMix | None
     population_version: int | None
     drift_detected: bool
+    #: Where the next exact refit's drift test resumes (:class:`engine.preference.DriftCheckpoint`).
+    drift_checkpoint: DriftCheckpoint | None = None
 
     def to_state(self) -> dict[str, Any]:
         personas = None
@@ -223,6 +235,7 @@ class Belief:
             "personas": personas,
             "population_version": self.population_version,
             "drift_detected": self.drift_detected,
+            "drift_checkpoint": None if self.drift_checkpoint is None else self.drift_checkpoint.to_state(),
         }
 
     @classmethod
@@ -241,6 +254,9 @@ class Belief:
             ),
             population_version=state["population_version"],
             drift_detected=bool(state["drift_detected"]),
+            drift_checkpoint=None
+            if state.get("drift_checkpoint") is None
+            else DriftCheckpoint.from_state(state["drift_checkpoint"]),
         )
 
 
@@ -310,33 +326,63 @@ def load_model(session: Session, *, cipher: UserCipher) -> StoredModel | None:
     return StoredModel(model=model, n_ratings=row.n_ratings, belief=belief)
 
 
-def _training_set(session: Session, cipher: UserCipher, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Latents ``(n, d)``, stored labels and label epsilons (inf: not privatised) of every rating, oldest first."""
-    rows = ratings_repo.training_rows(session, user_id=cipher.user_id)
-    Z = np.array([latent for _, latent, _, _ in rows], dtype=np.float64).reshape(len(rows), dim)
-    y = np.array([open_label(cipher, face_id=face_id, blob=blob) for face_id, _, blob, _ in rows], dtype=bool)
-    eps = np.array([np.inf if e is None else e for _, _, _, e in rows], dtype=np.float64)
-    return Z, y, eps
+@dataclass(frozen=True)
+class _TrainingSet:
+    """Latents ``(n, d)``, stored labels and label epsilons (inf: not privatised), oldest first."""
+
+    Z: np.ndarray
+    y: np.ndarray
+    eps: np.ndarray
+    last_id: int | None
+
+
+def _training_set(
+    session: Session, cipher: UserCipher, dim: int, *, after_id: int | None = None
+) -> _TrainingSet:
+    """The user's ratings (those after rating ``after_id`` only, when given), decrypted in memory."""
+    rows = ratings_repo.training_rows(session, user_id=cipher.user_id, after_id=after_id)
+    return _TrainingSet(
+        Z=np.array([latent for _, _, latent, _, _ in rows], dtype=np.float64).reshape(len(rows), dim),
+        y=np.array([open_label(cipher, face_id=face_id, blob=blob) for _, face_id, _, blob, _ in rows], dtype=bool),
+        eps=np.array([np.inf if e is None else e for *_, e in rows], dtype=np.float64),
+        last_id=rows[-1][0] if rows else after_id,
+    )
 
 
 def _fit_belief(
-    Z: np.ndarray, y: np.ndarray, eps: np.ndarray, *, space: LatentSpace, release: tuple[int, PopulationModel] | None
+    data: _TrainingSet,
+    *,
+    space: LatentSpace,
+    release: tuple[int, PopulationModel] | None,
+    checkpoint: DriftCheckpoint | None = None,
 ) -> Belief:
-    """The exact refit (module docstring); with no ratings, the prior belief."""
-    rho = np.array([rr_flip_probability(e) for e in eps])
+    """The exact refit (module docstring); with no ratings, the prior belief.
+
+    ``checkpoint`` (the last refit's) only saves drift-test work: the result is the same without it.
+    """
+    Z, y = data.Z, data.y
+    rho = np.array([rr_flip_probability(e) for e in data.eps])
     anchors = safety_anchors(space)
     prior = PreferencePrior.isotropic(space.dim) if release is None else release[1].prior()
-    weights = drift_weights(Z, y, flip_probability=rho, prior=prior) if len(y) else np.ones(0)
+    drift = drift_test(Z, y, flip_probability=rho, prior=prior, checkpoint=checkpoint) if len(y) else None
+    weights = np.ones(0) if drift is None else drift.weights
+    resume = None if drift is None else drift.checkpoint
     drifted = bool((weights < 1.0).any())
     if release is not None:
         version, model = release
         fitted = model.posterior(Z, y, flip_probability=rho, weights=weights, public_negatives=anchors)
-        return Belief(fitted.posterior, PersonaMix.of(fitted), version, drifted)
+        return Belief(fitted.posterior, PersonaMix.of(fitted), version, drifted, resume)
     if len(y):
         posterior = fit_posterior(Z, y, flip_probability=rho, prior=prior, public_negatives=anchors, weights=weights)
     else:  # the anchor is the only data: a clean pass, as fit_posterior adds it
         posterior = fit_posterior(anchors, np.zeros(len(anchors), dtype=bool), flip_probability=0.0, prior=prior)
-    return Belief(posterior, None, None, drifted)
+    return Belief(posterior, None, None, drifted, resume)
+
+
+def _prior_belief(space: LatentSpace, release: tuple[int, PopulationModel] | None) -> Belief:
+    """The belief of a user with no ratings."""
+    empty = _TrainingSet(np.empty((0, space.dim)), np.zeros(0, dtype=bool), np.zeros(0), None)
+    return _fit_belief(empty, space=space, release=release)
 
 
 def _latest_release(session: Session) -> tuple[int, PopulationModel] | None:
@@ -348,19 +394,76 @@ def _latest_release(session: Session) -> tuple[int, PopulationModel] | None:
 
 
 def _store(session: Session, cipher: UserCipher, state: dict[str, Any], *, n: int, pending: int) -> None:
+    """The only writer of ``preference_states``: every path that moves a user's state ends here."""
     preferences_repo.put_state(
         session, user_id=cipher.user_id, state_ct=_seal_state(cipher, state), n_ratings=n, pending_updates=pending
     )
 
 
-def _refit(
-    session: Session, cipher: UserCipher, *, space: LatentSpace, release: tuple[int, PopulationModel] | None
+def _online_step(belief: Belief, latent: np.ndarray, label: bool, label_epsilon: float | None) -> Belief:
+    online = OnlinePreference(belief.posterior)
+    epsilon = math.inf if label_epsilon is None else label_epsilon
+    online.update(latent, label, flip_probability=rr_flip_probability(epsilon))
+    return dataclasses.replace(belief, posterior=online.posterior)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """What an exact refit reads before it computes: the ratings, the release, the last checkpoint."""
+
+    data: _TrainingSet
+    release: tuple[int, PopulationModel] | None
+    checkpoint: DriftCheckpoint | None
+
+
+def _snapshot(session: Session, cipher: UserCipher, space: LatentSpace) -> _Snapshot:
+    row = preferences_repo.get_state(session, cipher.user_id)
+    checkpoint = None
+    if row is not None:
+        _, belief = _decode(_open_state(cipher, row.state_ct))
+        checkpoint = None if belief is None else belief.drift_checkpoint
+    return _Snapshot(_training_set(session, cipher, space.dim), _latest_release(session), checkpoint)
+
+
+def _store_refit(
+    session: Session, *, keys: KeyRingStore, user_id: uuid.UUID, snapshot: _Snapshot, belief: Belief, space: LatentSpace
 ) -> tuple[Belief, int]:
-    """Exact refit from every stored rating, stored with no pending updates; returns it and the count."""
-    Z, y, eps = _training_set(session, cipher, space.dim)
-    belief = _fit_belief(Z, y, eps, space=space, release=release)
-    _store(session, cipher, belief.to_state(), n=len(y), pending=0)
-    return belief, len(y)
+    """Under the user's writer lock: the refit plus one online step per rating that arrived since its snapshot.
+
+    The computation ran without the lock; what it missed is exactly the ratings with a larger id
+    (new faces; a changed answer to an older face asks for another refit, see :func:`absorb_rating`).
+    A user's ratings commit in id order, since each is written under this same lock.
+    """
+    cipher = user_cipher(session, keys=keys, user_id=user_id, for_update=True)
+    newer = _training_set(session, cipher, space.dim, after_id=snapshot.data.last_id or 0)
+    for z, label, epsilon in zip(newer.Z, newer.y, newer.eps, strict=True):
+        belief = _online_step(belief, z, bool(label), None if math.isinf(epsilon) else float(epsilon))
+    n = len(snapshot.data.y) + len(newer.y)
+    _store(session, cipher, belief.to_state(), n=n, pending=len(newer.y))
+    return belief, n
+
+
+def refit_user(session: Session, *, keys: KeyRingStore, user_id: uuid.UUID, space: LatentSpace) -> tuple[Belief, int]:
+    """Exact refit of the user's released posterior, computed without holding their writer lock.
+
+    Reads a snapshot, fits, then stores under the lock (:func:`_store_refit`); the caller commits.
+    Post-processing of stored private labels: no budget is spent.
+    """
+    cipher = user_cipher(session, keys=keys, user_id=user_id)
+    snapshot = _snapshot(session, cipher, space)
+    session.commit()  # ends the snapshot: no lock or old transaction is held while computing
+    belief = _fit_belief(snapshot.data, space=space, release=snapshot.release, checkpoint=snapshot.checkpoint)
+    return _store_refit(session, keys=keys, user_id=user_id, snapshot=snapshot, belief=belief, space=space)
+
+
+#: Between exact refits a user rates at least this share of their history again (and at least
+#: ``refit_every``): an exact refit costs O(n), so its cost per rating stays constant as n grows.
+REFIT_GROWTH = 0.1
+
+
+def _refit_interval(policy: PrivacyPolicy, n_ratings: int) -> int:
+    """Online steps between exact refits: ``max(refit_every, ceil(REFIT_GROWTH * n))``."""
+    return max(policy.refit_every, math.ceil(REFIT_GROWTH * n_ratings))
 
 
 def absorb_rating(
@@ -371,23 +474,36 @@ def absorb_rating(
     space: LatentSpace,
     latent: np.ndarray,
     stored_label: bool,
+    label_epsilon: float | None,
     created: bool,
 ) -> None:
-    """Bring the stored state up to date with a rating just written (same transaction, writer lock held)."""
-    row = preferences_repo.get_state(session, cipher.user_id, for_update=True)
+    """Bring the stored state up to date with a rating just written (same transaction, writer lock held).
+
+    Randomized response: one online step for a new face (``O(d^2)``), and a refit asked of the
+    refit queue when one is due (module docstring); only a user's first rating is fitted here.
+    """
     if policy.privatises_labels:
-        release = _latest_release(session)
-        if row is not None and created and row.pending_updates + 1 < policy.refit_every:
-            state = _open_state(cipher, row.state_ct)
-            _, belief = _decode(state)
-            if belief is not None and _is_current(state, belief, None if release is None else release[0]):
-                online = OnlinePreference(belief.posterior)
-                online.update(latent, stored_label, flip_probability=rr_flip_probability(policy.epsilon))
-                updated = dataclasses.replace(belief, posterior=online.posterior)
-                _store(session, cipher, updated.to_state(), n=row.n_ratings + 1, pending=row.pending_updates + 1)
-                return
-        _refit(session, cipher, space=space, release=release)
+        row, version = preferences_repo.get_state_and_release_version(session, cipher.user_id)
+        if row is None:  # the first rating: an exact fit of it, as cheap as a step
+            data = _training_set(session, cipher, space.dim)
+            fitted = _fit_belief(data, space=space, release=_latest_release(session))
+            _store(session, cipher, fitted.to_state(), n=len(data.y), pending=0)
+            return
+        state = _open_state(cipher, row.state_ct)
+        _, belief = _decode(state)
+        due = (
+            not created
+            or belief is None
+            or row.pending_updates + 1 >= _refit_interval(policy, row.n_ratings)
+            or not _is_current(state, belief, version)
+        )
+        if belief is not None and created:
+            updated = _online_step(belief, latent, stored_label, label_epsilon)
+            _store(session, cipher, updated.to_state(), n=row.n_ratings + 1, pending=row.pending_updates + 1)
+        if due:
+            refits_repo.enqueue(session, user_id=cipher.user_id)
         return
+    row = preferences_repo.get_state(session, cipher.user_id)
     n = ratings_repo.count_ratings(session, user_id=cipher.user_id)
     released = row.n_ratings if row is not None else 0
     if n - released < policy.refit_every:
@@ -398,9 +514,9 @@ def absorb_rating(
         )
     except PrivacyBudgetExhausted:
         return  # the cap is reached: the last released model stays, the rating is still stored
-    Z, y, _ = _training_set(session, cipher, space.dim)
+    data = _training_set(session, cipher, space.dim)
     model = fit_private(
-        Z, y, epsilon=policy.epsilon, delta=policy.delta, mechanism=policy.mechanism,
+        data.Z, data.y, epsilon=policy.epsilon, delta=policy.delta, mechanism=policy.mechanism,
         public_negatives=safety_anchors(space),
     )
     state = {"version": _STATE_VERSION, "kind": "released", "model": model.to_vector().tolist()}
@@ -430,16 +546,16 @@ def current_belief(
     cipher = user_cipher(session, keys=keys, user_id=user_id)
     row = preferences_repo.get_state(session, user_id)
     if row is None:
-        empty = np.empty((0, space.dim))
-        return CurrentBelief(_fit_belief(empty, np.zeros(0, dtype=bool), np.zeros(0), space=space, release=release), 0)
+        return CurrentBelief(_prior_belief(space, release), 0)
     state = _open_state(cipher, row.state_ct)
     _, belief = _decode(state)
     if belief is None:
         return None
     if belief.population_version == version:
         return CurrentBelief(belief, row.n_ratings)
-    cipher = user_cipher(session, keys=keys, user_id=user_id, for_update=True)
-    refreshed, n = _refit(session, cipher, space=space, release=release)
+    snapshot = _snapshot(session, cipher, space)
+    fitted = _fit_belief(snapshot.data, space=space, release=snapshot.release, checkpoint=snapshot.checkpoint)
+    refreshed, n = _store_refit(session, keys=keys, user_id=user_id, snapshot=snapshot, belief=fitted, space=space)
     return CurrentBelief(refreshed, n)
 
 
@@ -539,8 +655,7 @@ def preference_profile(
     belief = current.belief
     moment = _reference_moment(space)
     sd = _logit_sd(belief.posterior.covariance, moment)
-    empty = np.empty((0, space.dim))
-    start = _fit_belief(empty, np.zeros(0, dtype=bool), np.zeros(0), space=space, release=_latest_release(session))
+    start = _prior_belief(space, _latest_release(session))
     sd_0 = _logit_sd(start.posterior.covariance, moment)
     certainty = min(max(1.0 - (sd / sd_0) ** 2, 0.0), 1.0)
     shares = np.ones(1) if belief.personas is None else belief.personas.responsibilities

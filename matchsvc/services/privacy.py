@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from engine.preference import mechanism_guarantee
-from matchsvc.errors import PrivacyBudgetExhausted
+from matchsvc.errors import Conflict, InvalidInput, PrivacyBudgetExhausted
 from matchsvc.repositories import ledger as ledger_repo
 from matchsvc.settings import Settings
 from privacy.mechanisms import ADD_REMOVE_ONE, LABEL_CHANGE, Guarantee
@@ -38,6 +38,9 @@ class PrivacyPolicy:
     delta: float
     cap: float
     refit_every: int
+    #: Epsilons a client may randomize a rating with on the device (:meth:`on_device_guarantee`).
+    local_epsilon_min: float = 0.5
+    local_epsilon_max: float = 8.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PrivacyPolicy:
@@ -47,6 +50,8 @@ class PrivacyPolicy:
             delta=settings.privacy_delta if settings.privacy_mechanism == "dpsgd" else 0.0,
             cap=settings.privacy_cap,
             refit_every=settings.refit_every,
+            local_epsilon_min=settings.local_epsilon_min,
+            local_epsilon_max=settings.local_epsilon_max,
         )
 
     @property
@@ -58,6 +63,24 @@ class PrivacyPolicy:
     def guarantee(self) -> Guarantee:
         """Per rating (``rr``) or per model release (``objective``, ``dpsgd``)."""
         return mechanism_guarantee(self.mechanism, epsilon=self.epsilon, delta=self.delta)
+
+    def on_device_guarantee(self, epsilon: float) -> Guarantee:
+        """A label the client randomized with ``epsilon``: the same mechanism and relation as ours.
+
+        Raises
+        ------
+        InvalidInput
+            ``epsilon`` lies outside ``[local_epsilon_min, local_epsilon_max]``.
+        Conflict
+            The deployment does not randomize labels (it releases private models instead).
+        """
+        if not self.local_epsilon_min <= epsilon <= self.local_epsilon_max:
+            raise InvalidInput(
+                f"epsilon must lie within [{self.local_epsilon_min:g}, {self.local_epsilon_max:g}], got {epsilon!r}"
+            )
+        if not self.privatises_labels:
+            raise Conflict(f"this deployment uses {self.mechanism!r}, not randomized response: send `liked`")
+        return mechanism_guarantee(LABEL_MECHANISM, epsilon=epsilon, delta=0.0)
 
 
 def rating_scope(face_id: uuid.UUID) -> str:
@@ -73,12 +96,20 @@ def _label_change_cost(guarantee: Guarantee) -> tuple[float, float, str]:
 
 
 def charge(
-    session: Session, *, user_id: uuid.UUID, guarantee: Guarantee, scope: str, cap: float
+    session: Session,
+    *,
+    user_id: uuid.UUID,
+    guarantee: Guarantee,
+    scope: str,
+    cap: float,
+    randomized_on_device: bool = False,
 ) -> None:
     """Record a spend in ``scope`` (a ``rating_scope`` or the model), refusing it past the cap.
 
     The caller must hold the user's write lock (``user_cipher(..., for_update=True)``) so two
-    concurrent spends cannot both pass the check.
+    concurrent spends cannot both pass the check. The check reads the running totals (one row
+    per user and per scope, moved by each spend), so it costs the same at the thousandth spend as
+    at the first. ``randomized_on_device`` marks a label the client randomized before sending it.
 
     Raises
     ------
@@ -104,6 +135,8 @@ def charge(
         delta=delta,
         neighbouring=relation,
         scope=scope,
+        totals=totals,
+        randomized_on_device=randomized_on_device,
     )
 
 
@@ -115,6 +148,11 @@ class BudgetReport:
     epsilon_cap: float
     spends: int
     guarantee: str
+    #: What a client needs to rate: the epsilon the server randomizes ``liked`` with, and the
+    #: range it accepts for ``randomized_like`` (all None when labels are not randomized).
+    epsilon_per_rating: float | None
+    on_device_epsilon_min: float | None
+    on_device_epsilon_max: float | None
 
 
 def budget_report(session: Session, *, user_id: uuid.UUID, policy: PrivacyPolicy) -> BudgetReport:
@@ -122,7 +160,7 @@ def budget_report(session: Session, *, user_id: uuid.UUID, policy: PrivacyPolicy
     totals = ledger_repo.scope_totals(session, user_id=user_id)
     spent = totals.model_epsilon + totals.worst_rating_epsilon
     delta = totals.model_delta + totals.worst_rating_delta
-    spends = len(ledger_repo.list_spends(session, user_id=user_id))
+    spends = totals.spends
     delta_text = f" (except with probability {delta:.2g})" if delta > 0 else ""
     sentence = (
         f"Whatever we store or release about you would be at most e^{spent:.3g} = {math.exp(spent):.3g} times "
@@ -136,6 +174,9 @@ def budget_report(session: Session, *, user_id: uuid.UUID, policy: PrivacyPolicy
         epsilon_cap=policy.cap,
         spends=spends,
         guarantee=sentence,
+        epsilon_per_rating=policy.epsilon if policy.privatises_labels else None,
+        on_device_epsilon_min=policy.local_epsilon_min if policy.privatises_labels else None,
+        on_device_epsilon_max=policy.local_epsilon_max if policy.privatises_labels else None,
     )
 
 

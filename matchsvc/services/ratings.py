@@ -2,7 +2,13 @@
 
 A rating request is idempotent twice over: per ``Idempotency-Key`` (a retried request replays the
 first response and stores nothing new) and per (user, face) (rating a face again replaces the
-previous rating rather than adding a second one).
+previous rating rather than adding a second one). A batch is one request: one key, one stored
+response, and each of its items recorded exactly as a single rating would be.
+
+Its cost does not depend on the user's history: under the user's writer lock it checks the key,
+the face, the running privacy totals, stores the sealed label and takes one online step of the
+preference posterior (:func:`matchsvc.services.preferences.absorb_rating`); exact refits run in
+the refit workers.
 """
 
 from __future__ import annotations
@@ -11,24 +17,67 @@ import hashlib
 import hmac
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy.orm import Session
 
 from engine.latent import LatentSpace
-from matchsvc.errors import Conflict, NotFound
-from matchsvc.keys import KeyRingStore
+from matchsvc.errors import Conflict, InvalidInput, NotFound, PrivacyBudgetExhausted
+from matchsvc.keys import KeyRingStore, UserCipher
 from matchsvc.repositories import faces as faces_repo
 from matchsvc.repositories import idempotency as idempotency_repo
 from matchsvc.repositories import ratings as ratings_repo
-from matchsvc.services.keys import user_cipher
+from matchsvc.services.keys import open_cipher, user_cipher
 from matchsvc.services.preferences import absorb_rating, open_label, privatise, seal_label
 from matchsvc.services.privacy import PrivacyPolicy, charge, rating_scope
+from privacy.mechanisms import Guarantee
 
-__all__ = ["RatingPage", "RatingReceipt", "StoredRating", "list_ratings", "submit_rating"]
+__all__ = [
+    "BatchReceipt",
+    "ItemOutcome",
+    "RatingInput",
+    "RatingPage",
+    "RatingReceipt",
+    "StoredRating",
+    "list_ratings",
+    "submit_batch",
+    "submit_rating",
+]
+
+#: The most ratings one batch may carry.
+MAX_BATCH = 100
+
+ItemStatus = Literal["created", "replaced", "not_found", "budget_exhausted"]
+
+
+@dataclass(frozen=True)
+class RatingInput:
+    """One rating as the client sent it.
+
+    ``on_device_epsilon`` None: ``liked`` is the true answer and the server randomizes it.
+    Otherwise ``liked`` is the answer the client already randomized with that epsilon; the
+    server stores it as sent.
+    """
+
+    face_id: uuid.UUID
+    liked: bool
+    on_device_epsilon: float | None = None
+    dwell_ms: int | None = None
+
+    def canonical(self) -> dict[str, Any]:
+        """The fields the idempotency MAC covers (the server-randomized form as it always was)."""
+        if self.on_device_epsilon is None:
+            return {"face_id": str(self.face_id), "liked": self.liked, "dwell_ms": self.dwell_ms}
+        return {
+            "face_id": str(self.face_id),
+            "randomized_like": self.liked,
+            "epsilon": self.on_device_epsilon,
+            "dwell_ms": self.dwell_ms,
+        }
 
 
 @dataclass(frozen=True)
@@ -53,18 +102,107 @@ class RatingReceipt:
         )
 
 
-def _request_mac(key: bytes, *, face_id: uuid.UUID, liked: bool, dwell_ms: int | None) -> bytes:
-    canonical = json.dumps({"face_id": str(face_id), "liked": liked, "dwell_ms": dwell_ms}, sort_keys=True)
-    return hmac.new(key, canonical.encode(), hashlib.sha256).digest()
+@dataclass(frozen=True)
+class ItemOutcome:
+    face_id: uuid.UUID
+    status: ItemStatus
+    recorded_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        at = None if self.recorded_at is None else self.recorded_at.isoformat()
+        return {"face_id": str(self.face_id), "status": self.status, "recorded_at": at}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> ItemOutcome:
+        at = body["recorded_at"]
+        return cls(uuid.UUID(body["face_id"]), body["status"], None if at is None else datetime.fromisoformat(at))
+
+
+@dataclass(frozen=True)
+class BatchReceipt:
+    items: list[ItemOutcome]
+    replayed: bool = False
+
+
+def _request_mac(key: bytes, canonical: Any) -> bytes:
+    return hmac.new(key, json.dumps(canonical, sort_keys=True).encode(), hashlib.sha256).digest()
+
+
+def _guarantee(policy: PrivacyPolicy, rating: RatingInput) -> Guarantee | None:
+    """What storing ``rating`` spends (None: nothing per rating); checks an on-device epsilon."""
+    if rating.on_device_epsilon is not None:
+        return policy.on_device_guarantee(rating.on_device_epsilon)
+    return policy.guarantee if policy.privatises_labels else None
+
+
+def _record(
+    session: Session,
+    *,
+    cipher: UserCipher,
+    rating: RatingInput,
+    guarantee: Guarantee | None,
+    policy: PrivacyPolicy,
+    space: LatentSpace,
+) -> ItemOutcome:
+    """Charge, privatise, store and absorb one rating; the caller holds the writer lock and commits.
+
+    The true answer exists only in this function's memory: the stored bit is already private
+    (randomized here, or on the device). ``dwell_ms`` is dropped (see docs/privacy.md).
+    Nothing is written for a face not served to the user, nor when the cap refuses the spend
+    (:class:`PrivacyBudgetExhausted` is raised before the first write).
+    """
+    user_id, face_id = cipher.user_id, rating.face_id
+    face = faces_repo.served_face(session, user_id=user_id, face_id=face_id)
+    if face is None:
+        return ItemOutcome(face_id, "not_found", None)
+    if guarantee is not None:  # raises PrivacyBudgetExhausted before anything is written
+        charge(
+            session, user_id=user_id, guarantee=guarantee, scope=rating_scope(face_id), cap=policy.cap,
+            randomized_on_device=rating.on_device_epsilon is not None,
+        )
+    if rating.on_device_epsilon is not None:
+        stored_label, label_epsilon = rating.liked, rating.on_device_epsilon
+    elif guarantee is not None:
+        stored_label, label_epsilon = privatise(rating.liked, epsilon=policy.epsilon), policy.epsilon
+    else:
+        stored_label, label_epsilon = rating.liked, None
+    stored = ratings_repo.upsert_served_rating(
+        session,
+        user_id=user_id,
+        face_id=face_id,
+        label_ct=seal_label(cipher, face_id=face_id, label=stored_label),
+        label_epsilon=label_epsilon,
+    )
+    assert stored is not None  # served_face just proved it was served, under the lock
+    recorded_at, created = stored
+    absorb_rating(
+        session, cipher=cipher, policy=policy, space=space, latent=np.asarray(face.latent),
+        stored_label=stored_label, label_epsilon=label_epsilon, created=created,
+    )
+    return ItemOutcome(face_id, "created" if created else "replaced", recorded_at)
+
+
+def _lock(
+    session: Session, *, keys: KeyRingStore, user_id: uuid.UUID, key: str, mac: bytes
+) -> tuple[UserCipher, dict[str, Any] | None]:
+    """Take the user's writer lock; their cipher and the response stored under ``key`` (None: a new key).
+
+    Raises Conflict when ``key`` was used for another body.
+    """
+    wrapped, record = idempotency_repo.lock_user_with_record(session, user_id=user_id, key=key)
+    cipher = open_cipher(keys=keys, user_id=user_id, wrapped=wrapped)
+    if record is None:
+        return cipher, None
+    if not hmac.compare_digest(record.request_mac, mac):
+        raise Conflict("Idempotency-Key was already used with a different request body")
+    return cipher, record.response_body
 
 
 def submit_rating(
     session: Session,
     *,
     user_id: uuid.UUID,
-    face_id: uuid.UUID,
-    liked: bool,
-    dwell_ms: int | None,
+    rating: RatingInput,
     idempotency_key: str,
     mac_key: bytes,
     keys: KeyRingStore,
@@ -72,12 +210,6 @@ def submit_rating(
     space: LatentSpace,
 ) -> RatingReceipt:
     """Privatise, store, update the model and remember the response, in one transaction.
-
-    The true answer exists only in this function's memory: under randomized response the stored
-    bit is already private (the spend is charged to this face), otherwise it is sealed for a
-    release-time mechanism. ``dwell_ms`` is accepted for client compatibility and dropped (see
-    docs/privacy.md). The rating is written before the idempotency record and rolled back if the
-    key turns out to be used: a retry costs one wasted statement, a first attempt no extra round trip.
 
     Raises
     ------
@@ -87,54 +219,79 @@ def submit_rating(
         The idempotency key was already used for a different request body.
     PrivacyBudgetExhausted
         Rating this face again would pass the lifetime privacy cap.
+    InvalidInput
+        An on-device epsilon outside the deployment's range.
     """
-    mac = _request_mac(mac_key, face_id=face_id, liked=liked, dwell_ms=dwell_ms)
+    guarantee = _guarantee(policy, rating)
+    mac = _request_mac(mac_key, rating.canonical())
     try:
-        cipher = user_cipher(session, keys=keys, user_id=user_id, for_update=True)
-        receipt = None
-        face = faces_repo.served_face(session, user_id=user_id, face_id=face_id)
-        if policy.privatises_labels and face is not None:
-            charge(session, user_id=user_id, guarantee=policy.guarantee, scope=rating_scope(face_id), cap=policy.cap)
-        stored_label = privatise(liked, epsilon=policy.epsilon) if policy.privatises_labels else liked
-        stored = ratings_repo.upsert_served_rating(
-            session,
-            user_id=user_id,
-            face_id=face_id,
-            label_ct=seal_label(cipher, face_id=face_id, label=stored_label),
-            label_epsilon=policy.epsilon if policy.privatises_labels else None,
+        cipher, replayed = _lock(session, keys=keys, user_id=user_id, key=idempotency_key, mac=mac)
+        if replayed is not None:
+            return RatingReceipt.from_json(replayed, replayed=True)
+        outcome = _record(session, cipher=cipher, rating=rating, guarantee=guarantee, policy=policy, space=space)
+        if outcome.status == "not_found":
+            raise NotFound(f"face {rating.face_id} not found")
+        assert outcome.recorded_at is not None
+        receipt = RatingReceipt(face_id=rating.face_id, created=outcome.status == "created", recorded_at=outcome.recorded_at)
+        idempotency_repo.record_response(
+            session, user_id=user_id, key=idempotency_key, request_mac=mac,
+            status_code=201 if receipt.created else 200, body=receipt.to_json(),
         )
-        if stored is not None:
-            receipt = RatingReceipt(face_id=face_id, created=stored[1], recorded_at=stored[0])
-        if receipt is not None and idempotency_repo.record_response(
-            session,
-            user_id=user_id,
-            key=idempotency_key,
-            request_mac=mac,
-            status_code=201 if receipt.created else 200,
-            body=receipt.to_json(),
-        ):
-            assert face is not None  # the upsert just proved it was served
-            absorb_rating(
-                session,
-                cipher=cipher,
-                policy=policy,
-                space=space,
-                latent=np.asarray(face.latent),
-                stored_label=stored_label,
-                created=receipt.created,
-            )
-            session.commit()
-            return receipt
-        # Either the face was not served, or the key was used before: undo, then explain or replay.
-        session.rollback()
-        record = idempotency_repo.get_record(session, user_id=user_id, key=idempotency_key)
-        if record is None:
-            raise NotFound(f"face {face_id} not found")
-        if not hmac.compare_digest(record.request_mac, mac):
-            raise Conflict("Idempotency-Key was already used with a different request body")
-        return RatingReceipt.from_json(record.response_body, replayed=True)
+        session.commit()
+        return receipt
     finally:
         session.rollback()  # no-op after commit; releases the connection on errors
+
+
+def submit_batch(
+    session: Session,
+    *,
+    user_id: uuid.UUID,
+    ratings: Sequence[RatingInput],
+    idempotency_key: str,
+    mac_key: bytes,
+    keys: KeyRingStore,
+    policy: PrivacyPolicy,
+    space: LatentSpace,
+) -> BatchReceipt:
+    """Record up to :data:`MAX_BATCH` ratings in one transaction, each exactly as :func:`submit_rating` would.
+
+    Outcomes are per item (docs/api.md): a face not served or a spend the cap refuses is reported
+    for that item and the others are stored. The whole response is stored under the key.
+
+    Raises
+    ------
+    InvalidInput
+        No items, more than :data:`MAX_BATCH`, a face twice, or an on-device epsilon out of range.
+    Conflict
+        The idempotency key was already used for a different request body.
+    """
+    if not 1 <= len(ratings) <= MAX_BATCH:
+        raise InvalidInput(f"a batch holds 1 to {MAX_BATCH} ratings, got {len(ratings)}")
+    if len({rating.face_id for rating in ratings}) != len(ratings):
+        raise InvalidInput("a batch may rate each face once")
+    guarantees = [_guarantee(policy, rating) for rating in ratings]
+    mac = _request_mac(mac_key, {"items": [rating.canonical() for rating in ratings]})
+    try:
+        cipher, replayed = _lock(session, keys=keys, user_id=user_id, key=idempotency_key, mac=mac)
+        if replayed is not None:
+            return BatchReceipt([ItemOutcome.from_json(item) for item in replayed["items"]], replayed=True)
+        outcomes = []
+        for rating, guarantee in zip(ratings, guarantees, strict=True):
+            try:
+                outcomes.append(
+                    _record(session, cipher=cipher, rating=rating, guarantee=guarantee, policy=policy, space=space)
+                )
+            except PrivacyBudgetExhausted:
+                outcomes.append(ItemOutcome(rating.face_id, "budget_exhausted", None))
+        idempotency_repo.record_response(
+            session, user_id=user_id, key=idempotency_key, request_mac=mac, status_code=200,
+            body={"items": [outcome.to_json() for outcome in outcomes]},
+        )
+        session.commit()
+        return BatchReceipt(outcomes)
+    finally:
+        session.rollback()
 
 
 @dataclass(frozen=True)

@@ -146,8 +146,10 @@ def test_bad_tokens_get_401(client: TestClient, db: Runtime, kind: str) -> None:
 
 
 def test_a_token_of_the_configured_lifetime_is_accepted(client: TestClient, db: Runtime) -> None:
-    user_id = _user_id(client, auth_headers(client))
-    token = _token(db, user_id, minutes=db.settings.access_token_minutes)
+    login = client.post("/v1/auth/token", data={"username": register(client), "password": PASSWORD}).json()
+    headers = {"Authorization": f"Bearer {login['access_token']}"}
+    user_id = uuid.UUID(client.get("/v1/me", headers=headers).json()["id"])
+    token = _token(db, user_id, uuid.UUID(login["session_id"]), minutes=db.settings.access_token_minutes)
     assert client.get("/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 

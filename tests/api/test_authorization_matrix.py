@@ -273,6 +273,21 @@ def _rate(world: World, role: str) -> Call:
     )
 
 
+def _rate_batch(world: World, role: str) -> Call:
+    return Call(
+        "/v1/ratings/batch",
+        json={"items": [{"face_id": world.unrated_face, "randomized_like": False, "epsilon": 2.0}]},
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+    )
+
+
+def _batch_rated_only_served(world: World, role: str, response: httpx.Response) -> None:
+    """A face served to ``user`` does not exist for ``other``: the item is not_found, nothing stored."""
+    status = response.json()["items"][0]["status"]
+    expected = {"not_found"} if role == "other" else {"created", "replaced"}
+    _assert(status in expected, f"{role} got item status {status}")
+
+
 def _candidate(action: str, person: str) -> Builder:
     return lambda world, role: Call(f"/v1/candidates/{world.ids[person]}{action}")
 
@@ -475,6 +490,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/faces/next"): Rule(_users(200), _fixed("/v1/faces/next")),
     ("GET", "/v1/faces/{face_id}/image"): Rule(_users(200, other=404), _face_image, check=_is_png),
     ("POST", "/v1/ratings"): Rule(_users(201, other=404), _rate),
+    ("POST", "/v1/ratings/batch"): Rule(_users(200), _rate_batch, check=_batch_rated_only_served),
     ("GET", "/v1/candidates"): Rule(_users(200), _fixed("/v1/candidates"), check=_candidates_are_callers),
     ("GET", "/v1/candidates/{candidate_id}/avatar"): Rule(
         _users(200, other=404), _candidate("/avatar", "like_target"), check=_is_png

@@ -29,12 +29,6 @@ def _routes_table() -> dict[str, tuple[str, str]]:
     return {name: (method, path) for name, method, path in rows}
 
 
-def _awaiting_merge() -> set[str]:
-    found = re.search(r"export const AWAITING_MERGE = new Set\(\[(.*?)\]\);", API_JS.read_text())
-    assert found
-    return set(re.findall(r'"(\w+)"', found.group(1)))
-
-
 def _documented() -> set[tuple[str, str]]:
     return {(method.upper(), path) for path, item in SPEC["paths"].items() for method in item}
 
@@ -44,17 +38,8 @@ def _web_files() -> list[Path]:
 
 
 def test_every_client_call_is_in_the_openapi_document() -> None:
-    routes = _routes_table()
-    pending = _awaiting_merge()
-    assert pending <= set(routes)
-    missing = {name: call for name, call in routes.items() if call not in _documented() and name not in pending}
+    missing = {name: call for name, call in _routes_table().items() if call not in _documented()}
     assert not missing, f"web client calls that docs/openapi.json does not offer: {missing}"
-
-
-def test_routes_awaiting_merge_are_dropped_once_the_api_has_them() -> None:
-    """The fallbacks for routes of other issues must go once the API offers them."""
-    arrived = {name for name in _awaiting_merge() if _routes_table()[name] in _documented()}
-    assert not arrived, f"remove {sorted(arrived)} from AWAITING_MERGE in api/web/shared/api.js (and their fallbacks)"
 
 
 def test_api_paths_appear_only_in_the_routes_table() -> None:

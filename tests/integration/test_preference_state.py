@@ -3,7 +3,8 @@
 Ratings go through the API; the state is opened with the user's key and compared with the engine
 called directly on the same stored labels: the first rating fits exactly, the next ones take one
 online step each, every ``refit_every``-th, a re-rating, a version 1 state and a new population
-release trigger an exact refit, and a release-time mechanism keeps its released-model path.
+release ask the refit queue for an exact refit (``Rater.settle`` waits for the refit workers),
+and a release-time mechanism keeps its released-model path.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from engine.preference import (
     rr_flip_probability,
 )
 from engine.sampling import FeedConfig, SlotRole, next_batch
+from matchsvc.jobs.refit import run_refits
 from matchsvc.repositories import population as population_repo
 from matchsvc.repositories import preferences as preferences_repo
 from matchsvc.runtime import Runtime
@@ -68,6 +70,11 @@ class Rater:
         assert response.status_code == status, response.text
         if status == 201:
             self.latents.append(face[1])
+
+    def settle(self) -> None:
+        """Wait until the refit queue is empty (this process's worker and this call share it)."""
+        run = run_refits(self.runtime.sessions, keys=self.runtime.keys, space=self.runtime.latent_space)
+        assert run.pending == 0
 
     def stored_labels(self) -> np.ndarray:
         """The labels as stored (after randomized response), in rating order."""
@@ -137,12 +144,14 @@ def test_ratings_refit_exactly_then_step_online_until_refit_every(client: TestCl
         _assert_same(rater.posterior(), online.posterior)
 
     rater.rate(faces[every], False)  # the refit_every-th update since the last refit
+    rater.settle()
     assert rater.state()[1:] == (every + 1, 0)
     _assert_same(rater.posterior(), _exact(rater))
 
     rater.rate(faces[every + 1], True)
     assert rater.state()[2] == 1
     rater.rate(faces[every + 1], False, status=200)  # a changed answer: exact refit, same count
+    rater.settle()
     assert rater.state()[1:] == (every + 2, 0)
     _assert_same(rater.posterior(), _exact(rater))
     with db.sessions() as session:
@@ -180,6 +189,7 @@ def test_version_1_states_are_read_and_converted_by_the_next_rating(client: Test
     assert rater.state()[0]["version"] == 1  # reads leave it alone while no population release exists
 
     rater.rate(faces[3], False)  # would be an online step for a version 2 state
+    rater.settle()
     state, n, pending = rater.state()
     assert (state["version"], n, pending) == (2, 4, 0)
     _assert_same(rater.posterior(), _exact(rater))
@@ -190,6 +200,7 @@ def test_version_1_states_are_read_and_converted_by_the_next_rating(client: Test
         stored = load_model(session, cipher=user_cipher(session, keys=db.keys, user_id=rater.id))
     assert stored is not None and stored.model == released and stored.belief is None
     rater.rate(faces[4], True)
+    rater.settle()
     assert rater.state()[0]["kind"] == "posterior" and rater.state()[2] == 0
 
 
@@ -274,6 +285,7 @@ def test_a_new_population_release_refits_on_the_next_read_or_rating(client: Test
     third = raters[2]  # not read since version 1: the rating alone notices the newer release
     assert third.state()[0]["population_version"] is None
     third.rate(kept[third.id], True)
+    third.settle()
     state, n, pending = third.state()
     assert (state["population_version"], n, pending) == (2, 5, 0)
 
@@ -350,6 +362,7 @@ def test_a_change_of_taste_is_detected_stored_and_shown(client: TestClient, db: 
     for oldest in (False, True):
         assert drift_weights(np.array(rater.latents), np.r_[oldest, labels[1:]], flip_probability=rho)[0] < 1
     rater.rate(faces[0], bool(labels[0]), status=200)
+    rater.settle()
     state, n, pending = rater.state()
     assert (n, pending, state["drift_detected"]) == (50, 0, True)
     _assert_same(rater.posterior(), _exact(rater))

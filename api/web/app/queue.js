@@ -5,7 +5,7 @@
 // Only the answer that may leave the phone is stored here (already randomized when on-device
 // randomization is on), never the true one.
 
-import { ApiError, NetworkError, available, newKey } from "../shared/api.js";
+import { ApiError, NetworkError, newKey } from "../shared/api.js";
 
 const BATCH_LIMIT = 100;
 
@@ -34,7 +34,7 @@ export class RatingQueue {
   /** Queue one rating body ({face_id, liked} or {face_id, randomized_like, epsilon}). */
   add(body) {
     const state = this.load();
-    state.pending.push({ key: newKey(), body });
+    state.pending.push(body);
     this.save(state);
   }
 
@@ -50,7 +50,7 @@ export class RatingQueue {
     const outcomes = [];
     try {
       while (navigator.onLine && this.size() > 0) {
-        outcomes.push(...(available("rateBatch") ? await this.sendBatch() : await this.sendOne()));
+        outcomes.push(...(await this.sendBatch()));
       }
     } catch (error) {
       if (!(error instanceof NetworkError)) throw error;
@@ -66,8 +66,8 @@ export class RatingQueue {
       const faces = new Set();
       const items = [];
       state.pending = state.pending.filter((item) => {
-        if (items.length >= BATCH_LIMIT || faces.has(item.body.face_id)) return true;
-        faces.add(item.body.face_id);
+        if (items.length >= BATCH_LIMIT || faces.has(item.face_id)) return true;
+        faces.add(item.face_id);
         items.push(item);
         return false;
       });
@@ -77,7 +77,7 @@ export class RatingQueue {
     const { key, items } = state.inflight;
     try {
       const result = await this.api.call("rateBatch", {
-        json: { items: items.map((item) => item.body) },
+        json: { items },
         headers: { "Idempotency-Key": key },
       });
       this.settle();
@@ -95,22 +95,5 @@ export class RatingQueue {
     const state = this.load();
     state.inflight = null;
     this.save(state);
-  }
-
-  async sendOne() {
-    const state = this.load();
-    const [item] = state.pending;
-    let outcome;
-    try {
-      const receipt = await this.api.call("rate", { json: item.body, headers: { "Idempotency-Key": item.key } });
-      outcome = receipt.created ? "created" : "replaced";
-    } catch (error) {
-      if (!(error instanceof ApiError) || error.status === 401 || error.status === 429) throw error;
-      outcome = error.status === 404 ? "not_found" : `rejected: ${error.message}`;
-    }
-    const after = this.load();
-    after.pending = after.pending.filter((queued) => queued.key !== item.key);
-    this.save(after);
-    return [outcome];
   }
 }

@@ -14,7 +14,6 @@ export const ROUTES = {
   endSession: ["DELETE", "/v1/me/sessions/{session_id}"],
   nextFaces: ["GET", "/v1/faces/next"],
   faceImage: ["GET", "/v1/faces/{face_id}/image"],
-  rate: ["POST", "/v1/ratings"],
   rateBatch: ["POST", "/v1/ratings/batch"],
   privacy: ["GET", "/v1/me/privacy"],
   preferenceProfile: ["GET", "/v1/me/preference-profile"],
@@ -40,13 +39,6 @@ export const ROUTES = {
   deleteUser: ["DELETE", "/v1/audit/users/{user_id}"],
   deletionProof: ["GET", "/v1/audit/users/{user_id}/deletion-proof"],
 };
-
-// Routes of the batch-rating issue that this server may not offer yet; the
-// clients fall back to what it does offer. tests/api/test_web_clients.py fails as soon as one of
-// them appears in docs/openapi.json, so the fallback is removed when the route arrives.
-export const AWAITING_MERGE = new Set(["rateBatch"]);
-
-export const available = (name) => !AWAITING_MERGE.has(name);
 
 /** An RFC 9457 problem (or a bare HTTP failure) from the API. */
 export class ApiError extends Error {

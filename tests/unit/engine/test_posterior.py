@@ -13,8 +13,11 @@ from scipy.special import expit, logsumexp
 from engine.latent._prior import sample_truncated_prior
 from engine.preference import (
     DRIFT_OLD_WEIGHT,
+    DRIFT_WINDOW,
+    DriftCheckpoint,
     Posterior,
     PreferencePrior,
+    drift_test,
     drift_weights,
     fit_noisy,
     fit_posterior,
@@ -267,6 +270,41 @@ def test_drift_rarely_fires_for_stable_tastes_and_catches_a_reversal() -> None:
 def test_drift_needs_enough_history() -> None:
     rng = np.random.default_rng(11)
     Z, y, rho = _history(14, 7, rng)
+    assert (drift_weights(Z, y, flip_probability=rho) == 1.0).all()
+
+
+def test_a_resumed_drift_test_equals_the_full_one_and_a_changed_history_restarts_it() -> None:
+    """The checkpoint only saves work: resumed or not, the weights are the same; a re-rated face
+    before the checkpoint fails its digest, and a checkpoint from another prior is not used."""
+    rng = np.random.default_rng(12)
+    Z, y, rho = _history(400, 370, rng)
+    first = drift_test(Z[:380], y[:380], flip_probability=rho)
+    assert first.checkpoint.through == 380 - DRIFT_WINDOW
+    resumed = drift_test(Z, y, flip_probability=rho, checkpoint=first.checkpoint)
+    full = drift_test(Z, y, flip_probability=rho)
+    np.testing.assert_array_equal(resumed.weights, full.weights)
+    assert (full.weights < 1).any()  # the reversal 30 ratings ago lies in the window: found at n = 400
+    np.testing.assert_array_equal(resumed.checkpoint.posterior.mean, full.checkpoint.posterior.mean)
+    round_trip = DriftCheckpoint.from_state(json.loads(json.dumps(first.checkpoint.to_state())))
+    np.testing.assert_array_equal(drift_test(Z, y, flip_probability=rho, checkpoint=round_trip).weights, full.weights)
+
+    y_changed = y.copy()
+    y_changed[3] = not y_changed[3]
+    restarted = drift_test(Z, y_changed, flip_probability=rho, checkpoint=first.checkpoint)
+    fresh = drift_test(Z, y_changed, flip_probability=rho)
+    np.testing.assert_array_equal(restarted.checkpoint.posterior.mean, fresh.checkpoint.posterior.mean)
+    assert not np.array_equal(restarted.checkpoint.posterior.mean, resumed.checkpoint.posterior.mean)
+    other_prior = PreferencePrior(mean=np.ones(6), cov=np.eye(6))
+    np.testing.assert_array_equal(
+        drift_test(Z, y, flip_probability=rho, prior=other_prior, checkpoint=first.checkpoint).checkpoint.posterior.mean,
+        drift_test(Z, y, flip_probability=rho, prior=other_prior).checkpoint.posterior.mean,
+    )
+
+
+def test_the_drift_windows_are_bounded_so_an_old_change_is_no_longer_tested() -> None:
+    """Only the last DRIFT_WINDOW ratings are windows: a change longer ago is absorbed by the fit."""
+    rng = np.random.default_rng(13)
+    Z, y, rho = _history(DRIFT_WINDOW + 60, 20, rng)
     assert (drift_weights(Z, y, flip_probability=rho) == 1.0).all()
 
 

@@ -1,0 +1,164 @@
+"""The rating path's bookkeeping against real PostgreSQL: the refit queue's lag, the running totals and their backfill.
+
+Ratings go through the API with the app's own refit worker running, as ``matchsvc serve`` runs it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import numpy as np
+from alembic import command
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from matchsvc.db.migrate import alembic_config, upgrade
+from matchsvc.jobs.refit import run_refits
+from matchsvc.repositories import ledger as ledger_repo
+from matchsvc.runtime import Runtime
+from matchsvc.services.keys import user_cipher
+from matchsvc.services.preferences import load_model, refit_user
+from tests.support.accounts import auth_headers
+from tests.support.scenario import user_id
+
+#: The lag stated in docs/privacy.md ("Exact refits and their lag").
+LAG_SECONDS = 10.0
+
+
+def _rate(client: TestClient, headers: dict[str, str], face_id: str, liked: bool) -> None:
+    response = client.post(
+        "/v1/ratings", json={"face_id": face_id, "liked": liked}, headers={**headers, "Idempotency-Key": uuid.uuid4().hex}
+    )
+    assert response.status_code in (200, 201), response.text
+
+
+def _behind(db: Runtime, users: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Users whose stored model does not include every stored rating, or who have a refit queued."""
+    with db.engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT u.id FROM users u LEFT JOIN preference_states s ON s.user_id = u.id "
+                "WHERE u.id = ANY(:ids) AND (EXISTS (SELECT 1 FROM refit_jobs j WHERE j.user_id = u.id) "
+                "OR coalesce(s.n_ratings, 0) <> (SELECT count(*) FROM ratings r WHERE r.user_id = u.id))"
+            ),
+            {"ids": users},
+        ).all()
+    return [row[0] for row in rows]
+
+
+def test_after_a_burst_every_users_model_includes_all_their_ratings_within_the_stated_lag(
+    client: TestClient, db: Runtime
+) -> None:
+    accounts = [auth_headers(client) for _ in range(4)]
+    ids = [user_id(client, headers) for headers in accounts]
+    served = [
+        [face["id"] for face in client.get("/v1/faces/next", params={"n": 35}, headers=h).json()["faces"]]
+        for h in accounts
+    ]
+
+    def burst(index: int) -> None:
+        headers, faces = accounts[index], served[index]
+        for k, face in enumerate(faces):
+            _rate(client, headers, face, k % 3 == 0)
+        for face in faces[:3]:  # changed answers: only an exact refit can take them in
+            _rate(client, headers, face, True)
+
+    threads = [threading.Thread(target=burst, args=(i,)) for i in range(len(accounts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    finished = time.monotonic()
+    while (behind := _behind(db, ids)) and time.monotonic() - finished < LAG_SECONDS:
+        time.sleep(0.05)
+    assert behind == [], f"{len(behind)} users still behind {LAG_SECONDS} s after the burst"
+    with db.sessions() as session:
+        for uid in ids:
+            stored = load_model(session, cipher=user_cipher(session, keys=db.keys, user_id=uid))
+            assert stored is not None and stored.n_ratings == 35 and stored.belief is not None
+
+
+def test_running_totals_equal_the_ledger_and_the_refit_queue_drains(client: TestClient, db: Runtime) -> None:
+    headers = auth_headers(client)
+    uid = user_id(client, headers)
+    faces = [face["id"] for face in client.get("/v1/faces/next", params={"n": 6}, headers=headers).json()["faces"]]
+    for face in faces:
+        _rate(client, headers, face, True)
+    for face in faces[:2]:
+        _rate(client, headers, face, False)
+    assert run_refits(db.sessions, keys=db.keys, space=db.latent_space).pending == 0
+    with db.engine.connect() as connection:
+        ledger = dict(
+            connection.execute(
+                text("SELECT scope, sum(epsilon) FROM privacy_ledger WHERE user_id = :u GROUP BY scope"), {"u": uid}
+            ).all()
+        )
+        totals = dict(
+            connection.execute(text("SELECT scope, epsilon FROM privacy_scope_totals WHERE user_id = :u"), {"u": uid}).all()
+        )
+        user = connection.execute(
+            text("SELECT worst_rating_epsilon, model_epsilon, spends FROM privacy_user_totals WHERE user_id = :u"),
+            {"u": uid},
+        ).one()
+    assert totals.keys() == ledger.keys() and np.allclose([totals[k] for k in ledger], list(ledger.values()))
+    assert user == (max(ledger.values()), 0.0, 8)
+    report = client.get("/v1/me/privacy", headers=headers).json()
+    assert report["epsilon_spent"] == max(ledger.values()) and report["spends"] == 8
+
+
+def test_the_migration_backfills_the_running_totals_from_the_ledger(db: Runtime) -> None:
+    url = db.engine.url.render_as_string(hide_password=False)
+    user = uuid.uuid4()
+    spends = [("rating:a", 2.0, 0.0), ("rating:a", 2.0, 0.0), ("rating:b", 1.0, 0.0), ("model", 0.5, 1e-6)]
+    command.downgrade(alembic_config(url), "0006-1")
+    try:
+        with db.engine.begin() as connection:
+            connection.execute(
+                text("INSERT INTO users (id, username, password_hash, birth_year, scopes) "
+                     "VALUES (:id, 'backfill', 'x', 1990, ARRAY['rate'])"),
+                {"id": user},
+            )
+            for scope, epsilon, delta in spends:
+                connection.execute(
+                    text("INSERT INTO privacy_ledger (user_id, mechanism, epsilon, delta, neighbouring, scope) "
+                         "VALUES (:u, 'rr', :e, :d, 'label-change', :s)"),
+                    {"u": user, "e": epsilon, "d": delta, "s": scope},
+                )
+    finally:
+        upgrade(url)
+    with db.sessions() as session:
+        totals = ledger_repo.scope_totals(session, user_id=user, rating_scope="rating:a")
+    assert (totals.model_epsilon, totals.model_delta) == (0.5, 1e-6)
+    assert (totals.worst_rating_epsilon, totals.rating_scope_epsilon, totals.spends) == (4.0, 4.0, 4)
+
+
+def test_exact_refits_space_out_with_the_history_so_their_cost_per_rating_stays_flat(
+    client: TestClient, db: Runtime
+) -> None:
+    """Past 100 ratings a refit is due every 10 % of the history, not every ``refit_every`` (10)."""
+    headers = auth_headers(client)
+    uid = user_id(client, headers)
+    faces = [
+        face["id"]
+        for _ in range(3)
+        for face in client.get("/v1/faces/next", params={"n": 45}, headers=headers).json()["faces"]
+    ]
+    for face in faces[:120]:
+        _rate(client, headers, face, True)
+    assert run_refits(db.sessions, keys=db.keys, space=db.latent_space).pending == 0
+    with db.sessions() as session:  # start from an exact refit: no online step pending
+        refit_user(session, keys=db.keys, user_id=uid, space=db.latent_space)
+        session.commit()
+
+    def pending() -> tuple[int, int]:
+        with db.engine.connect() as connection:
+            return tuple(connection.execute(
+                text("SELECT n_ratings, pending_updates FROM preference_states WHERE user_id = :u"), {"u": uid}
+            ).one())
+
+    assert pending() == (120, 0)
+    for face in faces[120:131]:
+        _rate(client, headers, face, False)
+    assert pending() == (131, 11)  # 11 online steps and no refit: at n = 120 one is due after 12
