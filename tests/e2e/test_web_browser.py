@@ -75,7 +75,9 @@ def server() -> Iterator[Server]:
         matchsvc_command(
             data_dir, "users", "create", AUDITOR, "--scope", "auditor", env={**env, "MATCHSVC_NEW_PASSWORD": PASSWORD}
         )
-        with serving(data_dir, free_port(), env=env) as base:
+        # One worker: uvicorn's supervisor restarts a worker that misses its 5 s health check, which
+        # a worker still importing torch on a loaded 2-core machine does, again and again.
+        with serving(data_dir, free_port(), env=env, args=("--workers", "1")) as base:
             yield Server(base=base, data_dir=data_dir)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -40,15 +40,17 @@ def matchsvc_command(data_dir: Path, *args: str, env: Mapping[str, str] = {}) ->
 
 
 @contextmanager
-def serving(data_dir: Path, port: int, *, env: Mapping[str, str] = {}) -> Iterator[str]:  # noqa: B006
-    """Start ``matchsvc serve`` and yield its base URL once ``/readyz`` answers; stop it on exit."""
+def serving(
+    data_dir: Path, port: int, *, env: Mapping[str, str] = {}, args: tuple[str, ...] = ()  # noqa: B006
+) -> Iterator[str]:
+    """Start ``matchsvc serve [args]`` and yield its base URL once ``/readyz`` answers; stop it on exit."""
     matchsvc = Path(sys.executable).with_name("matchsvc")
     data_dir.mkdir(parents=True, exist_ok=True)
     # The log goes to a file: a pipe nobody reads fills up and then blocks the server mid-request.
     log = data_dir / "serve.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [str(matchsvc), "serve", "--port", str(port)],
+            [str(matchsvc), "serve", "--port", str(port), *args],
             env=_environment(data_dir, env),
             stdout=sink,
             stderr=subprocess.STDOUT,
