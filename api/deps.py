@@ -7,17 +7,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
+import structlog
 from fastapi import Depends, Request, Security
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from sqlalchemy.orm import Session
 
 from matchsvc.db.models import User
+from matchsvc.db.session import DATABASE_ERRORS, error_name, is_database_unavailable
 from matchsvc.errors import AuthenticationFailed, PermissionDenied
 from matchsvc.repositories.sessions import user_with_active_session
 from matchsvc.runtime import Runtime
 from matchsvc.security import InvalidToken, Scope, decode_access_token
 
 __all__ = ["AdminUser", "AnyCaller", "AuditorUser", "AnyUser", "Caller", "CurrentUser", "RuntimeDep", "SessionDep"]
+
+log = structlog.get_logger(__name__)
 
 oauth2_scheme = OAuth2PasswordBearer(
     tokenUrl="/v1/auth/token",
@@ -38,8 +42,23 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 def get_session(runtime: RuntimeDep) -> Iterator[Session]:
-    with runtime.sessions() as session:
+    """A session per request, closed after the response is built (or sent).
+
+    Closing rolls back whatever was not committed. When the database went away meanwhile, that
+    rollback fails, and the failure is dropped here: the connection is already discarded, and
+    raising now, with the response started, would make the server cut the client's connection
+    (and turn a success the client may already hold into an error in the logs).
+    """
+    session = runtime.sessions()
+    try:
         yield session
+    finally:
+        try:
+            session.close()
+        except DATABASE_ERRORS as exc:
+            if not is_database_unavailable(exc):
+                raise
+            log.warning("database_unavailable_on_close", error=error_name(exc))
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

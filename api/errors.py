@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas.problem import PROBLEM_MEDIA_TYPE
+from matchsvc.db.session import DATABASE_ERRORS, error_name, is_database_unavailable
 from matchsvc.errors import (
     AuthenticationFailed,
     Conflict,
@@ -35,6 +36,8 @@ _STATUS_BY_ERROR: dict[type[MatchsvcError], int] = {
     TooManyAttempts: 429,
 }
 _BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+#: The service reconnects within a second of the database coming back (``pool_pre_ping``).
+DATABASE_RETRY_AFTER_SECONDS = 1
 
 
 def problem_response(
@@ -99,6 +102,27 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(
             exc.status_code, detail=str(exc.detail), request=request, headers=getattr(exc, "headers", None)
         )
+
+    async def database_error(request: Request, exc: Exception) -> JSONResponse:
+        """503 when the database is down, unreachable or stalled (D29); any other database error is a bug.
+
+        Handled here, below Starlette's catch-all: a response from the catch-all (500) makes the server
+        close the connection, and a mobile client could not tell whether its POST was processed.
+        """
+        if not is_database_unavailable(exc):
+            raise exc  # to the catch-all: logged with its traceback, 500
+        log.warning("database_unavailable", path=request.url.path, error=error_name(exc))
+        return problem_response(
+            503,
+            detail="The database is unavailable; retry shortly (a request with an Idempotency-Key is safe to repeat)",
+            code="database-unavailable",
+            title="Database unavailable",
+            request=request,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
+
+    for error_type in DATABASE_ERRORS:
+        app.add_exception_handler(error_type, database_error)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -7,13 +7,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from api.errors import install_error_handlers
 from api.middleware import (
     BodyLimitMiddleware,
+    ConcurrencyLimitMiddleware,
     HttpMetrics,
     RateLimitMiddleware,
     RequestContextMiddleware,
@@ -97,12 +98,7 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> FastAPI:
     routers = (auth, me, sessions, profile, faces, ratings, matching, subjects, audit, metrics)
     for module in routers:
         app.include_router(module.router, responses=common)
-    # The public /metrics that api/routers/health.py still declares is replaced by the admin one
-    # above (issue 13; that file is another change's): at the merge, delete it there and include
-    # health.router directly again.
-    probes = APIRouter()
-    probes.routes.extend(r for r in health.router.routes if getattr(r, "endpoint", None) is not health.metrics)
-    app.include_router(probes)
+    app.include_router(health.router)
     mount_web_clients(app)
     install_error_handlers(app)
     app.openapi = lambda: _openapi_with_problem(app)  # type: ignore[method-assign]
@@ -120,7 +116,9 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> FastAPI:
     limits = {"per_minute": settings.rate_limit_per_minute, "burst": settings.rate_limit_burst}
     bucket = SharedTokenBucket(runtime.engine, **limits) if settings.rate_limit_shared else TokenBucket(**limits)
     app.add_middleware(RateLimitMiddleware, bucket=bucket, identify=identify)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, read_timeout=settings.http_body_timeout_seconds
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -129,6 +127,7 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
             expose_headers=["ETag", "Retry-After", "X-Request-ID", "Idempotent-Replayed"],
         )
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.http_max_concurrent_requests)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     return app
 

@@ -1,4 +1,5 @@
-"""ASGI middleware: request ids, access log and metrics, body-size limit, per-client rate limit.
+"""ASGI middleware: request ids, access log and metrics, requests in flight, body size and read time,
+per-client rate limit.
 
 Written as plain ASGI (no ``BaseHTTPMiddleware``) so they add microseconds, not a task per request.
 """
@@ -21,7 +22,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.schemas.problem import PROBLEM_MEDIA_TYPE
 
-__all__ = ["BodyLimitMiddleware", "HttpMetrics", "RateLimitMiddleware", "RequestContextMiddleware", "TokenBucket"]
+__all__ = [
+    "BodyLimitMiddleware",
+    "ConcurrencyLimitMiddleware",
+    "HttpMetrics",
+    "RateLimitMiddleware",
+    "RequestContextMiddleware",
+    "TokenBucket",
+]
 
 log = structlog.get_logger("matchsvc.http")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -102,11 +110,14 @@ class RequestContextMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuses bodies over ``max_bytes`` with 413 before the app parses them (declared or streamed)."""
+    """Refuses bodies over ``max_bytes`` with 413 before the app parses them (declared or streamed),
+    and bodies not complete within ``read_timeout`` seconds of the head with 408 (a slow client
+    holds no worker: the app runs only once the whole body is here)."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, read_timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -119,19 +130,26 @@ class BodyLimitMiddleware:
         chunks: list[bytes] = []
         size = 0
         more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await _send_problem(
-                    send, 413, "Content Too Large", f"request bodies are limited to {self.max_bytes} bytes"
-                )
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
+        with anyio.move_on_after(self.read_timeout):
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_bytes:
+                    await _send_problem(
+                        send, 413, "Content Too Large", f"request bodies are limited to {self.max_bytes} bytes"
+                    )
+                    return
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+        if more:
+            await _send_problem(
+                send, 408, "Request Timeout", f"the request body did not arrive within {self.read_timeout:g} s",
+                headers=[(b"connection", b"close")],
+            )
+            return
         body = b"".join(chunks)
         delivered = False
 
@@ -143,6 +161,36 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class ConcurrencyLimitMiddleware:
+    """At most ``limit`` requests in progress; more get 503 with Retry-After at once instead of queueing
+    for worker threads (and database connections) that a stalled dependency may hold for seconds.
+
+    Health checks are exempt: liveness must answer however busy the process is.
+    """
+
+    EXEMPT = ("/healthz", "/readyz")
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.in_flight = 0  # the event loop is single-threaded: no lock needed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            await _send_problem(
+                send, 503, "Service Unavailable", "too many requests in progress", headers=[(b"retry-after", b"1")]
+            )
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 class TokenBucket:

@@ -8,6 +8,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -73,7 +74,9 @@ def serve(
     """
     import numpy as np
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
+    from matchsvc.server import server_config
     from matchsvc.services.faces import ensure_shared_pool
 
     with _runtime() as runtime:
@@ -83,11 +86,16 @@ def serve(
             )
         os.environ["DATABASE_URL"] = runtime.engine.url.render_as_string(hide_password=False)
         runtime.engine.dispose()
-        # The server loads the API from its import path: the service layer never imports ``api``.
-        uvicorn.run(
-            "api.main:create_app_from_environment", factory=True, host=host, port=port, log_config=None,
-            proxy_headers=False, workers=workers or len(os.sched_getaffinity(0)),
+        config = server_config(
+            runtime.settings, host=host, port=port, workers=workers or len(os.sched_getaffinity(0))
         )
+        if config.workers > 1:
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
+        else:
+            server = uvicorn.Server(config)
+            server.run()
+            if not server.started:  # the app or the socket failed at start-up (logged); uvicorn's exit code
+                raise typer.Exit(code=3)
 
 
 @db_app.command("upgrade")
@@ -198,8 +206,6 @@ def bench_privacy(
     quick: Annotated[bool, typer.Option("--quick", help="Smoke run: n in {10, 50}, epsilon in {1, inf}")] = False,
 ) -> None:
     """Accuracy of private preference learning vs LinearSVC, Opacus DP-SGD and diffprivlib (progress on stderr)."""
-    from pathlib import Path
-
     from matchsvc.bench.privacy import QUICK, run_privacy_benchmark
 
     grid: dict[str, Any] = {"ratings": QUICK["ratings"], "epsilons": QUICK["epsilons"]} if quick else {}
@@ -216,8 +222,6 @@ def bench_coldstart(
     seed: Annotated[int, typer.Option(help="Seed of the population, users, answers and releases")] = 0,
 ) -> None:
     """Accuracy of a new user's model from 0-50 private ratings: population prior, per-user, posterior (progress on stderr)."""
-    from pathlib import Path
-
     from matchsvc.bench.coldstart import QUICK, run_coldstart_benchmark
 
     grid: dict[str, Any] = dict(QUICK) if quick else {}
@@ -227,6 +231,27 @@ def bench_coldstart(
 
 keys_app = typer.Typer(help="Encryption keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("init")
+def keys_init(
+    path: Annotated[Path, typer.Argument(help="Where to create the ring (the MATCHSVC_KEYRING_FILE of production)")],
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", help="Succeed without change when a ring is already there")
+    ] = False,
+) -> None:
+    """Create a new key ring file (mode 0600) for production; never overwrites one (its loss loses all data)."""
+    from matchsvc.keys import KeyRingStore
+
+    if path.exists() and exist_ok:
+        typer.echo(f"key ring kept at {path}")
+        return
+    try:
+        KeyRingStore.create(path)
+    except FileExistsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(f"key ring created at {path}")
 
 
 @keys_app.command("rotate")

@@ -46,6 +46,18 @@ class KeyRingStore:
             log.warning("generated_development_keyring", path=str(path), hint="set MATCHSVC_KEYRING_FILE in production")
         return cls(path=path)
 
+    @classmethod
+    def create(cls, path: Path) -> KeyRingStore:
+        """Production provisioning (``matchsvc keys init``): a new ring file, never over an existing one.
+
+        Overwriting a ring would make every stored data key undecryptable, so an existing file is an error.
+        """
+        if path.exists():
+            raise FileExistsError(f"a key ring already exists at {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_private(path, KeyRing.generate().to_json())
+        return cls(path=path)
+
     def _read(self) -> KeyRing:
         """The ring in the file now; remembers which file that was (every write replaces it)."""
         assert self._path is not None

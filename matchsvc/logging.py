@@ -1,5 +1,8 @@
 """Structured JSON logs (structlog), one event per line, with the request id bound per request.
 
+Logs go to stderr: stdout belongs to the result of a command (``matchsvc keys rotate`` prints
+JSON that scripts parse), and container platforms collect both streams anyway.
+
 Nothing that could be a secret is ever passed to a logger: no bodies, no headers, no tokens.
 """
 
@@ -14,7 +17,7 @@ __all__ = ["configure_logging"]
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """Route structlog and the standard library through one JSON renderer on stdout."""
+    """Route structlog and the standard library through one JSON renderer on stderr."""
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")
@@ -29,7 +32,7 @@ def configure_logging(level: str = "INFO") -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,

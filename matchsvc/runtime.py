@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from engine.latent import LatentSpace, create_latent_space
 from matchsvc.db.embedded import EmbeddedPostgres
 from matchsvc.db.migrate import upgrade
-from matchsvc.db.session import create_db_engine, create_session_factory
+from matchsvc.db.session import DatabaseLimits, create_db_engine, create_session_factory
 from matchsvc.keys import KeyRingStore
 from matchsvc.secret_files import create_once
 from matchsvc.services.privacy import PrivacyPolicy
@@ -123,7 +123,7 @@ class Runtime:
             keys = _keyring(settings, scratch)
             options = {"path": settings.diffusion_path} if settings.latent_backend == "diffusion" else {}
             space = create_latent_space(settings.latent_backend, **options)
-            engine = create_db_engine(url)
+            engine = create_db_engine(url, limits=DatabaseLimits.from_settings(settings))
         except BaseException:
             if embedded is not None:
                 embedded.stop()

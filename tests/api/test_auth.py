@@ -105,6 +105,13 @@ def _token(
     return token
 
 
+def _signed_in(client: TestClient) -> tuple[uuid.UUID, uuid.UUID]:
+    """A new account's id and the session its login opened."""
+    login = client.post("/v1/auth/token", data={"username": register(client), "password": PASSWORD}).json()
+    me = client.get("/v1/me", headers={"Authorization": f"Bearer {login['access_token']}"})
+    return uuid.UUID(me.json()["id"]), uuid.UUID(login["session_id"])
+
+
 def _without_sid(token: str, *, secret: str) -> str:
     """A correctly signed token from before sessions existed: the same claims, no ``sid``."""
     claims = jwt.decode(token, options={"verify_signature": False})
@@ -121,9 +128,7 @@ def _without_sid(token: str, *, secret: str) -> str:
 )
 def test_bad_tokens_get_401(client: TestClient, db: Runtime, kind: str) -> None:
     """Each token differs from a good one (``control``) in one respect only."""
-    login = client.post("/v1/auth/token", data={"username": register(client), "password": PASSWORD}).json()
-    session_id = uuid.UUID(login["session_id"])
-    user_id = uuid.UUID(client.get("/v1/me", headers={"Authorization": f"Bearer {login['access_token']}"}).json()["id"])
+    user_id, session_id = _signed_in(client)
     control = _token(db, user_id, session_id)
     assert client.get("/v1/me", headers={"Authorization": f"Bearer {control}"}).status_code == 200
     token = {
@@ -146,10 +151,8 @@ def test_bad_tokens_get_401(client: TestClient, db: Runtime, kind: str) -> None:
 
 
 def test_a_token_of_the_configured_lifetime_is_accepted(client: TestClient, db: Runtime) -> None:
-    login = client.post("/v1/auth/token", data={"username": register(client), "password": PASSWORD}).json()
-    headers = {"Authorization": f"Bearer {login['access_token']}"}
-    user_id = uuid.UUID(client.get("/v1/me", headers=headers).json()["id"])
-    token = _token(db, user_id, uuid.UUID(login["session_id"]), minutes=db.settings.access_token_minutes)
+    user_id, session_id = _signed_in(client)
+    token = _token(db, user_id, session_id, minutes=db.settings.access_token_minutes)
     assert client.get("/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 

@@ -7,7 +7,9 @@ wait for: the expiry tests move a session's deadlines into the past in the datab
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -29,7 +31,13 @@ def _login(client: TestClient, username: str, *, password: str = PASSWORD, devic
     form = {"username": username, "password": password, **({"device_name": device} if device else {})}
     response = client.post("/v1/auth/token", data=form)
     assert response.status_code == 200, response.text
+    _never_cached(response)
     return response.json()
+
+
+def _never_cached(response: httpx.Response) -> None:
+    """RFC 6749 section 5.1: a response carrying tokens is never stored by a cache."""
+    assert response.headers["cache-control"] == "no-store" and response.headers["pragma"] == "no-cache"
 
 
 def _bearer(tokens: dict[str, Any]) -> dict[str, str]:
@@ -81,6 +89,7 @@ def test_refresh_rotates_the_pair_and_spends_the_old_refresh_token(client: TestC
     first = _login(client, register(client))
     second = _refresh(client, first["refresh_token"])
     assert second.status_code == 200, second.text
+    _never_cached(second)
     second = second.json()
     assert second["session_id"] == first["session_id"]
     assert second["refresh_token"] != first["refresh_token"]
@@ -118,6 +127,23 @@ def test_reusing_a_spent_refresh_token_revokes_the_session_and_is_audited(client
     ]
     _refused(_refresh(client, stolen["refresh_token"]))  # every later replay is recorded too
     assert len(_sql(db, "SELECT id FROM audit_log WHERE action = 'refresh_token_reuse'")) == 2
+
+
+def test_one_refresh_token_sent_twice_at_once_never_yields_two_pairs(client: TestClient) -> None:
+    """Two requests racing with one token: the row lock makes the second see it spent (reuse)."""
+    name = register(client)
+    for _ in range(5):
+        tokens = _login(client, name)
+        barrier = threading.Barrier(2)
+
+        def spend(token: str = tokens["refresh_token"]) -> int:
+            barrier.wait()
+            return _refresh(client, token).status_code
+
+        with ThreadPoolExecutor(2) as pool:
+            statuses = sorted(pool.map(lambda _: spend(), range(2)))
+        assert statuses == [200, 401], statuses
+        assert not _works(client, tokens)  # whichever order, the second one revoked the session
 
 
 def test_unknown_expired_and_revoked_refresh_tokens_get_one_answer(client: TestClient, db: Runtime) -> None:

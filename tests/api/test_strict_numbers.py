@@ -26,6 +26,7 @@ def _valid_bodies(dim: int) -> dict[tuple[str, str], dict[str, Any]]:
         ("put", "/v1/me/appearance"): {"latent": [0] + [0.0] * (dim - 1)},
         ("put", "/v1/me/profile"): {"gender": "woman", "seeks": ["man"], "age_min": 20, "age_max": 40},
         ("post", "/v1/ratings"): {"face_id": str(uuid.uuid4()), "liked": True, "dwell_ms": 1200},
+        ("post", "/v1/ratings/batch"): {"items": [{"face_id": str(uuid.uuid4()), "liked": True, "dwell_ms": 1200}]},
         # A wrong current password: valid, refused without changing anything (no session is revoked).
         ("put", "/v1/me/password"): {"current_password": "not the password", "new_password": "another horse battery"},
     }

@@ -11,15 +11,16 @@ import httpx
 import pytest
 
 from tests.support.accounts import PASSWORD
-from tests.support.server import free_port, serving
+from tests.support.serve import free_port, serving
 
 
 @pytest.mark.slow
 def test_http_only_client_survives_a_restart() -> None:
     data_dir = Path("/tmp") / f"matchsvc-e2e-{uuid.uuid4().hex[:8]}"
     port = free_port()
+    env = {"MATCHSVC_DATA_DIR": str(data_dir)}
     try:
-        with serving(data_dir, port) as base, httpx.Client(base_url=base, timeout=30) as http:
+        with serving(env, port) as base, httpx.Client(base_url=base, timeout=30) as http:
             assert http.post(
                 "/v1/auth/register", json={"username": "e2e_user", "password": PASSWORD, "birth_year": 1991}
             ).status_code == 201
@@ -36,7 +37,7 @@ def test_http_only_client_survives_a_restart() -> None:
                     headers={**headers, "Idempotency-Key": f"e2e-{index}"},
                 )
                 assert rated.status_code == 201
-        with serving(data_dir, port) as base, httpx.Client(base_url=base, timeout=30) as http:
+        with serving(env, port) as base, httpx.Client(base_url=base, timeout=30) as http:
             token = http.post("/v1/auth/token", data={"username": "e2e_user", "password": PASSWORD}).json()
             headers = {"Authorization": f"Bearer {token['access_token']}"}
             items = http.get("/v1/me/ratings", params={"limit": 100}, headers=headers).json()["items"]

@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from tests.support.accounts import PASSWORD
-from tests.support.server import free_port, matchsvc_command, serving
+from tests.support.serve import free_port, matchsvc_command, serving
 
 pytestmark = pytest.mark.slow
 
@@ -66,18 +66,17 @@ class Server:
 def server() -> Iterator[Server]:
     data_dir = Path("/tmp") / f"matchsvc-web-{uuid.uuid4().hex[:8]}"
     env = {
+        "MATCHSVC_DATA_DIR": str(data_dir),
         "MATCHSVC_MATCH_INTERVAL_SECONDS": "2",
         "MATCHSVC_MATCH_MIN_RATINGS": str(MIN_RATINGS),
         "MATCHSVC_RATE_LIMIT_PER_MINUTE": "100000",
         "MATCHSVC_RATE_LIMIT_BURST": "100000",
     }
     try:
-        matchsvc_command(
-            data_dir, "users", "create", AUDITOR, "--scope", "auditor", env={**env, "MATCHSVC_NEW_PASSWORD": PASSWORD}
-        )
+        matchsvc_command({**env, "MATCHSVC_NEW_PASSWORD": PASSWORD}, "users", "create", AUDITOR, "--scope", "auditor")
         # One worker: uvicorn's supervisor restarts a worker that misses its 5 s health check, which
         # a worker still importing torch on a loaded 2-core machine does, again and again.
-        with serving(data_dir, free_port(), env=env, args=("--workers", "1")) as base:
+        with serving(env, free_port(), args=("--workers", "1")) as base:
             yield Server(base=base, data_dir=data_dir)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)

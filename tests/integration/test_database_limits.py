@@ -1,0 +1,115 @@
+"""Every round trip of a connection is bounded in time (issue 13, item 12; decision D29).
+
+Against a PostgreSQL of the test's own: the server's own timeouts while it is alive, and the
+client-side deadline on each path (statement, commit, rollback, the pool's pre-ping) while its
+processes are frozen, where the server enforces nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from sqlalchemy import Connection, Engine, text
+
+from matchsvc.db.session import DatabaseLimits, create_db_engine, is_database_unavailable
+from tests.support.postgres import FaultyPostgres
+
+pytestmark = pytest.mark.slow
+
+LIMITS = DatabaseLimits(connect_timeout=2, statement_timeout=0.5, lock_timeout=0.3, pool_timeout=1.0, deadline=1.0)
+SLACK = 1.0  # the watchdog's tick and a shared machine's scheduling
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[FaultyPostgres]:
+    server = FaultyPostgres()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def engine(postgres: FaultyPostgres) -> Iterator[Engine]:
+    engine = create_db_engine(postgres.url, limits=LIMITS, pool_size=2)
+    yield engine
+    engine.dispose()
+
+
+def _fails_unavailable(action: Callable[[], object]) -> float:
+    started = time.monotonic()
+    with pytest.raises(Exception) as caught:
+        action()
+    assert is_database_unavailable(caught.value), repr(caught.value)
+    return time.monotonic() - started
+
+
+def test_statement_timeout_is_enforced_by_the_server_and_keeps_the_connection(engine: Engine) -> None:
+    with engine.connect() as connection:
+        elapsed = _fails_unavailable(lambda: connection.execute(text("SELECT pg_sleep(5)")))
+        assert LIMITS.statement_timeout <= elapsed < LIMITS.statement_timeout + SLACK
+        connection.rollback()
+        assert connection.execute(text("SELECT 1")).scalar() == 1
+
+
+def test_lock_timeout_answers_as_unavailable(engine: Engine) -> None:
+    with engine.connect() as holder, engine.connect() as waiter:
+        holder.execute(text("CREATE TABLE IF NOT EXISTS locked (id int)"))
+        holder.commit()
+        holder.execute(text("LOCK TABLE locked IN ACCESS EXCLUSIVE MODE"))
+        elapsed = _fails_unavailable(lambda: waiter.execute(text("SELECT * FROM locked")))
+        assert LIMITS.lock_timeout <= elapsed < LIMITS.lock_timeout + SLACK
+
+
+def _in_transaction(connection: Connection) -> None:
+    connection.execute(text("CREATE TEMP TABLE scratch (id int)"))
+    connection.execute(text("INSERT INTO scratch VALUES (1)"))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(lambda c: c.execute(text("SELECT 1")), id="statement"),
+        pytest.param(lambda c: c.commit(), id="commit"),
+        pytest.param(lambda c: c.rollback(), id="rollback"),
+    ],
+)
+def test_a_frozen_server_is_cut_off_at_the_deadline(
+    postgres: FaultyPostgres, engine: Engine, path: Callable[[Connection], object]
+) -> None:
+    with engine.connect() as connection:
+        _in_transaction(connection)
+        with postgres.frozen(limit=10):
+            elapsed = _fails_unavailable(lambda: path(connection))
+        assert LIMITS.deadline <= elapsed < LIMITS.deadline + SLACK
+    with engine.connect() as connection:  # the pool replaced the cut connection
+        assert connection.execute(text("SELECT 1")).scalar() == 1
+
+
+def test_the_pools_pre_ping_is_cut_off_and_reconnecting_times_out(postgres: FaultyPostgres, engine: Engine) -> None:
+    with engine.connect() as connection:  # leaves an open connection in the pool, to be pinged
+        connection.execute(text("SELECT 1"))
+    with postgres.frozen(limit=10):
+        elapsed = _fails_unavailable(lambda: engine.connect())
+    # the ping's deadline, then one connection attempt's timeout
+    assert LIMITS.deadline + LIMITS.connect_timeout <= elapsed < LIMITS.deadline + LIMITS.connect_timeout + SLACK
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT 1")).scalar() == 1
+
+
+def test_while_connecting_fails_one_attempt_probes_and_the_others_fail_at_once(
+    postgres: FaultyPostgres, engine: Engine
+) -> None:
+    with postgres.frozen(limit=20):
+        first = _fails_unavailable(lambda: engine.connect())  # a fresh engine: its first attempt times out
+        assert LIMITS.connect_timeout <= first < LIMITS.connect_timeout + SLACK
+        probe = threading.Thread(target=lambda: _fails_unavailable(lambda: engine.connect()))
+        probe.start()
+        time.sleep(0.3)
+        assert _fails_unavailable(lambda: engine.connect()) < 0.2  # no second attempt while the probe waits
+        probe.join()
+    with engine.connect() as connection:  # the next attempt, on a live server, probes and succeeds
+        assert connection.execute(text("SELECT 1")).scalar() == 1
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT 1")).scalar() == 1
