@@ -22,6 +22,7 @@ from api.middleware import (
 )
 from api.routers import audit, auth, faces, health, matching, me, metrics, profile, ratings, sessions, subjects
 from api.schemas.problem import Problem, problem_responses
+from api.static import mount_web_clients
 from matchsvc.jobs.matching import run_matching
 from matchsvc.jobs.refit import refit_worker
 from matchsvc.jobs.scheduler import PeriodicJob, exclusive
@@ -102,6 +103,7 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> FastAPI:
     for module in routers:
         app.include_router(module.router, responses=common)
     app.include_router(health.router)
+    mount_web_clients(app)
     install_error_handlers(app)
     app.openapi = lambda: _openapi_with_problem(app)  # type: ignore[method-assign]
 

@@ -94,6 +94,9 @@ def server_config(settings: Settings, *, host: str, port: int, **options: Any) -
         http=GuardedH11Protocol,
         ws="none",
         timeout_keep_alive=settings.http_keepalive_seconds,
+        # A worker answers its supervisor's health check only once torch and the generators are
+        # imported; uvicorn's 5 s default kills and restarts workers in a loop on a loaded host.
+        timeout_worker_healthcheck=60,
         timeout_request_head=settings.http_header_timeout_seconds,
         max_connections=settings.http_max_connections,
         **options,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from api.deps import CurrentUser, RuntimeDep, SessionDep
-from api.schemas.matching import AppearanceUpdate, ProfilePublic, ProfileUpdate
+from api.schemas.matching import AppearanceSpace, AppearanceUpdate, ProfilePublic, ProfileUpdate
 from api.schemas.problem import problem_responses
 from matchsvc.services import profiles as profiles_service
 
@@ -22,6 +22,27 @@ def put_appearance(body: AppearanceUpdate, user: CurrentUser, session: SessionDe
         session, user_id=user.id, keys=runtime.keys, space=runtime.latent_space, latent=body.latent
     )
     return Response(status_code=204)
+
+
+@router.get(
+    "/appearance/space",
+    response_model=AppearanceSpace,
+    summary="The latent space an appearance lives in, so a device can draw candidate looks",
+)
+def appearance_space(user: CurrentUser, runtime: RuntimeDep) -> AppearanceSpace:
+    lower, upper = profiles_service.appearance_box(runtime.latent_space)
+    return AppearanceSpace(dim=runtime.latent_space.dim, lower=lower, upper=upper)
+
+
+@router.post(
+    "/appearance/preview",
+    response_class=Response,
+    responses={**_PNG, **problem_responses(422)},
+    summary="Render a candidate appearance without storing it (422 in the safety region)",
+)
+def preview_appearance(body: AppearanceUpdate, user: CurrentUser, runtime: RuntimeDep) -> Response:
+    png = profiles_service.preview_appearance(space=runtime.latent_space, latent=body.latent)
+    return Response(png, media_type="image/png", headers=AVATAR_HEADERS)
 
 
 @router.get(

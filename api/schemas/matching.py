@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 from matchsvc.services.profiles import MAX_AGE, MIN_AGE, Gender
 
 __all__ = [
+    "AppearanceSpace",
     "AppearanceUpdate",
     "CandidatePage",
     "CandidatePublic",
@@ -19,6 +20,14 @@ __all__ = [
     "ProfilePublic",
     "ProfileUpdate",
 ]
+
+
+class AppearanceSpace(BaseModel):
+    dim: int = Field(ge=1, description="Values in an appearance latent")
+    lower: list[float] = Field(description="Per value, the least a look drawn on the device should take")
+    upper: list[float] = Field(
+        description="Per value, the most; every latent inside [lower, upper] is a valid, adult appearance"
+    )
 
 
 class AppearanceUpdate(BaseModel):

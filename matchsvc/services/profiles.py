@@ -17,6 +17,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from engine.latent import PRIOR_BOUND, LatentSpace, encode_png
+from engine.latent._prior import ADULT_AGE_YEARS, AGE_OFFSET_YEARS, AGE_SCALE_YEARS
 from matchsvc.errors import InvalidInput, NotFound
 from matchsvc.keys import KeyRingStore, UserCipher
 from matchsvc.repositories import matching as matching_repo
@@ -26,6 +27,8 @@ from privacy.codec import decode_floats, encode_floats
 
 __all__ = [
     "AGE_BUCKETS",
+    "APPEARANCE_BOUND",
+    "appearance_box",
     "Filters",
     "Gender",
     "age_of",
@@ -34,6 +37,7 @@ __all__ = [
     "mutually_accept",
     "open_appearance",
     "open_filters",
+    "preview_appearance",
     "prune_candidates",
     "render_avatar",
     "seal_filters",
@@ -48,6 +52,8 @@ AGE_BUCKETS = 16
 _BUCKET_YEARS = 4
 MIN_AGE = 18
 MAX_AGE = 120
+#: Every coordinate of an appearance lies in [-APPEARANCE_BOUND, APPEARANCE_BOUND] (the prior's box).
+APPEARANCE_BOUND = PRIOR_BOUND
 
 
 class Gender(str, Enum):
@@ -144,19 +150,42 @@ def open_filters(cipher: UserCipher, blob: bytes) -> Filters:
     return Filters.from_json(cipher.open(blob, table="profiles", column="filters", row="current"))
 
 
-def set_appearance(
-    session: Session, *, user_id: uuid.UUID, keys: KeyRingStore, space: LatentSpace, latent: list[float]
-) -> None:
-    """Validate and store the user's appearance latent (sealed); nothing is stored when invalid."""
+def _valid_appearance(space: LatentSpace, latent: list[float]) -> np.ndarray:
+    """The one rule for an appearance, shared by storing and previewing it."""
     z = np.asarray(latent, dtype=np.float64)
     if z.shape != (space.dim,):
         raise InvalidInput(f"latent must have {space.dim} values, got {z.size}")
     if not np.isfinite(z).all():
         raise InvalidInput("latent values must be finite numbers")
-    if np.abs(z).max() > PRIOR_BOUND:
-        raise InvalidInput(f"latent values must lie in [-{PRIOR_BOUND:g}, {PRIOR_BOUND:g}]")
+    if np.abs(z).max() > APPEARANCE_BOUND:
+        raise InvalidInput(f"latent values must lie in [-{APPEARANCE_BOUND:g}, {APPEARANCE_BOUND:g}]")
     if bool(space.in_safety_region(z)):
         raise InvalidInput("this appearance is in the safety region (apparent age under 18)")
+    return z
+
+
+def appearance_box(space: LatentSpace) -> tuple[list[float], list[float]]:
+    """Per-coordinate bounds of the looks a device may draw: the prior's box, with the apparent-age
+    coordinate (when the space has one) starting at the adult threshold, so that no draw inside
+    the box falls in the safety region and a device never has to guess and retry."""
+    lower = [-APPEARANCE_BOUND] * space.dim
+    age_index = getattr(space, "age_index", None)
+    if age_index is not None:
+        lower[age_index] = (ADULT_AGE_YEARS - AGE_OFFSET_YEARS) / AGE_SCALE_YEARS
+    return lower, [APPEARANCE_BOUND] * space.dim
+
+
+def preview_appearance(*, space: LatentSpace, latent: list[float]) -> bytes:
+    """PNG of a candidate appearance, validated as if it were stored, but neither stored nor logged:
+    a client builds a look by comparing rendered candidates before it commits to one."""
+    return encode_png(space.render(_valid_appearance(space, latent)))
+
+
+def set_appearance(
+    session: Session, *, user_id: uuid.UUID, keys: KeyRingStore, space: LatentSpace, latent: list[float]
+) -> None:
+    """Validate and store the user's appearance latent (sealed); nothing is stored when invalid."""
+    z = _valid_appearance(space, latent)
     cipher = user_cipher(session, keys=keys, user_id=user_id, for_update=True)
     profiles_repo.put_appearance(session, user_id=user_id, latent_ct=_seal_latent(cipher, z))
     session.commit()

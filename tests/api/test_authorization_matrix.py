@@ -12,7 +12,9 @@ their sessions, logout, password change) besides, and ``admin`` also ``/metrics`
 A route the app serves without a rule fails :func:`test_every_route_has_a_rule`, whether or not it
 is in the OpenAPI schema. Of FastAPI's own routes, ``/openapi.json``, ``/docs``,
 ``/docs/oauth2-redirect`` and ``/redoc`` are covered (public); only their implicit ``HEAD`` twins
-are left out, since Starlette answers HEAD with the GET handler itself.
+are left out, since Starlette answers HEAD with the GET handler itself. The web clients' static
+files (mounts at ``/app/``, ``/console/``, ``/shared/``, public, no methods of their own) are pinned
+in ``tests/api/test_web_clients.py``.
 
 Destructive cells do not interfere: the allowed role deletes a throwaway account or a match nothing
 else uses, while denied roles aim at resources other cells rely on and the cell then proves those
@@ -250,6 +252,10 @@ def _appearance(world: World, role: str) -> Call:
     return Call("/v1/me/appearance", json={"latent": world.look})
 
 
+def _preview(world: World, role: str) -> Call:
+    return Call("/v1/me/appearance/preview", json={"latent": world.look})
+
+
 def _profile(world: World, role: str) -> Call:
     # The caller's own filters again, so the matching state stays as built.
     return Call("/v1/me/profile", json=dict(world.profiles["other" if role == "other" else "user"]))
@@ -423,6 +429,12 @@ def _not_matched(world: World, role: str, response: httpx.Response) -> None:
     assert response.json() == {"matched": False, "match_id": None}
 
 
+def _web_client(world: World, role: str, response: httpx.Response) -> None:
+    """``/app`` and ``/console`` redirect (308) to the page itself, which carries the CSP."""
+    assert [hop.status_code for hop in response.history] == [308]
+    assert response.url.path.endswith("/") and "frame-ancestors 'none'" in response.headers["content-security-policy"]
+
+
 def _profile_is_callers(world: World, role: str, response: httpx.Response) -> None:
     runtime = world.runtime
     with runtime.sessions() as session:
@@ -445,6 +457,8 @@ PUBLIC = frozenset({
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
+    ("GET", "/app"),  # the web clients' pages are public; everything they show comes from the API
+    ("GET", "/console"),
 })
 
 RULES: dict[tuple[str, str], Rule] = {
@@ -466,6 +480,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ),
     ("GET", "/v1/me/ideal-faces"): Rule(_users(200), _fixed("/v1/me/ideal-faces")),
     ("PUT", "/v1/me/appearance"): Rule(_users(204), _appearance),
+    ("GET", "/v1/me/appearance/space"): Rule(_users(200), _fixed("/v1/me/appearance/space")),
+    ("POST", "/v1/me/appearance/preview"): Rule(_users(200), _preview, check=_is_png),
     ("GET", "/v1/me/avatar"): Rule(_users(200), _fixed("/v1/me/avatar"), check=_is_png),
     ("PUT", "/v1/me/profile"): Rule(_users(200), _profile),
     ("GET", "/v1/me/profile"): Rule(_users(200), _fixed("/v1/me/profile")),
@@ -507,6 +523,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/docs"): Rule(_everyone(200), _fixed("/docs")),
     ("GET", "/docs/oauth2-redirect"): Rule(_everyone(200), _fixed("/docs/oauth2-redirect")),
     ("GET", "/redoc"): Rule(_everyone(200), _fixed("/redoc")),
+    ("GET", "/app"): Rule(_everyone(200), _fixed("/app"), check=_web_client),
+    ("GET", "/console"): Rule(_everyone(200), _fixed("/console"), check=_web_client),
 }
 
 CELLS = [(operation, role) for operation in RULES for role in ROLES]

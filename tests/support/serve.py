@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-__all__ = ["free_port", "serving"]
+__all__ = ["free_port", "matchsvc_command", "serving"]
 
 
 def free_port() -> int:
@@ -25,8 +25,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def matchsvc_command(env: dict[str, str], *args: str) -> str:
+    """Run one ``matchsvc`` CLI command with ``env`` over the same clean environment; returns its output."""
+    clean = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("MATCHSVC_")}
+    matchsvc = Path(sys.executable).with_name("matchsvc")
+    done = subprocess.run([str(matchsvc), *args], env={**clean, **env}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
 @contextmanager
-def serving(env: dict[str, str], port: int, *, log: Path | None = None, startup_timeout: float = 120) -> Iterator[str]:
+def serving(
+    env: dict[str, str],
+    port: int,
+    *,
+    log: Path | None = None,
+    startup_timeout: float = 120,
+    args: tuple[str, ...] = (),
+) -> Iterator[str]:
     """Run ``matchsvc serve`` with ``env`` over a clean environment (no inherited database or
     ``MATCHSVC_`` settings) until ``/readyz`` answers 200; yields the base URL, stops it on exit.
 
@@ -37,7 +53,10 @@ def serving(env: dict[str, str], port: int, *, log: Path | None = None, startup_
     matchsvc = Path(sys.executable).with_name("matchsvc")
     with open(log, "w+b") if log is not None else tempfile.TemporaryFile() as output:
         process = subprocess.Popen(
-            [str(matchsvc), "serve", "--port", str(port)], env={**clean, **env}, stdout=output, stderr=subprocess.STDOUT
+            [str(matchsvc), "serve", "--port", str(port), *args],
+            env={**clean, **env},
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
 
         def fail(reason: str) -> None:
