@@ -26,7 +26,7 @@ from matchsvc.runtime import Runtime
 from matchsvc.security import Scope
 from matchsvc.services.data_subject import OWNERSHIP, export_user
 from tests.support.accounts import auth_headers
-from tests.support.scenario import matchable_user, staff_headers, truncate_all, user_id
+from tests.support.scenario import matchable_person, staff_headers, truncate_all, user_id
 
 #: Ratings per person and the matching job's threshold (small: the scenarios are about rows, not taste).
 RATINGS = 2
@@ -34,7 +34,7 @@ EVERYONE = ["woman", "man", "nonbinary", "other"]
 
 
 def _person(client: TestClient, db: Runtime, gender: str, seeks: list[str]) -> tuple[dict[str, str], str]:
-    return matchable_user(client, db, gender=gender, seeks=seeks, ratings=RATINGS)
+    return matchable_person(client, look=[0.0] * db.latent_space.dim, gender=gender, seeks=seeks, ratings=RATINGS)
 
 
 def _match(db: Runtime) -> None:
