@@ -24,6 +24,7 @@ def _valid_bodies(dim: int) -> dict[tuple[str, str], dict[str, Any]]:
             "username": f"strict{uuid.uuid4().hex[:8]}", "password": "correct horse battery", "birth_year": 1990
         },
         ("put", "/v1/me/appearance"): {"latent": [0] + [0.0] * (dim - 1)},
+        ("post", "/v1/me/appearance/preview"): {"latent": [0] + [0.0] * (dim - 1)},
         ("put", "/v1/me/profile"): {"gender": "woman", "seeks": ["man"], "age_min": 20, "age_max": 40},
         ("post", "/v1/ratings"): {"face_id": str(uuid.uuid4()), "liked": True, "dwell_ms": 1200},
         ("post", "/v1/ratings/batch"): {"items": [{"face_id": str(uuid.uuid4()), "liked": True, "dwell_ms": 1200}]},
