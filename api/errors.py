@@ -23,7 +23,7 @@ from matchsvc.errors import (
     TooManyAttempts,
 )
 
-__all__ = ["install_error_handlers", "problem_response"]
+__all__ = ["database_unavailable_response", "install_error_handlers", "problem_response"]
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +75,18 @@ def _clean_validation_errors(exc: RequestValidationError) -> list[dict[str, Any]
     ]
 
 
+def database_unavailable_response(request: Request | None) -> JSONResponse:
+    """The one 503 a request gets while PostgreSQL is down or stalled (D29), from a route or a middleware."""
+    return problem_response(
+        503,
+        detail="The database is unavailable; retry shortly (a request with an Idempotency-Key is safe to repeat)",
+        code="database-unavailable",
+        title="Database unavailable",
+        request=request,
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MatchsvcError)
     async def domain_error(request: Request, exc: MatchsvcError) -> JSONResponse:
@@ -112,14 +124,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if not is_database_unavailable(exc):
             raise exc  # to the catch-all: logged with its traceback, 500
         log.warning("database_unavailable", path=request.url.path, error=error_name(exc))
-        return problem_response(
-            503,
-            detail="The database is unavailable; retry shortly (a request with an Idempotency-Key is safe to repeat)",
-            code="database-unavailable",
-            title="Database unavailable",
-            request=request,
-            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
-        )
+        return database_unavailable_response(request)
 
     for error_type in DATABASE_ERRORS:
         app.add_exception_handler(error_type, database_error)

@@ -20,7 +20,9 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import database_unavailable_response
 from api.schemas.problem import PROBLEM_MEDIA_TYPE
+from matchsvc.db.session import DATABASE_ERRORS, is_database_unavailable
 
 __all__ = [
     "BodyLimitMiddleware",
@@ -278,10 +280,17 @@ class RateLimitMiddleware:
             cost = _item_count(message.get("body", b""))
             receive = _replaying(message, receive)
         key = self._client_key(scope)
-        if getattr(self.bucket, "blocking", False):
-            wait = await anyio.to_thread.run_sync(self.bucket.take, key, cost)
-        else:
-            wait = self.bucket.take(key, cost)
+        try:
+            if getattr(self.bucket, "blocking", False):
+                wait = await anyio.to_thread.run_sync(self.bucket.take, key, cost)
+            else:
+                wait = self.bucket.take(key, cost)
+        except DATABASE_ERRORS as exc:  # the shared bucket lives in PostgreSQL: outside the app's handlers
+            if not is_database_unavailable(exc):
+                raise
+            log.warning("database_unavailable", path=scope["path"], error=type(exc).__name__)
+            await database_unavailable_response(None)(scope, receive, send)
+            return
         if wait > 0:
             retry_after = str(max(1, math.ceil(wait))).encode()
             await _send_problem(

@@ -69,7 +69,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_dir = tmp_path_factory.mktemp("faults")
     env = {**ENV, "DATABASE_URL": postgres.url, "MATCHSVC_DATA_DIR": str(data_dir)}
     try:
-        with serving(env, port, log=data_dir / "serve.log"):
+        # One worker: the connection cap and the in-flight limit are per process (README), and the
+        # slow-client test counts connections against one process's cap.
+        with serving(env, port, log=data_dir / "serve.log", args=("--workers", "1")):
             yield Stack(postgres=postgres, host="127.0.0.1", port=port)
     finally:
         postgres.close()
