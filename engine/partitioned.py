@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from engine._validation import InvalidInputError
+
 __all__ = ["PartitionPlan", "pair_scores", "partitioned_topk", "plan_partitions"]
 
 _LOW32 = 0xFFFFFFFF
@@ -87,7 +89,7 @@ def _combine(x: Tensor, y: Tensor, combine: str) -> Tensor:
         return 1.0 / ((1.0 + u) * (1.0 + v))
     if combine == "geometric":
         return 1.0 / torch.sqrt((1.0 + u) * (1.0 + v))
-    raise ValueError(f"combine must be harmonic, geometric, min or product, got {combine!r}")
+    raise InvalidInputError(f"combine must be harmonic, geometric, min or product, got {combine!r}")
 
 
 class _Best:
