@@ -27,7 +27,7 @@ from matchsvc.db.models import MatchRun
 from matchsvc.repositories import match_runs as runs_repo
 from matchsvc.repositories import matching as matching_repo
 from matchsvc.repositories import profiles as profiles_repo
-from matchsvc.services.keys import cipher_from_wrapped
+from matchsvc.services.keys import open_cipher
 from matchsvc.services.matching import LIKE, PASS, open_choice
 from matchsvc.services.preferences import model_from_sealed_state
 from matchsvc.services.profiles import (
@@ -118,7 +118,7 @@ def collect_inputs(session: Session, *, keys: KeyRingStore, min_ratings: int, pr
         if state_ct is None or n_ratings < min_ratings:
             few += 1
             continue
-        cipher = cipher_from_wrapped(keys, user_id=user_id, wrapped=wrapped)
+        cipher = open_cipher(keys=keys, user_id=user_id, wrapped=wrapped)
         if user_id in deciders:
             ciphers[user_id] = cipher
         model = model_from_sealed_state(cipher, state_ct)

@@ -13,7 +13,7 @@ from matchsvc.repositories import keys as keys_repo
 from matchsvc.services import audit
 from privacy.crypto import DataKey, rewrap_data_key, wrap_data_key
 
-__all__ = ["RotationReport", "cipher_from_wrapped", "create_user_key", "open_cipher", "retire_old_keks", "rotate_keys", "user_cipher"]
+__all__ = ["RotationReport", "create_user_key", "open_cipher", "retire_old_keks", "rotate_keys", "user_cipher"]
 
 
 def create_user_key(session: Session, *, keys: KeyRingStore, user_id: uuid.UUID) -> None:
@@ -35,14 +35,10 @@ def user_cipher(session: Session, *, keys: KeyRingStore, user_id: uuid.UUID, for
 
 
 def open_cipher(*, keys: KeyRingStore, user_id: uuid.UUID, wrapped: bytes | None) -> UserCipher:
-    """The cipher of a wrapped data key already read (``LookupError`` when there is none)."""
+    """The cipher of a wrapped data key already read, e.g. by a batch reader fetching keys with
+    their rows (``LookupError`` when there is none)."""
     if wrapped is None:
         raise LookupError(f"user {user_id} has no data key")
-    return cipher_from_wrapped(keys, user_id=user_id, wrapped=wrapped)
-
-
-def cipher_from_wrapped(keys: KeyRingStore, *, user_id: uuid.UUID, wrapped: bytes) -> UserCipher:
-    """The cipher from a wrapped key already read (batch readers fetch keys with their rows)."""
     return UserCipher(key=keys.unwrap(wrapped, user_id=user_id), user_id=user_id)
 
 

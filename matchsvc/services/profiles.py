@@ -22,7 +22,7 @@ from matchsvc.errors import InvalidInput, NotFound
 from matchsvc.keys import KeyRingStore, UserCipher
 from matchsvc.repositories import matching as matching_repo
 from matchsvc.repositories import profiles as profiles_repo
-from matchsvc.services.keys import cipher_from_wrapped, user_cipher
+from matchsvc.services.keys import open_cipher, user_cipher
 from privacy.codec import decode_floats, encode_floats
 
 __all__ = [
@@ -229,7 +229,7 @@ def eligible_partners(
 
     def opened(owner: uuid.UUID) -> tuple[Filters, int]:
         birth_year, blob, wrapped = rows[owner]
-        return open_filters(cipher_from_wrapped(keys, user_id=owner, wrapped=wrapped), blob), age_of(birth_year)
+        return open_filters(open_cipher(keys=keys, user_id=owner, wrapped=wrapped), blob), age_of(birth_year)
 
     mine, my_age = opened(user_id)
     blocked = matching_repo.blocked_with(session, user_id, others)
