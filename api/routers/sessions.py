@@ -46,12 +46,12 @@ def revoke_my_session(session_id: uuid.UUID, caller: AnyCaller, session: Session
 @router.put(
     "/password",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(403),
+    responses=problem_responses(403, 429),
     summary="Change your password; every session ends, this one included (log in again)",
 )
 def change_password(body: PasswordChange, user: AnyUser, session: SessionDep, runtime: RuntimeDep) -> Response:
     """403 (not 401) for a wrong ``current_password``: the access token is fine, so a client must
-    not treat it as an expired token."""
+    not treat it as an expired token. Failed checks back off like failed logins (429)."""
     auth_service.change_password(
         session,
         user=user,

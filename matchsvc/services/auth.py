@@ -175,8 +175,16 @@ def change_password(
         would send a client into its refresh-and-retry path.
     InvalidInput
         ``new_password`` fails the registration rules.
+    TooManyAttempts
+        The account backs off after failed password checks. A wrong ``current_password`` counts
+        exactly as a failed login (it is the same secret being guessed, here by whoever holds a
+        token), so a stolen access token gives no more guesses than the login form.
     """
-    if not verify_password(current_password, user.password_hash):
+    try:
+        with login_throttle.guarded(session, username=user.username, key=pseudonym_key):
+            if not verify_password(current_password, user.password_hash):
+                raise AuthenticationFailed("current_password is not this account's password")
+    except AuthenticationFailed as exc:
         audit.record(
             session,
             action=audit.AuditAction.password_change,
@@ -186,7 +194,7 @@ def change_password(
             pseudonym_key=pseudonym_key,
         )
         session.commit()
-        raise PermissionDenied("current_password is not this account's password")
+        raise PermissionDenied(exc.detail) from None
     _check_password(new_password)
     users_repo.set_password_hash(session, user=user, password_hash=hash_password(new_password))
     revoked = sessions_repo.revoke(session, user_id=user.id, reason="password-change")

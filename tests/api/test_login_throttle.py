@@ -76,3 +76,25 @@ def test_a_successful_login_forgets_earlier_failures(client: TestClient, db: Run
     for _ in range(THRESHOLD - 1):
         assert _login(client, name, "wrong password!").status_code == 401
     assert _login(client, name, PASSWORD).status_code == 200
+
+
+def test_a_stolen_token_gets_no_more_password_guesses_than_the_login_form(client: TestClient, db: Runtime) -> None:
+    name = register(client)
+    token = _login(client, name, PASSWORD).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def change(current: str):
+        body = {"current_password": current, "new_password": "a different horse, battery and staple"}
+        return client.put("/v1/me/password", json=body, headers=headers)
+
+    assert [change(f"wrong guess {i}").status_code for i in range(THRESHOLD)] == [403] * THRESHOLD
+    refused = change(PASSWORD)  # the right password waits out the back-off too, and changes nothing
+    assert refused.status_code == 429 and refused.headers["content-type"] == PROBLEM
+    assert int(refused.headers["retry-after"]) >= 1
+    assert _login(client, name, PASSWORD).status_code == 429  # one counter per account, both doors
+    with db.engine.connect() as connection:
+        blocked_until = connection.execute(text("SELECT blocked_until FROM login_throttle")).scalar_one()
+        connection.execute(text("UPDATE login_throttle SET blocked_until = now() - interval '1 second'"))
+        connection.commit()
+    assert blocked_until is not None
+    assert change(PASSWORD).status_code == 204  # after the back-off, the right password works
