@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import threading
 import time
@@ -18,11 +19,13 @@ from typing import Any
 import anyio
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import database_unavailable_response
 from api.schemas.problem import PROBLEM_MEDIA_TYPE
 from matchsvc.db.session import DATABASE_ERRORS, is_database_unavailable
+from matchsvc.server import MULTIPROCESS_DIR
 
 __all__ = [
     "BodyLimitMiddleware",
@@ -56,15 +59,22 @@ async def _send_problem(
 
 
 class HttpMetrics:
-    """Prometheus metrics of one app (own registry, so several apps can live in one process)."""
+    """Prometheus metrics of one app (own registry, so several apps can live in one process).
+
+    Under ``matchsvc serve --workers N`` (N > 1) the server sets ``PROMETHEUS_MULTIPROC_DIR``:
+    every worker then writes its values to files there, and ``registry`` collects the sum over
+    all workers, so a scrape that reaches any one worker sees the whole server (D25).
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "http_requests_total", "HTTP requests", ["method", "route", "status"], registry=self.registry
-        )
+        shared = bool(os.environ.get(MULTIPROCESS_DIR))
+        if shared:
+            MultiProcessCollector(self.registry)
+        owner = None if shared else self.registry  # shared: values live in the files, not the registry
+        self.requests = Counter("http_requests_total", "HTTP requests", ["method", "route", "status"], registry=owner)
         self.latency = Histogram(
-            "http_request_duration_seconds", "HTTP request latency", ["method", "route"], registry=self.registry
+            "http_request_duration_seconds", "HTTP request latency", ["method", "route"], registry=owner
         )
 
 

@@ -76,7 +76,7 @@ def serve(
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    from matchsvc.server import server_config
+    from matchsvc.server import server_config, shared_metrics
     from matchsvc.services.faces import ensure_shared_pool
 
     with _runtime() as runtime:
@@ -90,7 +90,8 @@ def serve(
             runtime.settings, host=host, port=port, workers=workers or len(os.sched_getaffinity(0))
         )
         if config.workers > 1:
-            Multiprocess(config, sockets=[config.bind_socket()]).run()
+            with shared_metrics(config.workers):
+                Multiprocess(config, sockets=[config.bind_socket()]).run()
         else:
             server = uvicorn.Server(config)
             server.run()

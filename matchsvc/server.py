@@ -10,6 +10,11 @@ See docs/decisions.md, D30.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
@@ -17,10 +22,34 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from matchsvc.settings import Settings
 
-__all__ = ["GuardedH11Protocol", "ServerConfig", "server_config"]
+__all__ = ["MULTIPROCESS_DIR", "GuardedH11Protocol", "ServerConfig", "server_config", "shared_metrics"]
 
 #: The ASGI app, loaded by import path in the server process: the service layer never imports ``api``.
 APP_FACTORY = "api.main:create_app_from_environment"
+
+#: prometheus_client's multiprocess switch, read when a process first imports it.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextmanager
+def shared_metrics(workers: int) -> Iterator[None]:
+    """With several workers, a fresh directory where each writes its metric values (removed on exit).
+
+    Set in the parent before the workers start, so each imports prometheus_client in multiprocess
+    mode and a scrape reaching any worker reports the sum over all of them. Fresh per serve: files
+    left by an earlier server would otherwise be added to this one's counts. One worker keeps
+    plain in-process metrics.
+    """
+    if workers == 1:
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="matchsvc-metrics-")
+    os.environ[MULTIPROCESS_DIR] = path
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROCESS_DIR, None)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class ServerConfig(uvicorn.Config):
