@@ -6,7 +6,7 @@ exercise the same code path as the service:
 ``"rr"`` (default)
     randomized response on each label, then :func:`fit_noisy` (pure eps, ``LABEL_CHANGE``). The
     service privatises at rating time with fresh OS randomness and refits from the stored bits;
-    here the uniforms come from ``rng``. The same :meth:`RandomizedResponse.privatize` runs.
+    here the uniforms come from ``rng``. The same :meth:`RandomizedResponse.privatise` runs.
 ``"objective"``
     objective perturbation (pure eps per release, ``REPLACE_ONE``).
 ``"dpsgd"``
@@ -221,7 +221,7 @@ def fit_private(
     )
     if mechanism == "rr":
         rr = RandomizedResponse(epsilon=guarantee.epsilon)
-        private = rr.privatize(labels, rng.random(labels.size))
+        private = rr.privatise(labels, rng.random(labels.size))
         return fit_noisy(z, private, flip_probability=rr.flip_probability, public_negatives=negatives, prior=prior)
     if mechanism == "none":
         return fit_noisy(z, labels, flip_probability=0.0, public_negatives=negatives, prior=prior)

@@ -179,7 +179,7 @@ def benchmark_timing(
     rr = RandomizedResponse(epsilon=2.0)
     w, b = synthetic_user(online_dim, rng)
     Z = sample_truncated_prior(online_ratings + repeats, online_dim, rng)
-    y = rr.privatize(rng.random(Z.shape[0]) < expit(Z @ w + b), rng.random(Z.shape[0]))
+    y = rr.privatise(rng.random(Z.shape[0]) < expit(Z @ w + b), rng.random(Z.shape[0]))
     online = OnlinePreference.from_fit(Z[:online_ratings], y[:online_ratings], flip_probability=rr.flip_probability)
     update_times = []
     for z, label in zip(Z[online_ratings:], y[online_ratings:], strict=True):

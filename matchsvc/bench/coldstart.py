@@ -248,7 +248,7 @@ def _train_population(
         mechanism = RandomizedResponse(epsilon=epsilon)
         started = time.perf_counter()
         likelihoods = [
-            gaussian_likelihood(Z, mechanism.privatize(y, u), flip_probability=mechanism.flip_probability)
+            gaussian_likelihood(Z, mechanism.privatise(y, u), flip_probability=mechanism.flip_probability)
             for Z, y, u in zip(faces, answers, uniforms, strict=True)
         ]
         likelihood_s = time.perf_counter() - started
@@ -350,7 +350,7 @@ def _simulate_user(
         population = releases[epsilon].model
         mechanism = RandomizedResponse(epsilon=epsilon)
         flip = mechanism.flip_probability
-        stored = mechanism.privatize(user.answers, user.uniforms)
+        stored = mechanism.privatise(user.answers, user.uniforms)
         empty = population.posterior(user.pool[:0], stored[:0], flip_probability=flip).posterior
 
         posteriors: dict[tuple[str, str], dict[int, Posterior]] = {}

@@ -27,9 +27,7 @@ from matchsvc.errors import NotFound, PermissionDenied
 from matchsvc.keys import KeyRingStore, UserCipher
 from matchsvc.services import audit
 from matchsvc.services.keys import retire_old_keks, rotate_keys, user_cipher
-from matchsvc.services.matching import open_choice
-from matchsvc.services.preferences import export_state, open_label
-from matchsvc.services.profiles import open_appearance, open_filters
+from matchsvc.services.sealed import export_state, open_choice, open_filters, open_label, open_latent
 
 __all__ = [
     "DeletionProof",
@@ -84,7 +82,7 @@ SEALED: dict[tuple[str, str], Callable[[UserCipher, dict[str, Any]], Any]] = {
         "privatised": r["label_epsilon"] is not None,
     },
     ("preference_states", "state_ct"): lambda c, r: export_state(c, r["state_ct"]),
-    ("appearances", "latent_ct"): lambda c, r: open_appearance(c, r["latent_ct"]).tolist(),
+    ("appearances", "latent_ct"): lambda c, r: open_latent(c, r["latent_ct"]).tolist(),
     ("profiles", "filters_ct"): lambda c, r: {
         "gender": (f := open_filters(c, r["filters_ct"])).gender.value,
         "seeks": sorted(g.value for g in f.seeks),

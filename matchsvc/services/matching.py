@@ -14,10 +14,11 @@ from sqlalchemy.orm import Session
 
 from engine.latent import LatentSpace
 from matchsvc.errors import InvalidInput, NotFound
-from matchsvc.keys import KeyRingStore, UserCipher
+from matchsvc.keys import KeyRingStore
 from matchsvc.repositories import matching as matching_repo
 from matchsvc.services.keys import user_cipher
 from matchsvc.services.profiles import eligible_partners, render_avatar
+from matchsvc.services.sealed import LIKE, PASS, open_choice, seal_choice
 
 __all__ = [
     "CandidatePage",
@@ -28,11 +29,8 @@ __all__ = [
     "list_candidates",
     "list_matches",
     "match_avatar",
-    "open_choice",
     "unmatch",
 ]
-
-LIKE, PASS = b"like", b"pass"
 
 
 @dataclass(frozen=True)
@@ -72,10 +70,6 @@ def _current_candidate(session: Session, *, user_id: uuid.UUID, candidate_id: uu
         raise NotFound(f"candidate {candidate_id} not found")
 
 
-def open_choice(cipher: UserCipher, *, target_id: uuid.UUID, blob: bytes) -> bytes:
-    return cipher.open(blob, table="decisions", column="choice", row=str(target_id))
-
-
 @dataclass(frozen=True)
 class DecisionResult:
     matched: bool
@@ -93,7 +87,7 @@ def decide(
     _current_candidate(session, user_id=user_id, candidate_id=target_id, keys=keys)
     cipher = user_cipher(session, keys=keys, user_id=user_id, for_update=True)
     choice = LIKE if like else PASS
-    blob = cipher.seal(choice, table="decisions", column="choice", row=str(target_id))
+    blob = seal_choice(cipher, target_id=target_id, choice=choice)
     if not matching_repo.add_decision(session, user_id=user_id, target_id=target_id, choice_ct=blob):
         earlier = matching_repo.get_decision(session, user_id=user_id, target_id=target_id)
         assert earlier is not None

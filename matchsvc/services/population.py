@@ -48,7 +48,7 @@ from matchsvc.keys import KeyRingStore
 from matchsvc.repositories import population as population_repo
 from matchsvc.services import audit
 from matchsvc.services.keys import user_cipher
-from matchsvc.services.preferences import open_label
+from matchsvc.services.sealed import open_label
 from matchsvc.settings import Settings
 from privacy.accounting import calibrate_noise_multiplier
 from privacy.mechanisms import ADD_REMOVE_USER

@@ -32,9 +32,10 @@ from matchsvc.repositories import faces as faces_repo
 from matchsvc.repositories import idempotency as idempotency_repo
 from matchsvc.repositories import ratings as ratings_repo
 from matchsvc.services.keys import open_cipher, user_cipher
-from matchsvc.services.preferences import absorb_rating, open_label, privatise, seal_label
+from matchsvc.services.preferences import absorb_rating
 from matchsvc.services.privacy import PrivacyPolicy, charge, rating_scope
-from privacy.mechanisms import Guarantee
+from matchsvc.services.sealed import open_label, seal_label
+from privacy.mechanisms import Guarantee, RandomizedResponse, os_uniform
 
 __all__ = [
     "BatchReceipt",
@@ -163,7 +164,8 @@ def _record(
     if rating.on_device_epsilon is not None:
         stored_label, label_epsilon = rating.liked, rating.on_device_epsilon
     elif guarantee is not None:
-        stored_label, label_epsilon = privatise(rating.liked, epsilon=policy.epsilon), policy.epsilon
+        stored_label = RandomizedResponse(epsilon=policy.epsilon).privatise_one(rating.liked, os_uniform())
+        label_epsilon = policy.epsilon
     else:
         stored_label, label_epsilon = rating.liked, None
     stored = ratings_repo.upsert_served_rating(

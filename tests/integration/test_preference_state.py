@@ -38,7 +38,8 @@ from matchsvc.repositories import preferences as preferences_repo
 from matchsvc.runtime import Runtime
 from matchsvc.services import faces as faces_service
 from matchsvc.services.keys import user_cipher
-from matchsvc.services.preferences import current_belief, export_state, load_model, safety_anchors, seal_label
+from matchsvc.services.preferences import current_belief, load_model, safety_anchors
+from matchsvc.services.sealed import export_state, seal_label
 from privacy.mechanisms import ADD_REMOVE_USER, Guarantee
 from tests.support.accounts import auth_headers
 from tests.support.scenario import served_latents, user_id

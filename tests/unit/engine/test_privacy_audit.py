@@ -42,7 +42,7 @@ def _broken_randomized_response(epsilon: float) -> Release:
     """Privatises with half the flip probability, then fits with the claimed one (as a bug would)."""
 
     def release(Z: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> PreferenceModel:
-        private = HalfFlipResponse(epsilon=epsilon).privatize(y, rng.random(y.size))
+        private = HalfFlipResponse(epsilon=epsilon).privatise(y, rng.random(y.size))
         return fit_noisy(Z, private, flip_probability=RandomizedResponse(epsilon=epsilon).flip_probability)
 
     return release
