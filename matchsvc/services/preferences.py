@@ -74,7 +74,6 @@ from engine.preference import (
     drift_test,
     fit_posterior,
     fit_private,
-    rr_flip_probability,
 )
 from matchsvc.errors import PrivacyBudgetExhausted
 from matchsvc.keys import KeyRingStore, UserCipher
@@ -90,11 +89,11 @@ from matchsvc.services.sealed import (
     Belief,
     PersonaMix,
     decode_state,
-    open_label,
     open_state,
     released_state,
     seal_state,
 )
+from matchsvc.services.training import TrainingSet, flip_probability, read_training_set
 
 __all__ = [
     "CurrentBelief",
@@ -166,31 +165,8 @@ def load_model(session: Session, *, cipher: UserCipher) -> StoredModel | None:
     return StoredModel(model=model, n_ratings=row.n_ratings, belief=belief)
 
 
-@dataclass(frozen=True)
-class _TrainingSet:
-    """Latents ``(n, d)``, stored labels and label epsilons (inf: not privatised), oldest first."""
-
-    Z: np.ndarray
-    y: np.ndarray
-    eps: np.ndarray
-    last_id: int | None
-
-
-def _training_set(
-    session: Session, cipher: UserCipher, dim: int, *, after_id: int | None = None
-) -> _TrainingSet:
-    """The user's ratings (those after rating ``after_id`` only, when given), decrypted in memory."""
-    rows = ratings_repo.training_rows(session, user_id=cipher.user_id, after_id=after_id)
-    return _TrainingSet(
-        Z=np.array([latent for _, _, latent, _, _ in rows], dtype=np.float64).reshape(len(rows), dim),
-        y=np.array([open_label(cipher, face_id=face_id, blob=blob) for _, face_id, _, blob, _ in rows], dtype=bool),
-        eps=np.array([np.inf if e is None else e for *_, e in rows], dtype=np.float64),
-        last_id=rows[-1][0] if rows else after_id,
-    )
-
-
 def _fit_belief(
-    data: _TrainingSet,
+    data: TrainingSet,
     *,
     space: LatentSpace,
     release: tuple[int, PopulationModel] | None,
@@ -200,8 +176,7 @@ def _fit_belief(
 
     ``checkpoint`` (the last refit's) only saves drift-test work: the result is the same without it.
     """
-    Z, y = data.Z, data.y
-    rho = np.array([rr_flip_probability(e) for e in data.eps])
+    Z, y, rho = data.Z, data.y, data.flip
     anchors = safety_anchors(space)
     prior = PreferencePrior.isotropic(space.dim) if release is None else release[1].prior()
     drift = drift_test(Z, y, flip_probability=rho, prior=prior, checkpoint=checkpoint) if len(y) else None
@@ -221,7 +196,7 @@ def _fit_belief(
 
 def prior_belief(space: LatentSpace, release: tuple[int, PopulationModel] | None) -> Belief:
     """The belief of a user with no ratings."""
-    empty = _TrainingSet(np.empty((0, space.dim)), np.zeros(0, dtype=bool), np.zeros(0), None)
+    empty = TrainingSet(np.empty((0, space.dim)), np.zeros(0, dtype=bool), np.zeros(0), None)
     return _fit_belief(empty, space=space, release=release)
 
 
@@ -238,10 +213,9 @@ def _store(session: Session, cipher: UserCipher, state: dict[str, Any], *, n: in
     )
 
 
-def _online_step(belief: Belief, latent: np.ndarray, label: bool, label_epsilon: float | None) -> Belief:
+def _online_step(belief: Belief, latent: np.ndarray, label: bool, flip: float) -> Belief:
     online = OnlinePreference(belief.posterior)
-    epsilon = math.inf if label_epsilon is None else label_epsilon
-    online.update(latent, label, flip_probability=rr_flip_probability(epsilon))
+    online.update(latent, label, flip_probability=flip)
     return dataclasses.replace(belief, posterior=online.posterior)
 
 
@@ -249,7 +223,7 @@ def _online_step(belief: Belief, latent: np.ndarray, label: bool, label_epsilon:
 class _Snapshot:
     """What an exact refit reads before it computes: the ratings, the release, the last checkpoint."""
 
-    data: _TrainingSet
+    data: TrainingSet
     release: tuple[int, PopulationModel] | None
     checkpoint: DriftCheckpoint | None
 
@@ -260,7 +234,7 @@ def _snapshot(session: Session, cipher: UserCipher, space: LatentSpace) -> _Snap
     if row is not None:
         _, belief = decode_state(open_state(cipher, row.state_ct))
         checkpoint = None if belief is None else belief.drift_checkpoint
-    return _Snapshot(_training_set(session, cipher, space.dim), latest_release(session), checkpoint)
+    return _Snapshot(read_training_set(session, cipher, dim=space.dim), latest_release(session), checkpoint)
 
 
 def _store_refit(
@@ -273,9 +247,9 @@ def _store_refit(
     A user's ratings commit in id order, since each is written under this same lock.
     """
     cipher = user_cipher(session, keys=keys, user_id=user_id, for_update=True)
-    newer = _training_set(session, cipher, space.dim, after_id=snapshot.data.last_id or 0)
-    for z, label, epsilon in zip(newer.Z, newer.y, newer.eps, strict=True):
-        belief = _online_step(belief, z, bool(label), None if math.isinf(epsilon) else float(epsilon))
+    newer = read_training_set(session, cipher, dim=space.dim, after_id=snapshot.data.last_id or 0)
+    for z, label, flip in zip(newer.Z, newer.y, newer.flip, strict=True):
+        belief = _online_step(belief, z, bool(label), float(flip))
     n = len(snapshot.data.y) + len(newer.y)
     _store(session, cipher, belief.to_state(), n=n, pending=len(newer.y))
     return belief, n
@@ -323,7 +297,7 @@ def absorb_rating(
     if policy.privatises_labels:
         row, version = preferences_repo.get_state_and_release_version(session, cipher.user_id)
         if row is None:  # the first rating: an exact fit of it, as cheap as a step
-            data = _training_set(session, cipher, space.dim)
+            data = read_training_set(session, cipher, dim=space.dim)
             fitted = _fit_belief(data, space=space, release=latest_release(session))
             _store(session, cipher, fitted.to_state(), n=len(data.y), pending=0)
             return
@@ -336,7 +310,7 @@ def absorb_rating(
             or not _is_current(state, belief, version)
         )
         if belief is not None and created:
-            updated = _online_step(belief, latent, stored_label, label_epsilon)
+            updated = _online_step(belief, latent, stored_label, flip_probability(label_epsilon))
             _store(session, cipher, updated.to_state(), n=row.n_ratings + 1, pending=row.pending_updates + 1)
         if due:
             refits_repo.enqueue(session, user_id=cipher.user_id)
@@ -352,7 +326,7 @@ def absorb_rating(
         )
     except PrivacyBudgetExhausted:
         return  # the cap is reached: the last released model stays, the rating is still stored
-    data = _training_set(session, cipher, space.dim)
+    data = read_training_set(session, cipher, dim=space.dim)
     model = fit_private(
         data.Z, data.y, epsilon=policy.epsilon, delta=policy.delta, mechanism=policy.mechanism,
         public_negatives=safety_anchors(space),

@@ -150,8 +150,9 @@ def eligible_partners(
         return set()
 
     def opened(owner: uuid.UUID) -> tuple[Filters, int]:
-        birth_year, blob, wrapped = rows[owner]
-        return open_filters(open_cipher(keys=keys, user_id=owner, wrapped=wrapped), blob), age_of(birth_year)
+        row = rows[owner]
+        cipher = open_cipher(keys=keys, user_id=owner, wrapped=row.wrapped_key)
+        return open_filters(cipher, row.filters_ct), age_of(row.birth_year)
 
     mine, my_age = opened(user_id)
     blocked = matching_repo.blocked_with(session, user_id, others)
