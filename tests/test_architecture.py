@@ -58,3 +58,19 @@ def test_the_checker_sees_violations(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import api.main\nfrom matchsvc.db import models\nfrom . import sibling\n")
     assert _imported_top_levels(bad) == {"api", "matchsvc"}
+
+
+def _class_names(package: str) -> set[str]:
+    return {
+        node.name
+        for path in _sources(package)
+        for node in ast.parse(path.read_text(), filename=str(path)).body
+        if isinstance(node, ast.ClassDef)
+    }
+
+
+def test_no_service_value_shares_a_name_with_an_api_schema() -> None:
+    """A router builds its schema from a service's value; one name for both hides which is which."""
+    schemas, services = _class_names("api/schemas"), _class_names("matchsvc/services")
+    assert schemas and services
+    assert not schemas & services, f"named in both api/schemas and matchsvc/services: {sorted(schemas & services)}"

@@ -30,7 +30,7 @@ from matchsvc.services.keys import retire_old_keks, rotate_keys, user_cipher
 from matchsvc.services.sealed import export_state, open_choice, open_filters, open_label, open_latent
 
 __all__ = [
-    "DeletionProof",
+    "DeletionCheck",
     "EXPORT_FORMAT",
     "OWNERSHIP",
     "Ownership",
@@ -295,16 +295,16 @@ def delete_user(
 
 
 @dataclass(frozen=True)
-class DeletionProof:
+class DeletionCheck:
     user_id: uuid.UUID
     clean: bool
     references: dict[str, int]
 
 
-def deletion_proof(session: Session, *, user_id: uuid.UUID) -> DeletionProof:
+def deletion_proof(session: Session, *, user_id: uuid.UUID) -> DeletionCheck:
     """Count rows referencing the user in every table that can (found by walking the schema)."""
     counts = {"users.id": int(session.scalar(select(func.count()).where(User.id == user_id)) or 0)}
     for table, column in user_references():
         query = select(func.count()).select_from(table).where(column == user_id)
         counts[f"{table.name}.{column.name}"] = int(session.scalar(query) or 0)
-    return DeletionProof(user_id=user_id, clean=not any(counts.values()), references=counts)
+    return DeletionCheck(user_id=user_id, clean=not any(counts.values()), references=counts)

@@ -21,7 +21,7 @@ from matchsvc.services.profiles import eligible_partners, render_avatar
 from matchsvc.services.sealed import LIKE, PASS, open_choice, seal_choice
 
 __all__ = [
-    "CandidatePage",
+    "CandidateSlice",
     "MatchView",
     "block",
     "candidate_avatar",
@@ -34,14 +34,14 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class CandidatePage:
+class CandidateSlice:
     user_ids: list[uuid.UUID]
     next_after_rank: int | None
 
 
 def list_candidates(
     session: Session, *, user_id: uuid.UUID, after_rank: int | None, limit: int, keys: KeyRingStore
-) -> CandidatePage:
+) -> CandidateSlice:
     """The stored list, best first, without any pair the current state no longer allows (D26)."""
     kept: list[int] = []
     ids: list[uuid.UUID] = []
@@ -59,7 +59,7 @@ def list_candidates(
         if len(rows) <= limit:
             break
         cursor = rows[-1].rank
-    return CandidatePage(user_ids=ids, next_after_rank=kept[-1] if more else None)
+    return CandidateSlice(user_ids=ids, next_after_rank=kept[-1] if more else None)
 
 
 def _current_candidate(session: Session, *, user_id: uuid.UUID, candidate_id: uuid.UUID, keys: KeyRingStore) -> None:
@@ -71,14 +71,14 @@ def _current_candidate(session: Session, *, user_id: uuid.UUID, candidate_id: uu
 
 
 @dataclass(frozen=True)
-class DecisionResult:
+class DecisionOutcome:
     matched: bool
     match_id: uuid.UUID | None
 
 
 def decide(
     session: Session, *, user_id: uuid.UUID, target_id: uuid.UUID, like: bool, keys: KeyRingStore
-) -> DecisionResult:
+) -> DecisionOutcome:
     """Like or pass on a current candidate; a like answered by a like creates the match.
 
     The first decision on a candidate stands: repeating it returns the same result. A pass removes
@@ -93,7 +93,7 @@ def decide(
         assert earlier is not None
         if open_choice(cipher, target_id=target_id, blob=earlier.choice_ct) != choice:
             raise InvalidInput("you already decided on this candidate")
-    result = DecisionResult(matched=False, match_id=None)
+    result = DecisionOutcome(matched=False, match_id=None)
     if not like:
         matching_repo.remove_candidates(session, user_id, [target_id])
     if like:
@@ -102,7 +102,7 @@ def decide(
             their_cipher = user_cipher(session, keys=keys, user_id=target_id)
             if open_choice(their_cipher, target_id=user_id, blob=theirs.choice_ct) == LIKE:
                 match = matching_repo.add_match(session, user_id, target_id)
-                result = DecisionResult(matched=True, match_id=match.id)
+                result = DecisionOutcome(matched=True, match_id=match.id)
     session.commit()
     return result
 

@@ -373,7 +373,7 @@ def test_a_change_of_taste_is_detected_stored_and_shown(client: TestClient, db: 
 
 @pytest.fixture
 def objective(db: Runtime) -> Iterator[tuple[TestClient, Runtime]]:
-    policy = dataclasses.replace(db.policy, mechanism="objective", refit_every=2)
+    policy = dataclasses.replace(db.policy, mechanism="objective_perturbation", refit_every=2)
     runtime = dataclasses.replace(db, policy=policy, embedded=None, scratch=None)
     with TestClient(create_app(runtime), raise_server_exceptions=False) as client:
         yield client, runtime

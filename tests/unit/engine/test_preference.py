@@ -303,7 +303,7 @@ def test_fit_private_without_noise_is_the_clean_fit() -> None:
     assert fit_private(Z, y, epsilon=1.0, mechanism="none") == clean
 
 
-@pytest.mark.parametrize(("mechanism", "delta"), [("rr", 0.0), ("objective", 0.0), ("dpsgd", 1e-5)])
+@pytest.mark.parametrize(("mechanism", "delta"), [("randomized_response", 0.0), ("objective_perturbation", 0.0), ("dpsgd", 1e-5)])
 def test_fit_private_is_deterministic_given_the_rng(mechanism: str, delta: float) -> None:
     rng = np.random.default_rng(13)
     Z, y, _, _ = _user_data(6, 40, rng)
@@ -321,19 +321,19 @@ def test_objective_perturbation_learns_with_enough_ratings() -> None:
     w, b = np.array([1.5, -1.0, 0.5, 0.0]), 0.0
     Z = sample_truncated_prior(n, dim, rng)
     y = rng.random(n) < expit(Z @ w + b)
-    model = fit_private(Z, y, epsilon=1.0, mechanism="objective", rng=rng)
+    model = fit_private(Z, y, epsilon=1.0, mechanism="objective_perturbation", rng=rng)
     cosine = model.coef @ w / (np.linalg.norm(model.coef) * np.linalg.norm(w))
     assert cosine > 0.95
 
 
 def test_mechanism_guarantees_are_what_each_mechanism_claims() -> None:
-    assert mechanism_guarantee("rr", epsilon=2.0, delta=0.0) == Guarantee(2.0, 0.0, LABEL_CHANGE, "randomized_response")
-    assert mechanism_guarantee("objective", epsilon=1.0, delta=1e-6) == Guarantee(
+    assert mechanism_guarantee("randomized_response", epsilon=2.0, delta=0.0) == Guarantee(2.0, 0.0, LABEL_CHANGE, "randomized_response")
+    assert mechanism_guarantee("objective_perturbation", epsilon=1.0, delta=1e-6) == Guarantee(
         1.0, 0.0, REPLACE_ONE, "objective_perturbation"
     )
     assert mechanism_guarantee("dpsgd", epsilon=1.0, delta=1e-5) == Guarantee(1.0, 1e-5, ADD_REMOVE_ONE, "dpsgd")
     assert not mechanism_guarantee("none", epsilon=1.0, delta=0.0).is_private
-    assert SERVICE_MECHANISMS == ("rr", "objective", "dpsgd")
+    assert SERVICE_MECHANISMS == ("randomized_response", "objective_perturbation", "dpsgd")
     assert set(MECHANISMS) - set(SERVICE_MECHANISMS) == {"none"}
 
 
@@ -341,9 +341,9 @@ def test_mechanism_guarantees_are_what_each_mechanism_claims() -> None:
     ("mechanism", "epsilon", "delta", "message"),
     [
         ("laplace", 1.0, 0.0, "mechanism"),
-        ("rr", 0.0, 0.0, "epsilon"),
-        ("rr", 1.0, 1.0, "delta"),
-        ("objective", math.inf, 0.0, "epsilon"),
+        ("randomized_response", 0.0, 0.0, "epsilon"),
+        ("randomized_response", 1.0, 1.0, "delta"),
+        ("objective_perturbation", math.inf, 0.0, "epsilon"),
         ("dpsgd", 1.0, 0.0, "delta"),
         ("dpsgd", math.inf, 1e-5, "epsilon"),
     ],

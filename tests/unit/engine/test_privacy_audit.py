@@ -33,7 +33,7 @@ class HalfFlipResponse(RandomizedResponse):
 
 def _randomized_response(epsilon: float) -> Release:
     def release(Z: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> PreferenceModel:
-        return fit_private(Z, y, epsilon=epsilon, mechanism="rr", rng=rng)
+        return fit_private(Z, y, epsilon=epsilon, mechanism="randomized_response", rng=rng)
 
     return release
 
@@ -50,7 +50,7 @@ def _broken_randomized_response(epsilon: float) -> Release:
 
 def _objective_perturbation(applied_epsilon: float) -> Release:
     def release(Z: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> PreferenceModel:
-        return fit_private(Z, y, epsilon=applied_epsilon, mechanism="objective", rng=rng)
+        return fit_private(Z, y, epsilon=applied_epsilon, mechanism="objective_perturbation", rng=rng)
 
     return release
 
