@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("privacy", "engine", "matchsvc", "api")
+PACKAGES = ("privacy", "engine", "matchsvc", "api", "benchmarks")
 
 
 def _module_name(path: Path, root: Path) -> str:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from matchsvc.db.models import Face, FaceImpression, Rating
 
 __all__ = [
-    "StoredRating",
+    "UpsertedRating",
     "TrainingRow",
     "count_ratings",
     "list_ratings",
@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 
-class StoredRating(NamedTuple):
+class UpsertedRating(NamedTuple):
     recorded_at: datetime
     created: bool
 
@@ -49,7 +49,7 @@ def training_query() -> Select[tuple[int, uuid.UUID, uuid.UUID, list[float], byt
 
 def upsert_served_rating(
     session: Session, *, user_id: uuid.UUID, face_id: uuid.UUID, label_ct: bytes, label_epsilon: float | None
-) -> StoredRating | None:
+) -> UpsertedRating | None:
     """Insert or replace the user's rating of a face that was served to them, in one statement.
 
     Returns when it was recorded and whether it is new, or None when the face was never served to the user.
@@ -68,7 +68,7 @@ def upsert_served_rating(
         },
     ).returning(Rating.updated_at, (Rating.created_at == Rating.updated_at).label("created"))
     row = session.execute(statement).first()
-    return None if row is None else StoredRating(row.updated_at, bool(row.created))
+    return None if row is None else UpsertedRating(row.updated_at, bool(row.created))
 
 
 def list_ratings(session: Session, *, user_id: uuid.UUID, after_id: int | None, limit: int) -> Sequence[Rating]:

@@ -116,8 +116,8 @@ def preference_profile(
       the same for the belief of a user with no ratings (the population prior when a release
       exists -- the spread of tastes across people, personas included -- else the isotropic
       default): the share of that no-knowledge variance of the log-odds the user's ratings have
-      removed. (Measured against the isotropic prior instead, a new user under a release with
-      well-separated personas started above it and read 0.) ``certainty_level`` is ``low`` below 0.5, ``medium`` below 0.8,
+      removed. (Against the isotropic prior instead, a new user under a release with
+      well-separated personas would start above it and read 0.) ``certainty_level`` is ``low`` below 0.5, ``medium`` below 0.8,
       ``high`` from 0.8 on.
     * ``ratings_to_improve``: the number ``k`` of further ratings after which the expected
       ``logit_sd`` is at most half of now's, when those ratings are chosen by the feed's cold-start

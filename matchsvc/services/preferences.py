@@ -121,9 +121,8 @@ def safety_anchors(space: LatentSpace) -> np.ndarray:
     One clean pass at the centroid of the safety region under the prior (the in-region draw
     nearest to it where the region is not convex). One, at the centre, because a linear model
     cannot dislike only under-18 faces: every clean negative there tilts users who like younger
-    adult faces towards older ones. Measured (eps 2, 50 random ratings, 400 users from the
-    default prior): 4 random in-region anchors cost 1.3 accuracy points against none, 4 copies
-    of the centroid 1.1, the centroid once 0.2 (docs/decisions.md D9).
+    adult faces towards older ones; one centroid costs the least accuracy of the choices tried
+    (docs/decisions.md D9 has the measurements).
     """
     rng = np.random.default_rng(_ANCHOR_SEED)
     found = np.empty((0, space.dim))

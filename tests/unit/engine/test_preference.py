@@ -23,7 +23,7 @@ from engine.preference import (
     fit_private,
     mechanism_guarantee,
 )
-from engine.preference.benchmark import benchmark_accuracy, expected_accuracy, synthetic_user
+from benchmarks.preference import benchmark_accuracy, expected_accuracy, synthetic_user
 from privacy.mechanisms import ADD_REMOVE_ONE, LABEL_CHANGE, REPLACE_ONE, Guarantee, RandomizedResponse
 
 

@@ -1,6 +1,6 @@
 """The statistical privacy test: a canary audit of the released model against the claimed epsilon.
 
-One harness (:func:`engine.preference.benchmark.audit_release`) runs every mechanism: a canary
+One harness (:func:`benchmarks.preference.audit_release`) runs every mechanism: a canary
 rating on a latent axis no other rated face uses, thousands of releases on the two neighbouring
 datasets (canary like vs pass, other true answers fixed, fresh noise per run), the released
 model's decision value at the canary as the attack score, and a Clopper-Pearson lower bound on
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from engine.preference import PreferenceModel, fit_noisy, fit_private
-from engine.preference.benchmark import Release, audit_release
+from benchmarks.preference import Release, audit_release
 from privacy.mechanisms import RandomizedResponse
 
 pytestmark = pytest.mark.slow

@@ -93,7 +93,7 @@ def load_synthetic_users(runtime: Runtime, *, n: int, seed: int) -> float:
 
 def _job(backend: str, k: int, workers: int) -> dict[str, Any]:
     """One run of the job in this (fresh) process; the settings come from the environment."""
-    from matchsvc.bench.scoring import _peak_rss_bytes
+    from benchmarks.scoring import _peak_rss_bytes
     from matchsvc.jobs.matching import run_matching
 
     runtime = Runtime.start(Settings())
@@ -136,7 +136,7 @@ def _in_fresh_process(runtime: Runtime, secrets: dict[str, str], backend: str, k
         "MATCHSVC_DATA_DIR": str(runtime.scratch),
         "MATCHSVC_LOG_LEVEL": "ERROR",
     }
-    code = f"import json; from matchsvc.bench.matching import _job; print(json.dumps(_job({backend!r}, {k}, {workers})))"
+    code = f"import json; from benchmarks.matching import _job; print(json.dumps(_job({backend!r}, {k}, {workers})))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"the {backend} job failed: {done.stderr.strip()[-2000:]}")

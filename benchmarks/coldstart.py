@@ -86,7 +86,7 @@ from engine.latent.base import sample_outside_safety
 from engine.population import PopulationModel, fit_population
 from engine.preference import Posterior, PreferencePrior, fit_posterior, gaussian_likelihood
 from engine.sampling import informative_indices
-from matchsvc.bench._report import finish_panels, write_report
+from benchmarks._report import finish_panels, write_report
 from privacy.mechanisms import RandomizedResponse
 
 __all__ = [

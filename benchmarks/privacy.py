@@ -1,6 +1,6 @@
 """Accuracy of private preference learning against non-private and external baselines.
 
-Synthetic users (:func:`engine.preference.benchmark.synthetic_user`) hold a hidden true
+Synthetic users (:func:`benchmarks.preference.synthetic_user`) hold a hidden true
 ``(w, b)`` in the procedural latent space and answer like/pass with logistic noise,
 ``y ~ Bernoulli(sigmoid(w . z + b))``, on faces drawn from the latent prior. Each user rates
 ``max(ratings)`` faces; the grid cell with ``n`` ratings uses the first ``n`` of them, so the
@@ -25,7 +25,7 @@ once, at epsilon ``"inf"``.
 
 Metrics per cell, each as the mean over users with a 95% percentile-bootstrap interval over
 users: the expected accuracy on fresh faces against the user's true answers
-(:func:`engine.preference.benchmark.expected_accuracy`, no evaluation noise) and the cosine
+(:func:`benchmarks.preference.expected_accuracy`, no evaluation noise) and the cosine
 between the fitted direction and the true ``w``.
 
 "Equal epsilon" does not mean equal protection: ``rr`` protects each answer (faces are
@@ -51,14 +51,14 @@ from tqdm import tqdm
 
 from engine.latent import PRIOR_BOUND, ProceduralFaceSpace
 from engine.preference import DEFAULT_L2, PreferenceModel, fit_private, mechanism_guarantee
-from engine.preference.benchmark import (
+from benchmarks.preference import (
     benchmark_timing,
     cosine_similarity,
     expected_accuracy,
     linear_svc_model,
     synthetic_user,
 )
-from matchsvc.bench._report import finish_panels, write_report
+from benchmarks._report import finish_panels, write_report
 from privacy.mechanisms import REPLACE_ONE
 
 __all__ = [

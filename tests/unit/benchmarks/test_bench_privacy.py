@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from matchsvc.bench.privacy import METHODS, run_privacy_benchmark
+from benchmarks.privacy import METHODS, run_privacy_benchmark
 from matchsvc.cli import app
 
 SMALL: dict[str, Any] = {
