@@ -1,5 +1,8 @@
 """Cold start: how well a new user's model predicts their taste after 0 to 50 private ratings.
 
+One module of about 750 lines on purpose: a single experiment (world, simulation, statistics,
+plot) read top to bottom; it is research code outside the service (docs/decisions.md D33).
+
 Population. A synthetic population in the procedural latent space (d = 24) whose true
 preferences ``theta = [w, b]`` come from ``K = 4`` personas plus an individual deviation
 (:class:`SyntheticPopulation`). A user's ``w`` is the sum of three parts: a taste shared by
