@@ -11,6 +11,7 @@ COPY privacy ./privacy
 COPY engine ./engine
 COPY matchsvc ./matchsvc
 COPY api ./api
+COPY benchmarks ./benchmarks
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim AS runtime

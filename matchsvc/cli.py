@@ -136,7 +136,7 @@ def bench_render(
     faces: Annotated[int, typer.Option(min=5, help="Faces to time per backend")] = 50,
 ) -> None:
     """Milliseconds per rendered face (render + PNG) for each generator backend."""
-    from matchsvc.bench.render import run_render_benchmark
+    from benchmarks.render import run_render_benchmark
 
     _emit(run_render_benchmark(faces=faces), as_json=as_json)
 
@@ -150,7 +150,7 @@ def bench_matching(
     workers: Annotated[int, typer.Option(min=1, help="Ray workers (CPUs)")] = 2,
 ) -> None:
     """The matching job end to end on synthetic sealed users: read+decrypt, score, write, memory."""
-    from matchsvc.bench.matching import run_matching_benchmark
+    from benchmarks.matching import run_matching_benchmark
 
     try:
         counts = tuple(int(size) for size in sizes.split(","))
@@ -170,7 +170,7 @@ def bench_scoring(
 ) -> None:
     """reciprocal_topk against a blocked GEMM floor, FAISS exact search and a dense reference, at d = latent dim and 128."""
     from engine.latent import create_latent_space
-    from matchsvc.bench.scoring import run_scoring_benchmark
+    from benchmarks.scoring import run_scoring_benchmark
 
     try:
         counts = tuple(int(size) for size in sizes.split(","))
@@ -188,7 +188,7 @@ def bench_api(
     threads: Annotated[int, typer.Option(min=1, help="Concurrent client threads")] = 8,
 ) -> None:
     """Requests/s of POST /v1/ratings against a bare FastAPI + psycopg insert, measured in one run."""
-    from matchsvc.bench.api import run_api_benchmark
+    from benchmarks.api import run_api_benchmark
 
     _emit(run_api_benchmark(requests=requests, threads=threads), as_json=as_json)
 
@@ -206,7 +206,7 @@ def bench_load(
     """N mobile clients against `matchsvc serve --workers 2`: throughput, latency, lost/duplicated, vs a bare insert."""
     from pathlib import Path
 
-    from matchsvc.bench.load import run_load_benchmark
+    from benchmarks.load import run_load_benchmark
 
     result = run_load_benchmark(
         clients=clients, seconds=seconds, workers=workers, history=history, ratio_requests=ratio_requests,
@@ -225,7 +225,7 @@ def bench_privacy(
     quick: Annotated[bool, typer.Option("--quick", help="Smoke run: n in {10, 50}, epsilon in {1, inf}")] = False,
 ) -> None:
     """Accuracy of private preference learning vs LinearSVC, Opacus DP-SGD and diffprivlib (progress on stderr)."""
-    from matchsvc.bench.privacy import QUICK, run_privacy_benchmark
+    from benchmarks.privacy import QUICK, run_privacy_benchmark
 
     grid: dict[str, Any] = {"ratings": QUICK["ratings"], "epsilons": QUICK["epsilons"]} if quick else {}
     count = users if users is not None else (QUICK["users"] if quick else 200)
@@ -241,7 +241,7 @@ def bench_coldstart(
     seed: Annotated[int, typer.Option(help="Seed of the population, users, answers and releases")] = 0,
 ) -> None:
     """Accuracy of a new user's model from 0-50 private ratings: population prior, per-user, posterior (progress on stderr)."""
-    from matchsvc.bench.coldstart import QUICK, run_coldstart_benchmark
+    from benchmarks.coldstart import QUICK, run_coldstart_benchmark
 
     grid: dict[str, Any] = dict(QUICK) if quick else {}
     out_dir = None if out is None else Path(out)

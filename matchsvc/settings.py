@@ -59,7 +59,7 @@ class Settings(BaseSettings):
 
     #: ``rr``: randomized response on each label at ingestion (epsilon per rating; refits are free).
     #: ``objective`` / ``dpsgd``: labels kept (encrypted) and each model release spends epsilon.
-    privacy_mechanism: Literal["rr", "objective", "dpsgd"] = "rr"
+    privacy_mechanism: Literal["randomized_response", "objective_perturbation", "dpsgd"] = "randomized_response"
     privacy_epsilon: float = Field(default=2.0, gt=0, le=20)
     privacy_delta: float = Field(default=1e-5, ge=0, lt=1e-2)
     #: Lifetime cap on the privacy loss of any single rating (all spends touching it, composed).

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("privacy", "engine", "matchsvc", "api")
+PACKAGES = ("privacy", "engine", "matchsvc", "api", "benchmarks")
 
 
 def _module_name(path: Path, root: Path) -> str:
@@ -106,15 +106,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-@pytest.mark.parametrize(
-    "package",
-    [
-        pytest.param(package, marks=pytest.mark.xfail(strict=True, reason="issue 16 item 3: services.population <-> services.preferences"))
-        if package == "matchsvc"
-        else package
-        for package in PACKAGES
-    ],
-)
+@pytest.mark.parametrize("package", PACKAGES)
 def test_package_has_no_import_cycle(package: str) -> None:
     graph = import_graph(package)
     assert len(graph) > 1, f"package {package} has no modules"

@@ -17,7 +17,7 @@ from api.schemas.problem import problem_responses
 from api.schemas.ratings import RatingPage, RatingPublic
 from api.schemas.users import UserPublic
 from matchsvc.services import faces as faces_service
-from matchsvc.services import preferences as preferences_service
+from matchsvc.services.preference_profile import preference_profile
 from matchsvc.services import ratings as ratings_service
 from matchsvc.services.privacy import budget_report
 
@@ -60,7 +60,7 @@ def my_privacy(user: CurrentUser, session: SessionDep, runtime: RuntimeDep) -> P
 def my_preference_profile(user: CurrentUser, session: SessionDep, runtime: RuntimeDep) -> PreferenceProfile:
     """Before any rating the profile is the population prior's (or, without a population model, the
     default prior's). 409 under a release-time privacy mechanism, whose models have no posterior."""
-    profile = preferences_service.preference_profile(
+    profile = preference_profile(
         session, keys=runtime.keys, user_id=user.id, policy=runtime.policy, space=runtime.latent_space
     )
     return PreferenceProfile(

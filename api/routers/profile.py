@@ -8,6 +8,7 @@ from api.deps import CurrentUser, RuntimeDep, SessionDep
 from api.schemas.matching import AppearanceSpace, AppearanceUpdate, ProfilePublic, ProfileUpdate
 from api.schemas.problem import problem_responses
 from matchsvc.services import profiles as profiles_service
+from matchsvc.services.filters import Filters
 
 router = APIRouter(prefix="/v1/me", tags=["profile"], responses=problem_responses(401, 403))
 
@@ -55,7 +56,7 @@ def my_avatar(user: CurrentUser, session: SessionDep, runtime: RuntimeDep) -> Re
 
 @router.put("/profile", response_model=ProfilePublic, summary="Set who you are and whom you seek")
 def put_profile(body: ProfileUpdate, user: CurrentUser, session: SessionDep, runtime: RuntimeDep) -> ProfilePublic:
-    filters = profiles_service.Filters(
+    filters = Filters(
         gender=body.gender, seeks=frozenset(body.seeks), age_min=body.age_min, age_max=body.age_max
     )
     profiles_service.set_filters(session, user_id=user.id, keys=runtime.keys, filters=filters)
@@ -67,7 +68,7 @@ def get_profile(user: CurrentUser, session: SessionDep, runtime: RuntimeDep) -> 
     return _public(profiles_service.get_filters(session, user_id=user.id, keys=runtime.keys))
 
 
-def _public(filters: profiles_service.Filters) -> ProfilePublic:
+def _public(filters: Filters) -> ProfilePublic:
     return ProfilePublic(
         gender=filters.gender, seeks=sorted(filters.seeks), age_min=filters.age_min, age_max=filters.age_max
     )

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
-from matchsvc.services.profiles import MAX_AGE, MIN_AGE, Gender
+from matchsvc.services.filters import MAX_AGE, MIN_AGE, Gender
 
 __all__ = [
     "AppearanceSpace",

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from matchsvc.services.preferences import MAX_RATINGS_TO_IMPROVE
+from matchsvc.services.preference_profile import MAX_RATINGS_TO_IMPROVE
 
 __all__ = ["Certainty", "PersonaShare", "PreferenceProfile"]
 

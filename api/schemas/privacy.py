@@ -10,7 +10,9 @@ __all__ = ["PrivacyBudget"]
 class PrivacyBudget(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    mechanism: str = Field(description="rr (randomized response at ingestion), objective or dpsgd (per release)")
+    mechanism: str = Field(
+        description="randomized_response (at ingestion), objective_perturbation or dpsgd (per release)"
+    )
     epsilon_spent: float = Field(description="Worst-case lifetime privacy loss of any one of your ratings")
     delta_spent: float
     epsilon_cap: float = Field(description="The loss no rating may ever exceed")

@@ -10,8 +10,8 @@ from engine._validation import InvalidInputError
 
 __all__ = ["encode_png"]
 
-#: zlib level 6 (the PNG default) costs about 3.5 ms for a 256x256 face against 1.6 ms at
-#: level 1, for roughly 15 % smaller files in the cache; level 9 is 4x slower again.
+#: zlib level 6, the PNG default: smaller cached files for about twice level 1's time, where
+#: level 9 costs several times more again (docs/benchmarks.md, "Engine tuning").
 _COMPRESS_LEVEL = 6
 
 

@@ -47,7 +47,7 @@ class OnlinePreference:
     """A preference posterior that absorbs one rating at a time.
 
     Build it from a :class:`Posterior` (usually an exact fit), with :meth:`from_fit`, or with
-    :meth:`from_state_dict`; ``model`` is the released, calibrated :class:`PreferenceModel`.
+    :meth:`from_state`; ``model`` is the released, calibrated :class:`PreferenceModel`.
     """
 
     def __init__(self, posterior: Posterior) -> None:
@@ -125,13 +125,13 @@ class OnlinePreference:
         self._model = self._posterior.model()
         return self._model
 
-    def state_dict(self) -> dict[str, Any]:
-        """Plain lists and floats, to be stored encrypted; :meth:`from_state_dict` restores."""
+    def to_state(self) -> dict[str, Any]:
+        """Plain lists and floats, to be stored encrypted; :meth:`from_state` restores."""
         return {"version": _STATE_VERSION, "posterior": self._posterior.to_state()}
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any]) -> OnlinePreference:
-        """Restore from :meth:`state_dict`.
+    def from_state(cls, state: Mapping[str, Any]) -> OnlinePreference:
+        """Restore from :meth:`to_state`.
 
         Version 1 states (the earlier noise-corrected fit: ``theta`` and its Laplace
         ``posterior_covariance``) load as a posterior with that mean and covariance and an

@@ -3,11 +3,11 @@
 ``fit_private`` takes the TRUE labels and applies the mechanism itself, so audits and benchmarks
 exercise the same code path as the service:
 
-``"rr"`` (default)
+``"randomized_response"`` (default)
     randomized response on each label, then :func:`fit_noisy` (pure eps, ``LABEL_CHANGE``). The
     service privatises at rating time with fresh OS randomness and refits from the stored bits;
-    here the uniforms come from ``rng``. The same :meth:`RandomizedResponse.privatize` runs.
-``"objective"``
+    here the uniforms come from ``rng``. The same :meth:`RandomizedResponse.privatise` runs.
+``"objective_perturbation"``
     objective perturbation (pure eps per release, ``REPLACE_ONE``).
 ``"dpsgd"``
     DP-SGD through Opacus on the logistic model ((eps, delta), ``ADD_REMOVE_ONE``, delta > 0).
@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 #: Mechanisms the service may use for a user's model.
-SERVICE_MECHANISMS: tuple[str, ...] = ("rr", "objective", "dpsgd")
+SERVICE_MECHANISMS: tuple[str, ...] = ("randomized_response", "objective_perturbation", "dpsgd")
 #: Everything :func:`fit_private` accepts; ``"none"`` only for the non-private benchmark baseline.
 MECHANISMS: tuple[str, ...] = (*SERVICE_MECHANISMS, "none")
 
@@ -78,16 +78,16 @@ def mechanism_guarantee(mechanism: str, *, epsilon: float, delta: float) -> Guar
     ------
     InvalidInputError
         For an unknown mechanism, ``epsilon <= 0``, ``delta`` outside ``[0, 1)``, an infinite
-        epsilon for ``"objective"``/``"dpsgd"``, or ``delta == 0`` for ``"dpsgd"``.
+        epsilon for ``"objective_perturbation"``/``"dpsgd"``, or ``delta == 0`` for ``"dpsgd"``.
     """
     if mechanism not in MECHANISMS:
         raise InvalidInputError(f"mechanism must be one of {MECHANISMS}, got {mechanism!r}")
     eps = check_epsilon(epsilon)
     if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0.0 <= delta < 1.0:
         raise InvalidInputError(f"delta must be in [0, 1), got {delta!r}")
-    if mechanism == "rr":
+    if mechanism == "randomized_response":
         return RandomizedResponse(epsilon=eps).guarantee
-    if mechanism == "objective":
+    if mechanism == "objective_perturbation":
         return objective_perturbation.guarantee(eps)
     if mechanism == "dpsgd":
         if not math.isfinite(eps):
@@ -171,7 +171,7 @@ def fit_private(
     *,
     epsilon: float,
     delta: float = 0.0,
-    mechanism: str = "rr",
+    mechanism: str = "randomized_response",
     rng: np.random.Generator | None = None,
     public_negatives: npt.ArrayLike | None = None,
     prior: PreferencePrior | None = None,
@@ -185,7 +185,7 @@ def fit_private(
     y : array_like of bool or {0, 1}, shape (n,)
         True answers, 1 = like. Only the mechanism sees them.
     epsilon : float
-        Privacy parameter, ``> 0``; ``math.inf`` is allowed for ``"rr"`` (no noise, benchmark
+        Privacy parameter, ``> 0``; ``math.inf`` is allowed for ``"randomized_response"`` (no noise, benchmark
         only) and ignored for ``"none"``.
     delta : float
         ``> 0`` for ``"dpsgd"``; the pure mechanisms claim ``delta = 0`` whatever is passed.
@@ -197,31 +197,31 @@ def fit_private(
         Latents known to be negatives without asking (the safety region). They are public, so
         they enter every learner as clean, unprivatised examples.
     prior : PreferencePrior, optional
-        Gaussian prior over ``[w, b]`` for ``"rr"`` and ``"none"`` (e.g. the population model's);
+        Gaussian prior over ``[w, b]`` for ``"randomized_response"`` and ``"none"`` (e.g. the population model's);
         the isotropic default when omitted. Using it is post-processing of that release, whose own
         (user-level) guarantee is accounted separately; this release's guarantee is unchanged.
-        ``"objective"`` and ``"dpsgd"`` have no prior and refuse one.
+        ``"objective_perturbation"`` and ``"dpsgd"`` have no prior and refuse one.
 
     Returns
     -------
     PreferenceModel
         The release; :func:`mechanism_guarantee` with the same arguments states its guarantee.
-        For ``"rr"`` and ``"none"`` its like-probability is calibrated (see :func:`fit_noisy`).
-        ``"objective"`` and ``"dpsgd"`` release their private fit as it is: calibrating it would
+        For ``"randomized_response"`` and ``"none"`` its like-probability is calibrated (see :func:`fit_noisy`).
+        ``"objective_perturbation"`` and ``"dpsgd"`` release their private fit as it is: calibrating it would
         spend more budget, and with tens of ratings it is dominated by the noise anyway.
     """
     guarantee = mechanism_guarantee(mechanism, epsilon=epsilon, delta=delta)
-    if prior is not None and mechanism not in ("rr", "none"):
-        raise InvalidInputError(f"prior is only used by the 'rr' and 'none' learners, not {mechanism!r}")
+    if prior is not None and mechanism not in ("randomized_response", "none"):
+        raise InvalidInputError(f"prior is only used by the 'randomized_response' and 'none' learners, not {mechanism!r}")
     z = check_latents(Z)
     labels = check_labels(y, z.shape[0])
     rng = np.random.default_rng() if rng is None else check_rng(rng)
     negatives = (
         None if public_negatives is None else check_latents(public_negatives, name="public_negatives", dim=z.shape[1])
     )
-    if mechanism == "rr":
+    if mechanism == "randomized_response":
         rr = RandomizedResponse(epsilon=guarantee.epsilon)
-        private = rr.privatize(labels, rng.random(labels.size))
+        private = rr.privatise(labels, rng.random(labels.size))
         return fit_noisy(z, private, flip_probability=rr.flip_probability, public_negatives=negatives, prior=prior)
     if mechanism == "none":
         return fit_noisy(z, labels, flip_probability=0.0, public_negatives=negatives, prior=prior)
@@ -229,6 +229,6 @@ def fit_private(
     if negatives is not None:
         z = np.vstack([z, negatives])
         s = np.concatenate([s, -np.ones(negatives.shape[0])])
-    if mechanism == "objective":
+    if mechanism == "objective_perturbation":
         return _fit_objective(z, s, epsilon=guarantee.epsilon, rng=rng)
     return _fit_dpsgd(z, s, epsilon=guarantee.epsilon, delta=guarantee.delta, rng=rng)

@@ -28,17 +28,9 @@ from matchsvc.repositories import match_runs as runs_repo
 from matchsvc.repositories import matching as matching_repo
 from matchsvc.repositories import profiles as profiles_repo
 from matchsvc.services.keys import open_cipher
-from matchsvc.services.matching import LIKE, PASS, open_choice
-from matchsvc.services.preferences import model_from_sealed_state
-from matchsvc.services.profiles import (
-    Filters,
-    age_of,
-    group_code,
-    mutually_accept,
-    open_appearance,
-    open_filters,
-    seeks_mask,
-)
+from matchsvc.services.filters import Filters, mutually_accept
+from matchsvc.services.profiles import age_of, group_code, seeks_mask
+from matchsvc.services.sealed import LIKE, PASS, open_choice, open_filters, open_latent, open_model
 
 __all__ = ["MatchInputs", "MatchRunReport", "collect_inputs", "run_matching"]
 
@@ -121,13 +113,13 @@ def collect_inputs(session: Session, *, keys: KeyRingStore, min_ratings: int, pr
         cipher = open_cipher(keys=keys, user_id=user_id, wrapped=wrapped)
         if user_id in deciders:
             ciphers[user_id] = cipher
-        model = model_from_sealed_state(cipher, state_ct)
+        model = open_model(cipher, state_ct)
         user_filters = open_filters(cipher, filters_ct)
         age = age_of(birth_year)
         ids.append(user_id)
         prefs.append(model.coef)
         biases.append(model.intercept)
-        looks.append(open_appearance(cipher, latent_ct))
+        looks.append(open_latent(cipher, latent_ct))
         groups.append(group_code(user_filters.gender, age))
         seeks.append(seeks_mask(user_filters))
         ages.append(age)

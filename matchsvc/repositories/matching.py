@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Sequence
+from typing import NamedTuple
 
 from sqlalchemy import BindParameter, and_, any_, bindparam, delete, or_, select, union
 from sqlalchemy.dialects.postgresql import ARRAY, insert
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 from matchsvc.db.models import Block, Candidate, Decision, Match
 
 __all__ = [
+    "DecisionRow",
     "add_block",
     "add_decision",
     "add_match",
@@ -195,7 +197,13 @@ def blocked_or_matched_pairs(session: Session) -> list[tuple[uuid.UUID, uuid.UUI
     return [tuple(row) for row in session.execute(query)]
 
 
-def all_decisions(session: Session) -> list[tuple[uuid.UUID, uuid.UUID, bytes]]:
-    """(decider, target, sealed choice) of every decision; the job opens them with the decider's key."""
+class DecisionRow(NamedTuple):
+    decider_id: uuid.UUID
+    target_id: uuid.UUID
+    choice_ct: bytes
+
+
+def all_decisions(session: Session) -> list[DecisionRow]:
+    """Every decision; the job opens each sealed choice with the decider's key."""
     query = select(Decision.user_id, Decision.target_id, Decision.choice_ct)
-    return [tuple(row) for row in session.execute(query)]
+    return [DecisionRow(*row) for row in session.execute(query)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -11,7 +10,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, defer
 
-from matchsvc.db.models import Face, PopulationRelease, Rating
+from matchsvc.db.models import PopulationRelease, Rating
+from matchsvc.repositories.ratings import TrainingRow, training_query
 
 __all__ = [
     "add_release",
@@ -92,18 +92,12 @@ def count_raters(session: Session) -> int:
     return int(session.scalar(select(func.count(func.distinct(Rating.user_id)))) or 0)
 
 
-def rating_rows(
-    session: Session, *, batch_size: int = 5000
-) -> Iterator[tuple[uuid.UUID, uuid.UUID, list[float], bytes, float | None]]:
-    """(user, face, face latent, sealed label, label epsilon) of every rating, grouped by user.
+def rating_rows(session: Session, *, batch_size: int = 5000) -> Iterator[TrainingRow]:
+    """Every rating, grouped by user.
 
     Streamed from one statement (a server-side cursor) in user order, then rating order, so the
     caller can open one user's labels at a time instead of holding everyone's in memory.
     """
-    query = (
-        select(Rating.user_id, Rating.face_id, Face.latent, Rating.label_ct, Rating.label_epsilon)
-        .join(Face, Face.id == Rating.face_id)
-        .order_by(Rating.user_id, Rating.id)
-    )
+    query = training_query().order_by(Rating.user_id, Rating.id)
     for row in session.execute(query.execution_options(yield_per=batch_size)):
-        yield row.user_id, row.face_id, row.latent, row.label_ct, row.label_epsilon
+        yield TrainingRow(*row)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
+from typing import NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -11,7 +12,34 @@ from sqlalchemy.orm import Session
 
 from matchsvc.db.models import Appearance, PreferenceState, Profile, User, UserKey
 
-__all__ = ["filter_rows", "get_appearance", "get_profile", "matchable_rows", "put_appearance", "put_profile"]
+__all__ = [
+    "FilterRow",
+    "MatchableRow",
+    "filter_rows",
+    "get_appearance",
+    "get_profile",
+    "matchable_rows",
+    "put_appearance",
+    "put_profile",
+]
+
+
+class FilterRow(NamedTuple):
+    birth_year: int
+    filters_ct: bytes
+    wrapped_key: bytes
+
+
+class MatchableRow(NamedTuple):
+    """A user as the matching job reads them; the sealed columns are None where not set."""
+
+    user_id: uuid.UUID
+    birth_year: int
+    latent_ct: bytes | None
+    filters_ct: bytes | None
+    state_ct: bytes | None
+    n_ratings: int
+    wrapped_key: bytes
 
 
 def _upsert(session: Session, model: type, *, user_id: uuid.UUID, column: str, blob: bytes) -> None:
@@ -38,7 +66,7 @@ def get_profile(session: Session, user_id: uuid.UUID) -> bytes | None:
     return session.scalar(select(Profile.filters_ct).where(Profile.user_id == user_id))
 
 
-def filter_rows(session: Session, user_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, tuple[int, bytes, bytes]]:
+def filter_rows(session: Session, user_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, FilterRow]:
     """Birth year, sealed filters and wrapped data key of those of ``user_ids`` who exist and have
     set a profile, in one query."""
     if not user_ids:
@@ -48,14 +76,13 @@ def filter_rows(session: Session, user_ids: Collection[uuid.UUID]) -> dict[uuid.
         .join(Profile, Profile.user_id == User.id)
         .join(UserKey, UserKey.user_id == User.id)
     )
-    return {row[0]: (row[1], row[2], row[3]) for row in session.execute(query.where(User.id.in_(list(user_ids))))}
+    rows = session.execute(query.where(User.id.in_(list(user_ids))))
+    return {row.id: FilterRow(row.birth_year, row.filters_ct, row.wrapped_key) for row in rows}
 
 
-def matchable_rows(
-    session: Session,
-) -> Sequence[tuple[uuid.UUID, int, bytes | None, bytes | None, bytes | None, int, bytes]]:
-    """Every user with (id, birth year, appearance, filters, model state, ratings, wrapped data key);
-    None where missing. One query: the job must not pay a round trip per user for the key."""
+def matchable_rows(session: Session) -> list[MatchableRow]:
+    """Every user with their appearance, filters, model state, ratings and wrapped data key.
+    One query: the job must not pay a round trip per user for the key."""
     query = (
         select(
             User.id,
@@ -73,4 +100,4 @@ def matchable_rows(
         .where(User.scopes.contains(["user"]))
         .order_by(User.id)
     )
-    return [tuple(row) for row in session.execute(query)]
+    return [MatchableRow(*row) for row in session.execute(query)]

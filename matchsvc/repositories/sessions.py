@@ -72,7 +72,7 @@ def find_refresh_token(session: Session, token_hash: bytes) -> tuple[RefreshToke
 
 
 #: Built once at import: on every request, building and keying a fresh ``select`` cost more than
-#: running it (about 1.8 ms against 1.3 ms for the whole lookup on a loaded 2-core machine).
+#: running it (docs/benchmarks.md, "Engine tuning").
 _USER_WITH_ACTIVE_SESSION = (
     select(User)
     .join(UserSession, UserSession.user_id == User.id)

@@ -50,7 +50,7 @@ __all__ = [
     "STAFF_SCOPES",
     "AuditAction",
     "AuditFilter",
-    "AuditPage",
+    "AuditSlice",
     "VerificationResult",
     "chain_hash",
     "list_entries",
@@ -332,12 +332,12 @@ class AuditFilter:
 
 
 @dataclass(frozen=True)
-class AuditPage:
+class AuditSlice:
     items: list[AuditEntry]
     next_after_id: int | None
 
 
-def list_entries(session: Session, *, where: AuditFilter, after_id: int | None, limit: int) -> AuditPage:
+def list_entries(session: Session, *, where: AuditFilter, after_id: int | None, limit: int) -> AuditSlice:
     """One page of entries, oldest first, without recording the read (for services that do that)."""
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
@@ -354,10 +354,10 @@ def list_entries(session: Session, *, where: AuditFilter, after_id: int | None, 
     )
     has_more = len(rows) > limit
     rows = rows[:limit]
-    return AuditPage(items=rows, next_after_id=rows[-1].id if has_more else None)
+    return AuditSlice(items=rows, next_after_id=rows[-1].id if has_more else None)
 
 
-def read_log(session: Session, *, auditor: User, where: AuditFilter, after_id: int | None, limit: int) -> AuditPage:
+def read_log(session: Session, *, auditor: User, where: AuditFilter, after_id: int | None, limit: int) -> AuditSlice:
     """An auditor's page of the log; the read itself is logged (``auditor_read``) and committed."""
     page = list_entries(session, where=where, after_id=after_id, limit=limit)
     details: dict[str, Any] = {"resource": "log", "filters": where.describe(), "returned": len(page.items)}

@@ -27,12 +27,10 @@ from matchsvc.errors import NotFound, PermissionDenied
 from matchsvc.keys import KeyRingStore, UserCipher
 from matchsvc.services import audit
 from matchsvc.services.keys import retire_old_keks, rotate_keys, user_cipher
-from matchsvc.services.matching import open_choice
-from matchsvc.services.preferences import export_state, open_label
-from matchsvc.services.profiles import open_appearance, open_filters
+from matchsvc.services.sealed import export_state, open_choice, open_filters, open_label, open_latent
 
 __all__ = [
-    "DeletionProof",
+    "DeletionCheck",
     "EXPORT_FORMAT",
     "OWNERSHIP",
     "Ownership",
@@ -84,7 +82,7 @@ SEALED: dict[tuple[str, str], Callable[[UserCipher, dict[str, Any]], Any]] = {
         "privatised": r["label_epsilon"] is not None,
     },
     ("preference_states", "state_ct"): lambda c, r: export_state(c, r["state_ct"]),
-    ("appearances", "latent_ct"): lambda c, r: open_appearance(c, r["latent_ct"]).tolist(),
+    ("appearances", "latent_ct"): lambda c, r: open_latent(c, r["latent_ct"]).tolist(),
     ("profiles", "filters_ct"): lambda c, r: {
         "gender": (f := open_filters(c, r["filters_ct"])).gender.value,
         "seeks": sorted(g.value for g in f.seeks),
@@ -297,16 +295,16 @@ def delete_user(
 
 
 @dataclass(frozen=True)
-class DeletionProof:
+class DeletionCheck:
     user_id: uuid.UUID
     clean: bool
     references: dict[str, int]
 
 
-def deletion_proof(session: Session, *, user_id: uuid.UUID) -> DeletionProof:
+def deletion_proof(session: Session, *, user_id: uuid.UUID) -> DeletionCheck:
     """Count rows referencing the user in every table that can (found by walking the schema)."""
     counts = {"users.id": int(session.scalar(select(func.count()).where(User.id == user_id)) or 0)}
     for table, column in user_references():
         query = select(func.count()).select_from(table).where(column == user_id)
         counts[f"{table.name}.{column.name}"] = int(session.scalar(query) or 0)
-    return DeletionProof(user_id=user_id, clean=not any(counts.values()), references=counts)
+    return DeletionCheck(user_id=user_id, clean=not any(counts.values()), references=counts)

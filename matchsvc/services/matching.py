@@ -14,13 +14,14 @@ from sqlalchemy.orm import Session
 
 from engine.latent import LatentSpace
 from matchsvc.errors import InvalidInput, NotFound
-from matchsvc.keys import KeyRingStore, UserCipher
+from matchsvc.keys import KeyRingStore
 from matchsvc.repositories import matching as matching_repo
 from matchsvc.services.keys import user_cipher
 from matchsvc.services.profiles import eligible_partners, render_avatar
+from matchsvc.services.sealed import LIKE, PASS, open_choice, seal_choice
 
 __all__ = [
-    "CandidatePage",
+    "CandidateSlice",
     "MatchView",
     "block",
     "candidate_avatar",
@@ -28,22 +29,19 @@ __all__ = [
     "list_candidates",
     "list_matches",
     "match_avatar",
-    "open_choice",
     "unmatch",
 ]
 
-LIKE, PASS = b"like", b"pass"
-
 
 @dataclass(frozen=True)
-class CandidatePage:
+class CandidateSlice:
     user_ids: list[uuid.UUID]
     next_after_rank: int | None
 
 
 def list_candidates(
     session: Session, *, user_id: uuid.UUID, after_rank: int | None, limit: int, keys: KeyRingStore
-) -> CandidatePage:
+) -> CandidateSlice:
     """The stored list, best first, without any pair the current state no longer allows (D26)."""
     kept: list[int] = []
     ids: list[uuid.UUID] = []
@@ -61,7 +59,7 @@ def list_candidates(
         if len(rows) <= limit:
             break
         cursor = rows[-1].rank
-    return CandidatePage(user_ids=ids, next_after_rank=kept[-1] if more else None)
+    return CandidateSlice(user_ids=ids, next_after_rank=kept[-1] if more else None)
 
 
 def _current_candidate(session: Session, *, user_id: uuid.UUID, candidate_id: uuid.UUID, keys: KeyRingStore) -> None:
@@ -72,19 +70,15 @@ def _current_candidate(session: Session, *, user_id: uuid.UUID, candidate_id: uu
         raise NotFound(f"candidate {candidate_id} not found")
 
 
-def open_choice(cipher: UserCipher, *, target_id: uuid.UUID, blob: bytes) -> bytes:
-    return cipher.open(blob, table="decisions", column="choice", row=str(target_id))
-
-
 @dataclass(frozen=True)
-class DecisionResult:
+class DecisionOutcome:
     matched: bool
     match_id: uuid.UUID | None
 
 
 def decide(
     session: Session, *, user_id: uuid.UUID, target_id: uuid.UUID, like: bool, keys: KeyRingStore
-) -> DecisionResult:
+) -> DecisionOutcome:
     """Like or pass on a current candidate; a like answered by a like creates the match.
 
     The first decision on a candidate stands: repeating it returns the same result. A pass removes
@@ -93,13 +87,13 @@ def decide(
     _current_candidate(session, user_id=user_id, candidate_id=target_id, keys=keys)
     cipher = user_cipher(session, keys=keys, user_id=user_id, for_update=True)
     choice = LIKE if like else PASS
-    blob = cipher.seal(choice, table="decisions", column="choice", row=str(target_id))
+    blob = seal_choice(cipher, target_id=target_id, choice=choice)
     if not matching_repo.add_decision(session, user_id=user_id, target_id=target_id, choice_ct=blob):
         earlier = matching_repo.get_decision(session, user_id=user_id, target_id=target_id)
         assert earlier is not None
         if open_choice(cipher, target_id=target_id, blob=earlier.choice_ct) != choice:
             raise InvalidInput("you already decided on this candidate")
-    result = DecisionResult(matched=False, match_id=None)
+    result = DecisionOutcome(matched=False, match_id=None)
     if not like:
         matching_repo.remove_candidates(session, user_id, [target_id])
     if like:
@@ -108,7 +102,7 @@ def decide(
             their_cipher = user_cipher(session, keys=keys, user_id=target_id)
             if open_choice(their_cipher, target_id=user_id, blob=theirs.choice_ct) == LIKE:
                 match = matching_repo.add_match(session, user_id, target_id)
-                result = DecisionResult(matched=True, match_id=match.id)
+                result = DecisionOutcome(matched=True, match_id=match.id)
     session.commit()
     return result
 

@@ -21,7 +21,6 @@ the noise multiplier is fixed by the per-release target and the public schedule,
 from __future__ import annotations
 
 import itertools
-import math
 import threading
 import time
 from collections.abc import Sequence
@@ -41,14 +40,14 @@ from engine.population import (
     fit_population,
     population_epsilon,
 )
-from engine.preference import gaussian_likelihood, rr_flip_probability
+from engine.preference import gaussian_likelihood
 from matchsvc.db.models import PopulationRelease
 from matchsvc.errors import Conflict, PrivacyBudgetExhausted
 from matchsvc.keys import KeyRingStore
 from matchsvc.repositories import population as population_repo
 from matchsvc.services import audit
 from matchsvc.services.keys import user_cipher
-from matchsvc.services.preferences import open_label
+from matchsvc.services.training import open_training_set
 from matchsvc.settings import Settings
 from privacy.accounting import calibrate_noise_multiplier
 from privacy.mechanisms import ADD_REMOVE_USER
@@ -173,16 +172,14 @@ def _likelihoods(session: Session, *, keys: KeyRingStore) -> list[tuple[np.ndarr
     can no longer be opened, and a deleted user's data must not enter a release anyway.
     """
     users = []
-    for user_id, rows in itertools.groupby(population_repo.rating_rows(session), key=lambda row: row[0]):
+    for user_id, rows in itertools.groupby(population_repo.rating_rows(session), key=lambda row: row.user_id):
         ratings = list(rows)
         try:
             cipher = user_cipher(session, keys=keys, user_id=user_id)
         except LookupError:
             continue
-        Z = np.array([latent for _, _, latent, _, _ in ratings], dtype=np.float64)
-        y = np.array([open_label(cipher, face_id=face_id, blob=blob) for _, face_id, _, blob, _ in ratings])
-        rho = np.array([rr_flip_probability(math.inf if eps is None else eps) for *_, eps in ratings])
-        users.append(gaussian_likelihood(Z, y, flip_probability=rho))
+        data = open_training_set(cipher, ratings, dim=len(ratings[0].latent))
+        users.append(gaussian_likelihood(data.Z, data.y, flip_probability=data.flip))
     return users
 
 

@@ -55,78 +55,63 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
-import secrets
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
 
 from engine.latent import LatentSpace
-from engine.latent.base import LatentSpaceError, sample_outside_safety
-from engine.population import PersonaPosterior, PopulationModel
+from engine.latent.base import LatentSpaceError
+from engine.population import PopulationModel
 from engine.preference import (
     DriftCheckpoint,
     OnlinePreference,
-    Posterior,
     PreferenceModel,
     PreferencePrior,
     drift_test,
     fit_posterior,
     fit_private,
-    rr_flip_probability,
-    rr_information,
 )
-from engine.sampling import informative_indices
-from matchsvc.errors import Conflict, PrivacyBudgetExhausted
+from matchsvc.errors import PrivacyBudgetExhausted
 from matchsvc.keys import KeyRingStore, UserCipher
 from matchsvc.repositories import ledger as ledger_repo
 from matchsvc.repositories import preferences as preferences_repo
 from matchsvc.repositories import ratings as ratings_repo
 from matchsvc.repositories import refits as refits_repo
 from matchsvc.services.keys import user_cipher
+from matchsvc.services.population import current_release
 from matchsvc.services.privacy import PrivacyPolicy, charge
-from privacy.mechanisms import RandomizedResponse
+from matchsvc.services.sealed import (
+    STATE_VERSION,
+    Belief,
+    PersonaMix,
+    decode_state,
+    open_state,
+    released_state,
+    seal_state,
+)
+from matchsvc.services.training import TrainingSet, flip_probability, read_training_set
 
 __all__ = [
-    "MAX_RATINGS_TO_IMPROVE",
-    "Belief",
     "CurrentBelief",
-    "PersonaMean",
-    "PersonaMix",
-    "PreferenceProfile",
     "StoredModel",
     "absorb_rating",
     "current_belief",
-    "export_state",
+    "latest_release",
     "load_model",
-    "model_from_sealed_state",
-    "open_label",
-    "preference_profile",
-    "privatise",
+    "prior_belief",
     "refit_user",
-    "reference_faces",
     "safety_anchors",
-    "seal_label",
 ]
 
-_TABLE = "preference_states"
-_STATE_VERSION = 2
 #: The public known negative is the mean of this many prior draws that fall in the safety region
 #: (drawn from a fixed public seed), so it is the same for every user and every process.
 _ANCHOR_DRAWS = 4096
 _ANCHOR_ROUNDS = 64
 _ANCHOR_SEED = 20261123
-#: The profile's reference faces: prior faces that may be shown, from a fixed public seed.
-_REFERENCE_FACES = 2048
-_REFERENCE_SEED = 20261207
-#: Largest ``ratings_to_improve`` the profile computes; beyond it the answer is None.
-MAX_RATINGS_TO_IMPROVE = 1000
-#: Certainty levels: (lower bound of the score, word), highest first.
-_LEVELS: tuple[tuple[float, Literal["low", "medium", "high"]], ...] = ((0.8, "high"), (0.5, "medium"), (0.0, "low"))
 
 
 @functools.lru_cache(maxsize=8)
@@ -136,9 +121,8 @@ def safety_anchors(space: LatentSpace) -> np.ndarray:
     One clean pass at the centroid of the safety region under the prior (the in-region draw
     nearest to it where the region is not convex). One, at the centre, because a linear model
     cannot dislike only under-18 faces: every clean negative there tilts users who like younger
-    adult faces towards older ones. Measured (eps 2, 50 random ratings, 400 users from the
-    default prior): 4 random in-region anchors cost 1.3 accuracy points against none, 4 copies
-    of the centroid 1.1, the centroid once 0.2 (docs/decisions.md D9).
+    adult faces towards older ones; one centroid costs the least accuracy of the choices tried
+    (docs/decisions.md D9 has the measurements).
     """
     rng = np.random.default_rng(_ANCHOR_SEED)
     found = np.empty((0, space.dim))
@@ -157,107 +141,9 @@ def safety_anchors(space: LatentSpace) -> np.ndarray:
     return centroid
 
 
-@functools.lru_cache(maxsize=8)
-def reference_faces(space: LatentSpace) -> np.ndarray:
-    """Prior latents outside the safety region, shape ``(2048, dim)``, from a fixed public seed.
-
-    The faces the profile's certainty averages over and picks its hypothetical next ratings
-    from; public, so the profile is a function of the user's belief alone.
-    """
-    rng = np.random.default_rng(_REFERENCE_SEED)
-    faces = sample_outside_safety(space, size=_REFERENCE_FACES, need=_REFERENCE_FACES, rng=rng)[:_REFERENCE_FACES]
-    faces.flags.writeable = False
-    return faces
-
-
-def seal_label(cipher: UserCipher, *, face_id: uuid.UUID, label: bool) -> bytes:
-    return cipher.seal(b"\x01" if label else b"\x00", table="ratings", column="label", row=str(face_id))
-
-
-def open_label(cipher: UserCipher, *, face_id: uuid.UUID, blob: bytes) -> bool:
-    return cipher.open(blob, table="ratings", column="label", row=str(face_id)) == b"\x01"
-
-
-def privatise(label: bool, *, epsilon: float) -> bool:
-    """Randomized response with fresh OS randomness: no one, us included, can undo the noise later."""
-    uniform = secrets.randbits(53) / 2.0**53
-    return bool(RandomizedResponse(epsilon=epsilon).privatize(np.array([label]), np.array([uniform]))[0])
-
-
-@dataclass(frozen=True)
-class PersonaMean:
-    """The user's posterior mean of ``theta = [w, b]`` within one persona, shape ``(d + 1,)``."""
-
-    mean: np.ndarray
-
-
-@dataclass(frozen=True)
-class PersonaMix:
-    """The user's posterior over the personas of a population release, as of the last exact refit.
-
-    What :func:`engine.sampling.next_batch` reads as ``personas`` (``responsibilities`` and each
-    component's ``mean``); the within-persona covariances are not kept.
-    """
-
-    responsibilities: np.ndarray
-    components: tuple[PersonaMean, ...]
-
-    @classmethod
-    def of(cls, fitted: PersonaPosterior) -> PersonaMix:
-        return cls(
-            responsibilities=np.array(fitted.responsibilities),
-            components=tuple(PersonaMean(mean=np.array(c.mean)) for c in fitted.components),
-        )
-
-
-@dataclass(frozen=True)
-class Belief:
-    """What the service knows about a user's preference (module docstring)."""
-
-    posterior: Posterior
-    personas: PersonaMix | None
-    population_version: int | None
-    drift_detected: bool
-    #: Where the next exact refit's drift test resumes (:class:`engine.preference.DriftCheckpoint`).
-    drift_checkpoint: DriftCheckpoint | None = None
-
-    def to_state(self) -> dict[str, Any]:
-        personas = None
-        if self.personas is not None:
-            personas = {
-                "responsibilities": self.personas.responsibilities.tolist(),
-                "means": [component.mean.tolist() for component in self.personas.components],
-            }
-        return {
-            "version": _STATE_VERSION,
-            "kind": "posterior",
-            "posterior": self.posterior.to_state(),
-            "personas": personas,
-            "population_version": self.population_version,
-            "drift_detected": self.drift_detected,
-            "drift_checkpoint": None if self.drift_checkpoint is None else self.drift_checkpoint.to_state(),
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Belief:
-        """A version 2 ``posterior`` state, or a version 1 ``online`` one (no persona mix)."""
-        if state["version"] == 1:
-            return cls(OnlinePreference.from_state_dict(state["online"]).posterior, None, None, False)
-        personas = state["personas"]
-        return cls(
-            posterior=Posterior.from_state(state["posterior"]),
-            personas=None
-            if personas is None
-            else PersonaMix(
-                responsibilities=np.array(personas["responsibilities"], dtype=np.float64),
-                components=tuple(PersonaMean(mean=np.array(m, dtype=np.float64)) for m in personas["means"]),
-            ),
-            population_version=state["population_version"],
-            drift_detected=bool(state["drift_detected"]),
-            drift_checkpoint=None
-            if state.get("drift_checkpoint") is None
-            else DriftCheckpoint.from_state(state["drift_checkpoint"]),
-        )
+def _is_current(state: dict[str, Any], belief: Belief, version: int | None) -> bool:
+    """``belief``, read from ``state``, is a version 2 posterior fitted against population release ``version``."""
+    return state["version"] == STATE_VERSION and belief.population_version == version
 
 
 @dataclass(frozen=True)
@@ -269,88 +155,17 @@ class StoredModel:
     belief: Belief | None = None
 
 
-def _seal_state(cipher: UserCipher, state: dict[str, Any]) -> bytes:
-    return cipher.seal(json.dumps(state).encode(), table=_TABLE, column="state", row="current")
-
-
-def _open_state(cipher: UserCipher, blob: bytes) -> dict[str, Any]:
-    return json.loads(cipher.open(blob, table=_TABLE, column="state", row="current"))
-
-
-def _decode(state: dict[str, Any]) -> tuple[PreferenceModel, Belief | None]:
-    """The released model and, for a posterior state of either version, the belief."""
-    if state["kind"] == "released":
-        return PreferenceModel.from_vector(state["model"]), None
-    belief = Belief.from_state(state)
-    return belief.posterior.model(), belief
-
-
-def _is_current(state: dict[str, Any], belief: Belief, version: int | None) -> bool:
-    """``belief``, read from ``state``, is a version 2 posterior fitted against population release ``version``."""
-    return state["version"] == _STATE_VERSION and belief.population_version == version
-
-
-def model_from_sealed_state(cipher: UserCipher, blob: bytes) -> PreferenceModel:
-    """The released model inside a sealed ``preference_states.state_ct`` (either version)."""
-    return _decode(_open_state(cipher, blob))[0]
-
-
-def export_state(cipher: UserCipher, blob: bytes) -> dict[str, Any]:
-    """A sealed ``preference_states.state_ct`` for the data-subject export, either version.
-
-    The released model (``coef``, ``intercept``) always; for a posterior state also the posterior
-    (mean and covariance of ``[w, b]``), the persona shares, the user's mean within each persona,
-    the population release version and the drift flag (empty or None where the state has none).
-    """
-    model, belief = _decode(_open_state(cipher, blob))
-    out: dict[str, Any] = {"coef": model.coef.tolist(), "intercept": model.intercept}
-    if belief is not None:
-        personas = belief.personas
-        out |= {
-            "posterior_mean": belief.posterior.mean.tolist(),
-            "posterior_covariance": belief.posterior.covariance.tolist(),
-            "persona_shares": [] if personas is None else personas.responsibilities.tolist(),
-            "persona_means": [] if personas is None else [c.mean.tolist() for c in personas.components],
-            "population_version": belief.population_version,
-            "drift_detected": belief.drift_detected,
-        }
-    return out
-
-
 def load_model(session: Session, *, cipher: UserCipher) -> StoredModel | None:
     """The user's released model (and belief), decrypted in memory; None before the first fit."""
     row = preferences_repo.get_state(session, cipher.user_id)
     if row is None:
         return None
-    model, belief = _decode(_open_state(cipher, row.state_ct))
+    model, belief = decode_state(open_state(cipher, row.state_ct))
     return StoredModel(model=model, n_ratings=row.n_ratings, belief=belief)
 
 
-@dataclass(frozen=True)
-class _TrainingSet:
-    """Latents ``(n, d)``, stored labels and label epsilons (inf: not privatised), oldest first."""
-
-    Z: np.ndarray
-    y: np.ndarray
-    eps: np.ndarray
-    last_id: int | None
-
-
-def _training_set(
-    session: Session, cipher: UserCipher, dim: int, *, after_id: int | None = None
-) -> _TrainingSet:
-    """The user's ratings (those after rating ``after_id`` only, when given), decrypted in memory."""
-    rows = ratings_repo.training_rows(session, user_id=cipher.user_id, after_id=after_id)
-    return _TrainingSet(
-        Z=np.array([latent for _, _, latent, _, _ in rows], dtype=np.float64).reshape(len(rows), dim),
-        y=np.array([open_label(cipher, face_id=face_id, blob=blob) for _, face_id, _, blob, _ in rows], dtype=bool),
-        eps=np.array([np.inf if e is None else e for *_, e in rows], dtype=np.float64),
-        last_id=rows[-1][0] if rows else after_id,
-    )
-
-
 def _fit_belief(
-    data: _TrainingSet,
+    data: TrainingSet,
     *,
     space: LatentSpace,
     release: tuple[int, PopulationModel] | None,
@@ -360,8 +175,7 @@ def _fit_belief(
 
     ``checkpoint`` (the last refit's) only saves drift-test work: the result is the same without it.
     """
-    Z, y = data.Z, data.y
-    rho = np.array([rr_flip_probability(e) for e in data.eps])
+    Z, y, rho = data.Z, data.y, data.flip
     anchors = safety_anchors(space)
     prior = PreferencePrior.isotropic(space.dim) if release is None else release[1].prior()
     drift = drift_test(Z, y, flip_probability=rho, prior=prior, checkpoint=checkpoint) if len(y) else None
@@ -379,16 +193,14 @@ def _fit_belief(
     return Belief(posterior, None, None, drifted, resume)
 
 
-def _prior_belief(space: LatentSpace, release: tuple[int, PopulationModel] | None) -> Belief:
+def prior_belief(space: LatentSpace, release: tuple[int, PopulationModel] | None) -> Belief:
     """The belief of a user with no ratings."""
-    empty = _TrainingSet(np.empty((0, space.dim)), np.zeros(0, dtype=bool), np.zeros(0), None)
+    empty = TrainingSet(np.empty((0, space.dim)), np.zeros(0, dtype=bool), np.zeros(0), None)
     return _fit_belief(empty, space=space, release=release)
 
 
-def _latest_release(session: Session) -> tuple[int, PopulationModel] | None:
-    # Imported here: the population service imports this module (it opens labels with open_label).
-    from matchsvc.services.population import current_release
-
+def latest_release(session: Session) -> tuple[int, PopulationModel] | None:
+    """The current population release as ``(version, model)``; None before the first."""
     release = current_release(session)
     return None if release is None else (release.version, release.model)
 
@@ -396,14 +208,13 @@ def _latest_release(session: Session) -> tuple[int, PopulationModel] | None:
 def _store(session: Session, cipher: UserCipher, state: dict[str, Any], *, n: int, pending: int) -> None:
     """The only writer of ``preference_states``: every path that moves a user's state ends here."""
     preferences_repo.put_state(
-        session, user_id=cipher.user_id, state_ct=_seal_state(cipher, state), n_ratings=n, pending_updates=pending
+        session, user_id=cipher.user_id, state_ct=seal_state(cipher, state), n_ratings=n, pending_updates=pending
     )
 
 
-def _online_step(belief: Belief, latent: np.ndarray, label: bool, label_epsilon: float | None) -> Belief:
+def _online_step(belief: Belief, latent: np.ndarray, label: bool, flip: float) -> Belief:
     online = OnlinePreference(belief.posterior)
-    epsilon = math.inf if label_epsilon is None else label_epsilon
-    online.update(latent, label, flip_probability=rr_flip_probability(epsilon))
+    online.update(latent, label, flip_probability=flip)
     return dataclasses.replace(belief, posterior=online.posterior)
 
 
@@ -411,7 +222,7 @@ def _online_step(belief: Belief, latent: np.ndarray, label: bool, label_epsilon:
 class _Snapshot:
     """What an exact refit reads before it computes: the ratings, the release, the last checkpoint."""
 
-    data: _TrainingSet
+    data: TrainingSet
     release: tuple[int, PopulationModel] | None
     checkpoint: DriftCheckpoint | None
 
@@ -420,9 +231,9 @@ def _snapshot(session: Session, cipher: UserCipher, space: LatentSpace) -> _Snap
     row = preferences_repo.get_state(session, cipher.user_id)
     checkpoint = None
     if row is not None:
-        _, belief = _decode(_open_state(cipher, row.state_ct))
+        _, belief = decode_state(open_state(cipher, row.state_ct))
         checkpoint = None if belief is None else belief.drift_checkpoint
-    return _Snapshot(_training_set(session, cipher, space.dim), _latest_release(session), checkpoint)
+    return _Snapshot(read_training_set(session, cipher, dim=space.dim), latest_release(session), checkpoint)
 
 
 def _store_refit(
@@ -435,9 +246,9 @@ def _store_refit(
     A user's ratings commit in id order, since each is written under this same lock.
     """
     cipher = user_cipher(session, keys=keys, user_id=user_id, for_update=True)
-    newer = _training_set(session, cipher, space.dim, after_id=snapshot.data.last_id or 0)
-    for z, label, epsilon in zip(newer.Z, newer.y, newer.eps, strict=True):
-        belief = _online_step(belief, z, bool(label), None if math.isinf(epsilon) else float(epsilon))
+    newer = read_training_set(session, cipher, dim=space.dim, after_id=snapshot.data.last_id or 0)
+    for z, label, flip in zip(newer.Z, newer.y, newer.flip, strict=True):
+        belief = _online_step(belief, z, bool(label), float(flip))
     n = len(snapshot.data.y) + len(newer.y)
     _store(session, cipher, belief.to_state(), n=n, pending=len(newer.y))
     return belief, n
@@ -485,12 +296,12 @@ def absorb_rating(
     if policy.privatises_labels:
         row, version = preferences_repo.get_state_and_release_version(session, cipher.user_id)
         if row is None:  # the first rating: an exact fit of it, as cheap as a step
-            data = _training_set(session, cipher, space.dim)
-            fitted = _fit_belief(data, space=space, release=_latest_release(session))
+            data = read_training_set(session, cipher, dim=space.dim)
+            fitted = _fit_belief(data, space=space, release=latest_release(session))
             _store(session, cipher, fitted.to_state(), n=len(data.y), pending=0)
             return
-        state = _open_state(cipher, row.state_ct)
-        _, belief = _decode(state)
+        state = open_state(cipher, row.state_ct)
+        _, belief = decode_state(state)
         due = (
             not created
             or belief is None
@@ -498,7 +309,7 @@ def absorb_rating(
             or not _is_current(state, belief, version)
         )
         if belief is not None and created:
-            updated = _online_step(belief, latent, stored_label, label_epsilon)
+            updated = _online_step(belief, latent, stored_label, flip_probability(label_epsilon))
             _store(session, cipher, updated.to_state(), n=row.n_ratings + 1, pending=row.pending_updates + 1)
         if due:
             refits_repo.enqueue(session, user_id=cipher.user_id)
@@ -514,13 +325,12 @@ def absorb_rating(
         )
     except PrivacyBudgetExhausted:
         return  # the cap is reached: the last released model stays, the rating is still stored
-    data = _training_set(session, cipher, space.dim)
+    data = read_training_set(session, cipher, dim=space.dim)
     model = fit_private(
         data.Z, data.y, epsilon=policy.epsilon, delta=policy.delta, mechanism=policy.mechanism,
         public_negatives=safety_anchors(space),
     )
-    state = {"version": _STATE_VERSION, "kind": "released", "model": model.to_vector().tolist()}
-    _store(session, cipher, state, n=n, pending=0)
+    _store(session, cipher, released_state(model), n=n, pending=0)
 
 
 @dataclass(frozen=True)
@@ -541,14 +351,14 @@ def current_belief(
     update. A user with no state gets the prior belief, which is not stored. None when the stored
     state is a release-time mechanism's model, which has no posterior.
     """
-    release = _latest_release(session)
+    release = latest_release(session)
     version = None if release is None else release[0]
     cipher = user_cipher(session, keys=keys, user_id=user_id)
     row = preferences_repo.get_state(session, user_id)
     if row is None:
-        return CurrentBelief(_prior_belief(space, release), 0)
-    state = _open_state(cipher, row.state_ct)
-    _, belief = _decode(state)
+        return CurrentBelief(prior_belief(space, release), 0)
+    state = open_state(cipher, row.state_ct)
+    _, belief = decode_state(state)
     if belief is None:
         return None
     if belief.population_version == version:
@@ -557,118 +367,3 @@ def current_belief(
     fitted = _fit_belief(snapshot.data, space=space, release=snapshot.release, checkpoint=snapshot.checkpoint)
     refreshed, n = _store_refit(session, keys=keys, user_id=user_id, snapshot=snapshot, belief=fitted, space=space)
     return CurrentBelief(refreshed, n)
-
-
-@dataclass(frozen=True)
-class PreferenceProfile:
-    """What a user may see about their own model (:func:`preference_profile`)."""
-
-    ratings: int
-    personas: list[tuple[int, float]]
-    dominant_persona: int
-    logit_sd: float
-    certainty: float
-    certainty_level: Literal["low", "medium", "high"]
-    ratings_to_improve: int | None
-    population_version: int | None
-    drift_detected: bool
-
-
-def _reference_moment(space: LatentSpace) -> np.ndarray:
-    """``M = mean x x^T`` over the reference faces, ``x = [z, 1]``: ``mean x^T S x = trace(S M)``."""
-    X = np.hstack([reference_faces(space), np.ones((_REFERENCE_FACES, 1))])
-    return X.T @ X / len(X)
-
-
-def _logit_sd(covariance: np.ndarray, moment: np.ndarray) -> float:
-    return math.sqrt(max(float(np.sum(covariance * moment)), 0.0))
-
-
-def _ratings_to_improve(
-    posterior: Posterior, *, flip_probability: float, space: LatentSpace, moment: np.ndarray
-) -> int | None:
-    """Smallest ``k`` with the expected logit sd after ``k`` adaptive ratings at most half of now's."""
-    faces = reference_faces(space)
-    target = _logit_sd(posterior.covariance, moment) / 2.0
-    picks = informative_indices(
-        faces, mean=posterior.mean, covariance=posterior.covariance, flip_probability=flip_probability,
-        n=MAX_RATINGS_TO_IMPROVE,
-    )
-    X = np.hstack([faces[picks], np.ones((len(picks), 1))])
-    information = rr_information(X @ posterior.mean, np.full(len(picks), flip_probability))[1]
-    precision = np.linalg.inv(posterior.covariance)
-
-    def sd_after(k: int) -> float:
-        gained = precision + (X[:k].T * information[:k]) @ X[:k]
-        return _logit_sd(np.linalg.inv(gained), moment)
-
-    if sd_after(MAX_RATINGS_TO_IMPROVE) > target:
-        return None
-    low, high = 0, MAX_RATINGS_TO_IMPROVE  # sd_after(low) > target >= sd_after(high); sd_after decreases in k
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (low, middle) if sd_after(middle) <= target else (middle, high)
-    return high
-
-
-def preference_profile(
-    session: Session, *, keys: KeyRingStore, user_id: uuid.UUID, policy: PrivacyPolicy, space: LatentSpace
-) -> PreferenceProfile:
-    """The user's persona mix, how sure the model is, and how many ratings would sharpen it.
-
-    Definitions, all over the *reference faces* (:func:`reference_faces`: 2048 public prior faces
-    outside the safety region, features ``x = [z, 1]``):
-
-    * ``logit_sd``: the root mean square, over the reference faces, of the posterior standard
-      deviation of the like log-odds, ``sqrt(mean_x x^T S x)`` with ``S`` the posterior
-      covariance of ``[w, b]``.
-    * ``certainty``: ``1 - (logit_sd / logit_sd_0)^2``, clipped to [0, 1], with ``logit_sd_0``
-      the same for the belief of a user with no ratings (the population prior when a release
-      exists -- the spread of tastes across people, personas included -- else the isotropic
-      default): the share of that no-knowledge variance of the log-odds the user's ratings have
-      removed. (Measured against the isotropic prior instead, a new user under a release with
-      well-separated personas started above it and read 0.) ``certainty_level`` is ``low`` below 0.5, ``medium`` below 0.8,
-      ``high`` from 0.8 on.
-    * ``ratings_to_improve``: the number ``k`` of further ratings after which the expected
-      ``logit_sd`` is at most half of now's, when those ratings are chosen by the feed's cold-start
-      criterion (:func:`engine.sampling.informative_indices`: greedy expected information gain
-      under the current posterior and the deployment's flip rate) from the reference faces, and
-      each adds its expected Fisher information ``I_rr(t) x x^T`` at the current mean logit ``t``
-      to the posterior precision. None when more than :data:`MAX_RATINGS_TO_IMPROVE` would be needed.
-    * ``personas``: the responsibilities of the population release's personas (one persona, 1.0,
-      without a release); ``drift_detected``: the last exact refit down-weighted old ratings.
-
-    None of it is a score of a face, a latent or the preference vector.
-
-    Raises
-    ------
-    Conflict
-        Under a release-time mechanism (objective, dpsgd): their models are single private
-        releases with no posterior, and fitting one from the true labels would spend budget.
-    """
-    if not policy.privatises_labels:
-        raise Conflict(f"the preference profile needs label-private ratings; this deployment uses {policy.mechanism!r}")
-    current = current_belief(session, keys=keys, user_id=user_id, space=space)
-    session.commit()  # keeps a refit against a newer population release and releases the writer lock
-    if current is None:
-        raise Conflict("your stored model predates randomized response; rate a face to refit it")
-    belief = current.belief
-    moment = _reference_moment(space)
-    sd = _logit_sd(belief.posterior.covariance, moment)
-    start = _prior_belief(space, _latest_release(session))
-    sd_0 = _logit_sd(start.posterior.covariance, moment)
-    certainty = min(max(1.0 - (sd / sd_0) ** 2, 0.0), 1.0)
-    shares = np.ones(1) if belief.personas is None else belief.personas.responsibilities
-    return PreferenceProfile(
-        ratings=current.n_ratings,
-        personas=[(k, float(share)) for k, share in enumerate(shares)],
-        dominant_persona=int(np.argmax(shares)),
-        logit_sd=sd,
-        certainty=certainty,
-        certainty_level=next(word for bound, word in _LEVELS if certainty >= bound),
-        ratings_to_improve=_ratings_to_improve(
-            belief.posterior, flip_probability=rr_flip_probability(policy.epsilon), space=space, moment=moment
-        ),
-        population_version=belief.population_version,
-        drift_detected=belief.drift_detected,
-    )

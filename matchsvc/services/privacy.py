@@ -26,7 +26,7 @@ from privacy.mechanisms import ADD_REMOVE_ONE, LABEL_CHANGE, Guarantee
 
 __all__ = ["BudgetReport", "PrivacyPolicy", "budget_report", "charge", "rating_scope"]
 
-LABEL_MECHANISM = "rr"
+LABEL_MECHANISM = "randomized_response"
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ def budget_report(session: Session, *, user_id: uuid.UUID, policy: PrivacyPolicy
 
 
 @dataclass(frozen=True)
-class PopulationBudget:
+class PopulationBudgetReport:
     """What an auditor needs to check the deployment's privacy claims across all users."""
 
     mechanism: str
@@ -195,7 +195,7 @@ class PopulationBudget:
     per_user: list[tuple[uuid.UUID, float, float]]
 
 
-def population_budget(session: Session, *, policy: PrivacyPolicy) -> PopulationBudget:
+def population_budget(session: Session, *, policy: PrivacyPolicy) -> PopulationBudgetReport:
     """Per-mechanism totals, the distribution of users' worst-case loss, and who is at the cap.
 
     A user is *at the cap* when one more charge of the deployment's size would be refused.
@@ -208,7 +208,7 @@ def population_budget(session: Session, *, policy: PrivacyPolicy) -> PopulationB
         if spent
         else {}
     )
-    return PopulationBudget(
+    return PopulationBudgetReport(
         mechanism=policy.mechanism,
         epsilon_per_release=policy.epsilon,
         delta_per_release=policy.delta,

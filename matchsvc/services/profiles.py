@@ -6,12 +6,9 @@ current profiles, ages and blocks, and a filter change prunes the pairs it break
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Collection
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from enum import Enum
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -19,28 +16,23 @@ from sqlalchemy.orm import Session
 from engine.latent import PRIOR_BOUND, LatentSpace, encode_png
 from engine.latent._prior import ADULT_AGE_YEARS, AGE_OFFSET_YEARS, AGE_SCALE_YEARS
 from matchsvc.errors import InvalidInput, NotFound
-from matchsvc.keys import KeyRingStore, UserCipher
+from matchsvc.keys import KeyRingStore
 from matchsvc.repositories import matching as matching_repo
 from matchsvc.repositories import profiles as profiles_repo
+from matchsvc.services.filters import MIN_AGE, Filters, Gender, mutually_accept
 from matchsvc.services.keys import open_cipher, user_cipher
-from privacy.codec import decode_floats, encode_floats
+from matchsvc.services.sealed import open_filters, open_latent, seal_filters, seal_latent
 
 __all__ = [
     "AGE_BUCKETS",
     "APPEARANCE_BOUND",
-    "appearance_box",
-    "Filters",
-    "Gender",
     "age_of",
+    "appearance_box",
     "eligible_partners",
     "group_code",
-    "mutually_accept",
-    "open_appearance",
-    "open_filters",
     "preview_appearance",
     "prune_candidates",
     "render_avatar",
-    "seal_filters",
     "seeks_mask",
     "set_appearance",
     "set_filters",
@@ -50,62 +42,8 @@ __all__ = [
 #: Ages are bucketed for the scoring kernel's 64-bit group masks: 4 genders x 16 buckets.
 AGE_BUCKETS = 16
 _BUCKET_YEARS = 4
-MIN_AGE = 18
-MAX_AGE = 120
 #: Every coordinate of an appearance lies in [-APPEARANCE_BOUND, APPEARANCE_BOUND] (the prior's box).
 APPEARANCE_BOUND = PRIOR_BOUND
-
-
-class Gender(str, Enum):
-    woman = "woman"
-    man = "man"
-    nonbinary = "nonbinary"
-    other = "other"
-
-
-@dataclass(frozen=True)
-class Filters:
-    gender: Gender
-    seeks: frozenset[Gender]
-    age_min: int
-    age_max: int
-
-    def __post_init__(self) -> None:
-        if not self.seeks:
-            raise InvalidInput("seeks must name at least one gender")
-        if not MIN_AGE <= self.age_min <= self.age_max <= MAX_AGE:
-            raise InvalidInput(
-                f"age range must satisfy {MIN_AGE} <= age_min <= age_max <= {MAX_AGE}, "
-                f"got {self.age_min}..{self.age_max}"
-            )
-
-    def to_json(self) -> bytes:
-        data = asdict(self)
-        data["gender"] = self.gender.value
-        data["seeks"] = sorted(g.value for g in self.seeks)
-        return json.dumps(data, sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> Filters:
-        data = json.loads(raw)
-        return cls(
-            gender=Gender(data["gender"]),
-            seeks=frozenset(Gender(g) for g in data["seeks"]),
-            age_min=int(data["age_min"]),
-            age_max=int(data["age_max"]),
-        )
-
-    def accepts_age(self, age: int) -> bool:
-        return self.age_min <= age <= self.age_max
-
-    def accepts(self, *, gender: Gender, age: int) -> bool:
-        return gender in self.seeks and self.accepts_age(age)
-
-
-def mutually_accept(a: Filters, a_age: int, b: Filters, b_age: int) -> bool:
-    """The two-way rule every stored pair must satisfy: each one's filters accept the other, exact ages."""
-    return a.accepts(gender=b.gender, age=b_age) and b.accepts(gender=a.gender, age=a_age)
-
 
 _GENDERS = list(Gender)
 
@@ -132,22 +70,6 @@ def seeks_mask(filters: Filters) -> int:
         for bucket in buckets:
             mask |= 1 << (_GENDERS.index(gender) * AGE_BUCKETS + bucket)
     return mask - (1 << 64) if mask >= 1 << 63 else mask
-
-
-def _seal_latent(cipher: UserCipher, latent: np.ndarray) -> bytes:
-    return cipher.seal(encode_floats(latent), table="appearances", column="latent", row="current")
-
-
-def seal_filters(cipher: UserCipher, filters: Filters) -> bytes:
-    return cipher.seal(filters.to_json(), table="profiles", column="filters", row="current")
-
-
-def open_appearance(cipher: UserCipher, blob: bytes) -> np.ndarray:
-    return decode_floats(cipher.open(blob, table="appearances", column="latent", row="current"))
-
-
-def open_filters(cipher: UserCipher, blob: bytes) -> Filters:
-    return Filters.from_json(cipher.open(blob, table="profiles", column="filters", row="current"))
 
 
 def _valid_appearance(space: LatentSpace, latent: list[float]) -> np.ndarray:
@@ -187,7 +109,7 @@ def set_appearance(
     """Validate and store the user's appearance latent (sealed); nothing is stored when invalid."""
     z = _valid_appearance(space, latent)
     cipher = user_cipher(session, keys=keys, user_id=user_id, for_update=True)
-    profiles_repo.put_appearance(session, user_id=user_id, latent_ct=_seal_latent(cipher, z))
+    profiles_repo.put_appearance(session, user_id=user_id, latent_ct=seal_latent(cipher, z))
     session.commit()
 
 
@@ -197,7 +119,7 @@ def render_avatar(session: Session, *, user_id: uuid.UUID, keys: KeyRingStore, s
     if blob is None:
         raise NotFound("no appearance has been set")
     cipher = user_cipher(session, keys=keys, user_id=user_id)
-    return encode_png(space.render(open_appearance(cipher, blob)))
+    return encode_png(space.render(open_latent(cipher, blob)))
 
 
 def set_filters(session: Session, *, user_id: uuid.UUID, keys: KeyRingStore, filters: Filters) -> None:
@@ -228,8 +150,9 @@ def eligible_partners(
         return set()
 
     def opened(owner: uuid.UUID) -> tuple[Filters, int]:
-        birth_year, blob, wrapped = rows[owner]
-        return open_filters(open_cipher(keys=keys, user_id=owner, wrapped=wrapped), blob), age_of(birth_year)
+        row = rows[owner]
+        cipher = open_cipher(keys=keys, user_id=owner, wrapped=row.wrapped_key)
+        return open_filters(cipher, row.filters_ct), age_of(row.birth_year)
 
     mine, my_age = opened(user_id)
     blocked = matching_repo.blocked_with(session, user_id, others)

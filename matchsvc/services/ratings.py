@@ -32,16 +32,17 @@ from matchsvc.repositories import faces as faces_repo
 from matchsvc.repositories import idempotency as idempotency_repo
 from matchsvc.repositories import ratings as ratings_repo
 from matchsvc.services.keys import open_cipher, user_cipher
-from matchsvc.services.preferences import absorb_rating, open_label, privatise, seal_label
+from matchsvc.services.preferences import absorb_rating
 from matchsvc.services.privacy import PrivacyPolicy, charge, rating_scope
-from privacy.mechanisms import Guarantee
+from matchsvc.services.sealed import open_label, seal_label
+from privacy.mechanisms import Guarantee, RandomizedResponse, os_uniform
 
 __all__ = [
     "BatchReceipt",
     "ItemOutcome",
     "RatingInput",
-    "RatingPage",
-    "RatingReceipt",
+    "RatingSlice",
+    "SubmittedRating",
     "StoredRating",
     "list_ratings",
     "submit_batch",
@@ -81,7 +82,7 @@ class RatingInput:
 
 
 @dataclass(frozen=True)
-class RatingReceipt:
+class SubmittedRating:
     """What a client gets back for a rating: deliberately without the label."""
 
     face_id: uuid.UUID
@@ -93,7 +94,7 @@ class RatingReceipt:
         return {"face_id": str(self.face_id), "created": self.created, "recorded_at": self.recorded_at.isoformat()}
 
     @classmethod
-    def from_json(cls, body: dict[str, Any], *, replayed: bool) -> RatingReceipt:
+    def from_json(cls, body: dict[str, Any], *, replayed: bool) -> SubmittedRating:
         return cls(
             face_id=uuid.UUID(body["face_id"]),
             created=bool(body["created"]),
@@ -163,7 +164,8 @@ def _record(
     if rating.on_device_epsilon is not None:
         stored_label, label_epsilon = rating.liked, rating.on_device_epsilon
     elif guarantee is not None:
-        stored_label, label_epsilon = privatise(rating.liked, epsilon=policy.epsilon), policy.epsilon
+        stored_label = RandomizedResponse(epsilon=policy.epsilon).privatise_one(rating.liked, os_uniform())
+        label_epsilon = policy.epsilon
     else:
         stored_label, label_epsilon = rating.liked, None
     stored = ratings_repo.upsert_served_rating(
@@ -208,7 +210,7 @@ def submit_rating(
     keys: KeyRingStore,
     policy: PrivacyPolicy,
     space: LatentSpace,
-) -> RatingReceipt:
+) -> SubmittedRating:
     """Privatise, store, update the model and remember the response, in one transaction.
 
     Raises
@@ -227,12 +229,12 @@ def submit_rating(
     try:
         cipher, replayed = _lock(session, keys=keys, user_id=user_id, key=idempotency_key, mac=mac)
         if replayed is not None:
-            return RatingReceipt.from_json(replayed, replayed=True)
+            return SubmittedRating.from_json(replayed, replayed=True)
         outcome = _record(session, cipher=cipher, rating=rating, guarantee=guarantee, policy=policy, space=space)
         if outcome.status == "not_found":
             raise NotFound(f"face {rating.face_id} not found")
         assert outcome.recorded_at is not None
-        receipt = RatingReceipt(face_id=rating.face_id, created=outcome.status == "created", recorded_at=outcome.recorded_at)
+        receipt = SubmittedRating(face_id=rating.face_id, created=outcome.status == "created", recorded_at=outcome.recorded_at)
         idempotency_repo.record_response(
             session, user_id=user_id, key=idempotency_key, request_mac=mac,
             status_code=201 if receipt.created else 200, body=receipt.to_json(),
@@ -306,14 +308,14 @@ class StoredRating:
 
 
 @dataclass(frozen=True)
-class RatingPage:
+class RatingSlice:
     items: list[StoredRating]
     next_after_id: int | None
 
 
 def list_ratings(
     session: Session, *, user_id: uuid.UUID, keys: KeyRingStore, after_id: int | None, limit: int
-) -> RatingPage:
+) -> RatingSlice:
     """One page of the caller's ratings, oldest first; ``next_after_id`` is None on the last page."""
     rows = list(ratings_repo.list_ratings(session, user_id=user_id, after_id=after_id, limit=limit + 1))
     has_more = len(rows) > limit
@@ -330,4 +332,4 @@ def list_ratings(
         for row in rows
         if cipher is not None
     ]
-    return RatingPage(items=items, next_after_id=rows[-1].id if has_more else None)
+    return RatingSlice(items=items, next_after_id=rows[-1].id if has_more else None)

@@ -14,7 +14,7 @@ from privacy.mechanisms.base import (
     REPLACE_ONE,
     Guarantee,
 )
-from privacy.mechanisms.randomized_response import RandomizedResponse, uniform_from_bytes
+from privacy.mechanisms.randomized_response import RandomizedResponse, os_uniform, uniform_from_bytes
 
 __all__ = [
     "ADD_REMOVE_ONE",
@@ -27,5 +27,6 @@ __all__ = [
     "check_epsilon",
     "RandomizedResponse",
     "objective_perturbation",
+    "os_uniform",
     "uniform_from_bytes",
 ]

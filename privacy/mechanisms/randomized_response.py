@@ -37,6 +37,7 @@ Two sound ways to stop repeated ratings of one face from averaging the noise awa
 from __future__ import annotations
 
 import math
+import secrets
 
 import numpy as np
 import numpy.typing as npt
@@ -44,7 +45,7 @@ import numpy.typing as npt
 from privacy._validation import check_epsilon
 from privacy.mechanisms.base import LABEL_CHANGE, Guarantee
 
-__all__ = ["RandomizedResponse", "uniform_from_bytes"]
+__all__ = ["RandomizedResponse", "os_uniform", "uniform_from_bytes"]
 
 _MECHANISM = "randomized_response"
 _UNIFORM_BITS = 53
@@ -87,7 +88,7 @@ class RandomizedResponse:
         """The claim: ``(epsilon, 0)``-DP for one rating's answer (``LABEL_CHANGE``)."""
         return Guarantee(epsilon=self._epsilon, delta=0.0, neighbouring=LABEL_CHANGE, mechanism=_MECHANISM)
 
-    def privatize(self, labels: npt.ArrayLike, uniforms: npt.ArrayLike) -> np.ndarray:
+    def privatise(self, labels: npt.ArrayLike, uniforms: npt.ArrayLike) -> np.ndarray:
         """Return the private labels: ``labels[i]`` flipped exactly where ``uniforms[i] < p``.
 
         Parameters
@@ -116,12 +117,21 @@ class RandomizedResponse:
             raise ValueError("uniforms must lie in [0, 1)")
         return y ^ (u < self.flip_probability)
 
-    def privatize_one(self, label: bool, uniform: float) -> bool:
-        """Private label of a single rating; the same mechanism as :meth:`privatize`."""
-        return bool(self.privatize(np.array([label]), np.array([uniform]))[0])
+    def privatise_one(self, label: bool, uniform: float) -> bool:
+        """Private label of a single rating; the same mechanism as :meth:`privatise`.
+
+        The service passes :func:`os_uniform`: fresh OS randomness, so no one, the operator
+        included, can undo the noise later.
+        """
+        return bool(self.privatise(np.array([label]), np.array([uniform]))[0])
 
     def __repr__(self) -> str:
         return f"RandomizedResponse(epsilon={self._epsilon!r})"
+
+
+def os_uniform() -> float:
+    """A uniform float in ``[0, 1)`` on the grid ``k / 2^53`` from the operating system's CSPRNG."""
+    return secrets.randbits(_UNIFORM_BITS) / float(1 << _UNIFORM_BITS)
 
 
 def uniform_from_bytes(data: bytes) -> float:

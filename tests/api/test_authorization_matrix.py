@@ -41,7 +41,7 @@ from matchsvc.jobs.matching import run_matching
 from matchsvc.runtime import Runtime
 from matchsvc.security import Scope
 from matchsvc.services.audit import pseudonym
-from matchsvc.services.preferences import preference_profile
+from matchsvc.services.preference_profile import preference_profile
 from tests.support.accounts import PASSWORD, auth_headers, register
 from tests.support.scenario import rate_faces, set_profile, staff_headers, truncate_all, user_id
 

@@ -23,7 +23,7 @@ from scipy.special import expit
 from sklearn.svm import LinearSVC
 
 from api.main import create_app
-from engine.preference.benchmark import expected_accuracy, synthetic_user
+from benchmarks.preference import expected_accuracy, synthetic_user
 from matchsvc.runtime import Runtime
 from matchsvc.services.keys import user_cipher
 from matchsvc.services.preferences import load_model

@@ -18,7 +18,8 @@ from sqlalchemy import inspect, text
 from engine.latent import AGE_INDEX
 from matchsvc.runtime import Runtime
 from matchsvc.services.keys import rotate_keys, user_cipher
-from matchsvc.services.preferences import load_model, open_label
+from matchsvc.services.preferences import load_model
+from matchsvc.services.sealed import open_label
 from privacy.crypto import DecryptionError
 from tests.support.accounts import PASSWORD, auth_headers
 

@@ -38,7 +38,8 @@ from matchsvc.repositories import preferences as preferences_repo
 from matchsvc.runtime import Runtime
 from matchsvc.services import faces as faces_service
 from matchsvc.services.keys import user_cipher
-from matchsvc.services.preferences import current_belief, export_state, load_model, safety_anchors, seal_label
+from matchsvc.services.preferences import current_belief, load_model, safety_anchors
+from matchsvc.services.sealed import export_state, seal_label
 from privacy.mechanisms import ADD_REMOVE_USER, Guarantee
 from tests.support.accounts import auth_headers
 from tests.support.scenario import served_latents, user_id
@@ -372,7 +373,7 @@ def test_a_change_of_taste_is_detected_stored_and_shown(client: TestClient, db: 
 
 @pytest.fixture
 def objective(db: Runtime) -> Iterator[tuple[TestClient, Runtime]]:
-    policy = dataclasses.replace(db.policy, mechanism="objective", refit_every=2)
+    policy = dataclasses.replace(db.policy, mechanism="objective_perturbation", refit_every=2)
     runtime = dataclasses.replace(db, policy=policy, embedded=None, scratch=None)
     with TestClient(create_app(runtime), raise_server_exceptions=False) as client:
         yield client, runtime

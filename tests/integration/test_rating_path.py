@@ -123,7 +123,7 @@ def test_the_migration_backfills_the_running_totals_from_the_ledger(db: Runtime)
             for scope, epsilon, delta in spends:
                 connection.execute(
                     text("INSERT INTO privacy_ledger (user_id, mechanism, epsilon, delta, neighbouring, scope) "
-                         "VALUES (:u, 'rr', :e, :d, 'label-change', :s)"),
+                         "VALUES (:u, 'randomized_response', :e, :d, 'label-change', :s)"),
                     {"u": user, "e": epsilon, "d": delta, "s": scope},
                 )
     finally:

@@ -46,7 +46,7 @@ def rate(
         Z[:, unused_axis] = 0.0
     answers = rng.random(n) < expit(Z @ theta[:-1] + theta[-1])
     rr = RandomizedResponse(epsilon=epsilon)
-    return Ratings(Z=Z, stored=rr.privatize(answers, rng.random(n)), flip_probability=rr.flip_probability)
+    return Ratings(Z=Z, stored=rr.privatise(answers, rng.random(n)), flip_probability=rr.flip_probability)
 
 
 @dataclass(frozen=True)

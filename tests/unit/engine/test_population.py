@@ -27,7 +27,7 @@ from engine.population import (
 )
 from engine.population._training import MixtureLikelihood, _per_user_gradients, initial_parameters
 from engine.preference import Posterior, fit_posterior
-from engine.preference.benchmark import expected_accuracy
+from benchmarks.preference import expected_accuracy
 from privacy.accounting import RDPAccountant, calibrate_noise_multiplier
 from privacy.mechanisms import ADD_REMOVE_ONE, ADD_REMOVE_USER, Guarantee
 from tests.support.population import SyntheticPopulation, persona_population, rate

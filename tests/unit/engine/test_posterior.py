@@ -34,7 +34,7 @@ def _answers(Z: np.ndarray, theta: np.ndarray, rng: np.random.Generator) -> np.n
 
 def _stored(y: np.ndarray, epsilon: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
     rr = RandomizedResponse(epsilon=epsilon)
-    return rr.privatize(y, rng.random(len(y))), rr.flip_probability
+    return rr.privatise(y, rng.random(len(y))), rr.flip_probability
 
 
 def _negative_log_posterior(theta: np.ndarray, X: np.ndarray, y: np.ndarray, rho: float, prior: PreferencePrior) -> float:

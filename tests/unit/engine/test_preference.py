@@ -23,7 +23,7 @@ from engine.preference import (
     fit_private,
     mechanism_guarantee,
 )
-from engine.preference.benchmark import benchmark_accuracy, expected_accuracy, synthetic_user
+from benchmarks.preference import benchmark_accuracy, expected_accuracy, synthetic_user
 from privacy.mechanisms import ADD_REMOVE_ONE, LABEL_CHANGE, REPLACE_ONE, Guarantee, RandomizedResponse
 
 
@@ -95,7 +95,7 @@ def test_noise_aware_fit_is_consistent_for_the_clean_model() -> None:
     w, b = np.array([1.5, -1.0, 0.5, 0.0, 0.8, -0.3]), -0.4
     Z = sample_truncated_prior(n, dim, rng)
     rr = RandomizedResponse(epsilon=1.0)
-    y_private = rr.privatize(rng.random(n) < expit(Z @ w + b), rng.random(n))
+    y_private = rr.privatise(rng.random(n) < expit(Z @ w + b), rng.random(n))
     model = fit_noisy(Z, y_private, flip_probability=rr.flip_probability)
     assert np.abs(model.coef - w).max() < 0.12
     assert abs(model.intercept - b) < 0.12
@@ -153,7 +153,7 @@ def test_fit_noisy_is_well_calibrated_on_clean_labels() -> None:
     predicted, truth = [], []
     for _ in range(200):
         Z, y, w, b = _user_data(dim, n, rng)
-        model = fit_noisy(Z, rr.privatize(y, rng.random(n)), flip_probability=rr.flip_probability)
+        model = fit_noisy(Z, rr.privatise(y, rng.random(n)), flip_probability=rr.flip_probability)
         T = sample_truncated_prior(200, dim, rng)
         predicted.append(model.predict_proba(T))
         truth.append(expit(T @ w + b))
@@ -177,7 +177,7 @@ def test_unbiased_loss_beats_the_naive_fit_at_low_epsilon() -> None:
     accuracy: dict[str, list[float]] = {"unbiased": [], "naive": []}
     for _ in range(200):
         Z, y, w, b = _user_data(dim, n, rng)
-        y_private = rr.privatize(y, rng.random(n))
+        y_private = rr.privatise(y, rng.random(n))
         T = sample_truncated_prior(200, dim, rng)
         truth = T @ w + b
         for name, rho in (("unbiased", rr.flip_probability), ("naive", 0.0)):
@@ -204,7 +204,7 @@ def test_online_update_tracks_the_exact_refit() -> None:
     dim, start, extra = 8, 60, 30
     rr = RandomizedResponse(epsilon=2.0)
     Z, y, _, _ = _user_data(dim, start + extra, rng)
-    y_private = rr.privatize(y, rng.random(start + extra))
+    y_private = rr.privatise(y, rng.random(start + extra))
     online = OnlinePreference.from_fit(Z[:start], y_private[:start], flip_probability=rr.flip_probability)
     stale = online.model
     assert online.model == fit_noisy(Z[:start], y_private[:start], flip_probability=rr.flip_probability)
@@ -226,7 +226,7 @@ def test_online_state_round_trips_through_json() -> None:
     Z, y, _, _ = _user_data(5, 30, rng)
     online = OnlinePreference.from_fit(Z, y, flip_probability=0.1)
     online.update(Z[0] * 0.5, True, flip_probability=0.1)
-    restored = OnlinePreference.from_state_dict(json.loads(json.dumps(online.state_dict())))
+    restored = OnlinePreference.from_state(json.loads(json.dumps(online.to_state())))
     assert restored.model == online.model
     z = rng.normal(size=5)
     assert restored.update(z, False, flip_probability=0.1) == online.update(z, False, flip_probability=0.1)
@@ -247,22 +247,22 @@ def test_online_state_round_trips_through_json() -> None:
 def test_online_state_is_validated(mutate: object) -> None:
     rng = np.random.default_rng(8)
     Z, y, _, _ = _user_data(3, 10, rng)
-    state = OnlinePreference.from_fit(Z, y, flip_probability=0.1).state_dict()
+    state = OnlinePreference.from_fit(Z, y, flip_probability=0.1).to_state()
     mutate(state)  # type: ignore[operator]
     with pytest.raises(ValueError):
-        OnlinePreference.from_state_dict(state)
+        OnlinePreference.from_state(state)
 
 
 def test_online_reads_version_1_states_as_a_posterior() -> None:
     """States written before the posterior existed load with their mean and covariance."""
     mean, covariance = [0.5, -0.25, 0.1], np.diag([0.2, 0.3, 0.4])
     state = {"version": 1, "theta": mean, "inverse_hessian": np.eye(3).tolist(), "posterior_covariance": covariance.tolist()}
-    online = OnlinePreference.from_state_dict(state)
+    online = OnlinePreference.from_state(state)
     assert np.array_equal(online.posterior.mean, mean)
     assert np.array_equal(online.posterior.covariance, covariance)
     assert math.isnan(online.posterior.log_evidence)
     with pytest.raises(ValueError):
-        OnlinePreference.from_state_dict({"version": 1, "theta": mean})
+        OnlinePreference.from_state({"version": 1, "theta": mean})
 
 
 def test_online_update_validates_input() -> None:
@@ -288,7 +288,7 @@ def test_fit_private_rr_is_randomized_response_then_fit_noisy() -> None:
     rr = RandomizedResponse(epsilon=1.0)
     by_hand = fit_noisy(
         Z,
-        rr.privatize(y, np.random.default_rng(11).random(40)),
+        rr.privatise(y, np.random.default_rng(11).random(40)),
         flip_probability=rr.flip_probability,
         public_negatives=negatives,
     )
@@ -303,7 +303,7 @@ def test_fit_private_without_noise_is_the_clean_fit() -> None:
     assert fit_private(Z, y, epsilon=1.0, mechanism="none") == clean
 
 
-@pytest.mark.parametrize(("mechanism", "delta"), [("rr", 0.0), ("objective", 0.0), ("dpsgd", 1e-5)])
+@pytest.mark.parametrize(("mechanism", "delta"), [("randomized_response", 0.0), ("objective_perturbation", 0.0), ("dpsgd", 1e-5)])
 def test_fit_private_is_deterministic_given_the_rng(mechanism: str, delta: float) -> None:
     rng = np.random.default_rng(13)
     Z, y, _, _ = _user_data(6, 40, rng)
@@ -321,19 +321,19 @@ def test_objective_perturbation_learns_with_enough_ratings() -> None:
     w, b = np.array([1.5, -1.0, 0.5, 0.0]), 0.0
     Z = sample_truncated_prior(n, dim, rng)
     y = rng.random(n) < expit(Z @ w + b)
-    model = fit_private(Z, y, epsilon=1.0, mechanism="objective", rng=rng)
+    model = fit_private(Z, y, epsilon=1.0, mechanism="objective_perturbation", rng=rng)
     cosine = model.coef @ w / (np.linalg.norm(model.coef) * np.linalg.norm(w))
     assert cosine > 0.95
 
 
 def test_mechanism_guarantees_are_what_each_mechanism_claims() -> None:
-    assert mechanism_guarantee("rr", epsilon=2.0, delta=0.0) == Guarantee(2.0, 0.0, LABEL_CHANGE, "randomized_response")
-    assert mechanism_guarantee("objective", epsilon=1.0, delta=1e-6) == Guarantee(
+    assert mechanism_guarantee("randomized_response", epsilon=2.0, delta=0.0) == Guarantee(2.0, 0.0, LABEL_CHANGE, "randomized_response")
+    assert mechanism_guarantee("objective_perturbation", epsilon=1.0, delta=1e-6) == Guarantee(
         1.0, 0.0, REPLACE_ONE, "objective_perturbation"
     )
     assert mechanism_guarantee("dpsgd", epsilon=1.0, delta=1e-5) == Guarantee(1.0, 1e-5, ADD_REMOVE_ONE, "dpsgd")
     assert not mechanism_guarantee("none", epsilon=1.0, delta=0.0).is_private
-    assert SERVICE_MECHANISMS == ("rr", "objective", "dpsgd")
+    assert SERVICE_MECHANISMS == ("randomized_response", "objective_perturbation", "dpsgd")
     assert set(MECHANISMS) - set(SERVICE_MECHANISMS) == {"none"}
 
 
@@ -341,9 +341,9 @@ def test_mechanism_guarantees_are_what_each_mechanism_claims() -> None:
     ("mechanism", "epsilon", "delta", "message"),
     [
         ("laplace", 1.0, 0.0, "mechanism"),
-        ("rr", 0.0, 0.0, "epsilon"),
-        ("rr", 1.0, 1.0, "delta"),
-        ("objective", math.inf, 0.0, "epsilon"),
+        ("randomized_response", 0.0, 0.0, "epsilon"),
+        ("randomized_response", 1.0, 1.0, "delta"),
+        ("objective_perturbation", math.inf, 0.0, "epsilon"),
         ("dpsgd", 1.0, 0.0, "delta"),
         ("dpsgd", math.inf, 1e-5, "epsilon"),
     ],

@@ -1,6 +1,6 @@
 """The statistical privacy test: a canary audit of the released model against the claimed epsilon.
 
-One harness (:func:`engine.preference.benchmark.audit_release`) runs every mechanism: a canary
+One harness (:func:`benchmarks.preference.audit_release`) runs every mechanism: a canary
 rating on a latent axis no other rated face uses, thousands of releases on the two neighbouring
 datasets (canary like vs pass, other true answers fixed, fresh noise per run), the released
 model's decision value at the canary as the attack score, and a Clopper-Pearson lower bound on
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from engine.preference import PreferenceModel, fit_noisy, fit_private
-from engine.preference.benchmark import Release, audit_release
+from benchmarks.preference import Release, audit_release
 from privacy.mechanisms import RandomizedResponse
 
 pytestmark = pytest.mark.slow
@@ -33,7 +33,7 @@ class HalfFlipResponse(RandomizedResponse):
 
 def _randomized_response(epsilon: float) -> Release:
     def release(Z: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> PreferenceModel:
-        return fit_private(Z, y, epsilon=epsilon, mechanism="rr", rng=rng)
+        return fit_private(Z, y, epsilon=epsilon, mechanism="randomized_response", rng=rng)
 
     return release
 
@@ -42,7 +42,7 @@ def _broken_randomized_response(epsilon: float) -> Release:
     """Privatises with half the flip probability, then fits with the claimed one (as a bug would)."""
 
     def release(Z: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> PreferenceModel:
-        private = HalfFlipResponse(epsilon=epsilon).privatize(y, rng.random(y.size))
+        private = HalfFlipResponse(epsilon=epsilon).privatise(y, rng.random(y.size))
         return fit_noisy(Z, private, flip_probability=RandomizedResponse(epsilon=epsilon).flip_probability)
 
     return release
@@ -50,7 +50,7 @@ def _broken_randomized_response(epsilon: float) -> Release:
 
 def _objective_perturbation(applied_epsilon: float) -> Release:
     def release(Z: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> PreferenceModel:
-        return fit_private(Z, y, epsilon=applied_epsilon, mechanism="objective", rng=rng)
+        return fit_private(Z, y, epsilon=applied_epsilon, mechanism="objective_perturbation", rng=rng)
 
     return release
 

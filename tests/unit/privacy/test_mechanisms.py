@@ -107,14 +107,14 @@ def test_flips_exactly_where_the_uniform_is_below_the_flip_probability() -> None
     p = rr.flip_probability
     uniforms = np.array([0.0, np.nextafter(p, 0.0), p, 0.5, 0.9999])
     labels = np.array([True, False, True, False, True])
-    assert rr.privatize(labels, uniforms).tolist() == [False, True, True, False, True]
-    assert rr.privatize(labels.astype(int), uniforms).dtype == np.bool_
+    assert rr.privatise(labels, uniforms).tolist() == [False, True, True, False, True]
+    assert rr.privatise(labels.astype(int), uniforms).dtype == np.bool_
 
 
 def test_empirical_flip_rate_matches() -> None:
     rr = RandomizedResponse(epsilon=1.0)
     n = 200_000
-    flipped = rr.privatize(np.zeros(n, dtype=bool), np.random.default_rng(0).random(n))
+    flipped = rr.privatise(np.zeros(n, dtype=bool), np.random.default_rng(0).random(n))
     p = rr.flip_probability
     assert abs(flipped.mean() - p) < 4.0 * math.sqrt(p * (1.0 - p) / n)
 
@@ -129,15 +129,15 @@ def test_rerating_with_the_same_uniform_is_stable_and_a_changed_answer_flips_the
     rr = RandomizedResponse(epsilon=epsilon)
     labels = np.array([label for label, _ in pairs], dtype=bool)
     uniforms = np.array([u for _, u in pairs], dtype=np.float64)
-    stored = rr.privatize(labels, uniforms)
-    assert np.array_equal(rr.privatize(labels, uniforms), stored)
-    assert np.array_equal(rr.privatize(~labels, uniforms), ~stored)
+    stored = rr.privatise(labels, uniforms)
+    assert np.array_equal(rr.privatise(labels, uniforms), stored)
+    assert np.array_equal(rr.privatise(~labels, uniforms), ~stored)
 
 
-def test_privatize_one_agrees_with_privatize() -> None:
+def test_privatise_one_agrees_with_privatise() -> None:
     rr = RandomizedResponse(epsilon=2.0)
-    assert rr.privatize_one(True, 0.05) is False
-    assert rr.privatize_one(True, 0.5) is True
+    assert rr.privatise_one(True, 0.05) is False
+    assert rr.privatise_one(True, 0.5) is True
 
 
 @pytest.mark.parametrize(
@@ -152,9 +152,9 @@ def test_privatize_one_agrees_with_privatize() -> None:
         ([1, 0], [math.nan, 0.5], r"\[0, 1\)"),
     ],
 )
-def test_privatize_rejects_bad_input(labels: list[object], uniforms: list[object], message: str) -> None:
+def test_privatise_rejects_bad_input(labels: list[object], uniforms: list[object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        RandomizedResponse(epsilon=1.0).privatize(np.array(labels), np.array(uniforms))
+        RandomizedResponse(epsilon=1.0).privatise(np.array(labels), np.array(uniforms))
 
 
 def test_uniform_from_bytes_uses_the_top_53_bits() -> None:

@@ -11,7 +11,7 @@ import pytest
 from scipy.special import expit
 from typer.testing import CliRunner
 
-from matchsvc.bench.coldstart import (
+from benchmarks.coldstart import (
     METHODS,
     QUESTIONS,
     QUICK,

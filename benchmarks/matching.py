@@ -28,8 +28,8 @@ from engine.preference import PreferenceModel
 from matchsvc.db.base import Base
 from matchsvc.keys import UserCipher
 from matchsvc.runtime import Runtime
-from matchsvc.services.preferences import _seal_state
-from matchsvc.services.profiles import Filters, Gender, _seal_latent, seal_filters
+from matchsvc.services.filters import Filters, Gender
+from matchsvc.services.sealed import seal_filters, seal_latent, seal_state
 from matchsvc.settings import Settings
 from privacy.crypto import DataKey, KeyRing, wrap_data_key
 
@@ -70,10 +70,10 @@ def load_synthetic_users(runtime: Runtime, *, n: int, seed: int) -> float:
         model = PreferenceModel(coef=rng.normal(size=dim), intercept=float(rng.normal()))
         tables["users"].append((user_id, f"bench{seed}_{index}", "synthetic", year - age, ["user"]))
         tables["user_keys"].append((user_id, wrap_data_key(ring, key, user_id=str(user_id)), ring.current))
-        tables["appearances"].append((user_id, _seal_latent(cipher, look)))
+        tables["appearances"].append((user_id, seal_latent(cipher, look)))
         tables["profiles"].append((user_id, seal_filters(cipher, _filters(rng, age))))
         state = {"kind": "released", "model": model.to_vector().tolist()}
-        tables["preference_states"].append((user_id, _seal_state(cipher, state), 20, 0))
+        tables["preference_states"].append((user_id, seal_state(cipher, state), 20, 0))
     columns = {
         "users": "id, username, password_hash, birth_year, scopes",
         "user_keys": "user_id, wrapped_key, kek_version",
@@ -93,7 +93,7 @@ def load_synthetic_users(runtime: Runtime, *, n: int, seed: int) -> float:
 
 def _job(backend: str, k: int, workers: int) -> dict[str, Any]:
     """One run of the job in this (fresh) process; the settings come from the environment."""
-    from matchsvc.bench.scoring import _peak_rss_bytes
+    from benchmarks.scoring import _peak_rss_bytes
     from matchsvc.jobs.matching import run_matching
 
     runtime = Runtime.start(Settings())
@@ -136,7 +136,7 @@ def _in_fresh_process(runtime: Runtime, secrets: dict[str, str], backend: str, k
         "MATCHSVC_DATA_DIR": str(runtime.scratch),
         "MATCHSVC_LOG_LEVEL": "ERROR",
     }
-    code = f"import json; from matchsvc.bench.matching import _job; print(json.dumps(_job({backend!r}, {k}, {workers})))"
+    code = f"import json; from benchmarks.matching import _job; print(json.dumps(_job({backend!r}, {k}, {workers})))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"the {backend} job failed: {done.stderr.strip()[-2000:]}")

@@ -158,7 +158,7 @@ def run_api_benchmark(*, requests: int = 2000, threads: int = 8, users: int = 20
         ours, bare = rating_requests(runtime, users=users, per_user=-(-requests // users))
         servers = [
             start_server("api.main:create_app_from_environment", factory=True, env=env),
-            start_server("matchsvc.bench.bare_app:app", factory=False, env=env),
+            start_server("benchmarks.bare_app:create_app", factory=True, env=env),
         ]
         try:
             (_, ours_base), (_, bare_base) = servers

@@ -1,5 +1,8 @@
 """Cold start: how well a new user's model predicts their taste after 0 to 50 private ratings.
 
+One module of about 750 lines on purpose: a single experiment (world, simulation, statistics,
+plot) read top to bottom; it is research code outside the service (docs/decisions.md D33).
+
 Population. A synthetic population in the procedural latent space (d = 24) whose true
 preferences ``theta = [w, b]`` come from ``K = 4`` personas plus an individual deviation
 (:class:`SyntheticPopulation`). A user's ``w`` is the sum of three parts: a taste shared by
@@ -86,7 +89,7 @@ from engine.latent.base import sample_outside_safety
 from engine.population import PopulationModel, fit_population
 from engine.preference import Posterior, PreferencePrior, fit_posterior, gaussian_likelihood
 from engine.sampling import informative_indices
-from matchsvc.bench._report import finish_panels, write_report
+from benchmarks._report import finish_panels, write_report
 from privacy.mechanisms import RandomizedResponse
 
 __all__ = [
@@ -248,7 +251,7 @@ def _train_population(
         mechanism = RandomizedResponse(epsilon=epsilon)
         started = time.perf_counter()
         likelihoods = [
-            gaussian_likelihood(Z, mechanism.privatize(y, u), flip_probability=mechanism.flip_probability)
+            gaussian_likelihood(Z, mechanism.privatise(y, u), flip_probability=mechanism.flip_probability)
             for Z, y, u in zip(faces, answers, uniforms, strict=True)
         ]
         likelihood_s = time.perf_counter() - started
@@ -350,7 +353,7 @@ def _simulate_user(
         population = releases[epsilon].model
         mechanism = RandomizedResponse(epsilon=epsilon)
         flip = mechanism.flip_probability
-        stored = mechanism.privatize(user.answers, user.uniforms)
+        stored = mechanism.privatise(user.answers, user.uniforms)
         empty = population.posterior(user.pool[:0], stored[:0], flip_probability=flip).posterior
 
         posteriors: dict[tuple[str, str], dict[int, Posterior]] = {}

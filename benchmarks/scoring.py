@@ -48,7 +48,7 @@ import torch
 
 from engine.latent.base import PRIOR_BOUND
 from engine.scoring import cores_given, reciprocal_topk, scoring_backend
-from matchsvc.bench._timing import median_seconds
+from benchmarks._timing import median_seconds
 
 __all__ = ["run_scoring_benchmark"]
 
@@ -206,7 +206,7 @@ def _fresh_run(name: str, n: int, d: int, k: int, seed: int, device: str, thread
 def _in_fresh_process(name: str, n: int, d: int, k: int, seed: int, device: torch.device) -> dict[str, float]:
     """:func:`_fresh_run` in a new interpreter (a plain subprocess: no re-import of __main__)."""
     args = (name, n, d, k, seed, str(device), torch.get_num_threads())
-    code = f"import json; from matchsvc.bench.scoring import _fresh_run; print(json.dumps(_fresh_run(*{args!r})))"
+    code = f"import json; from benchmarks.scoring import _fresh_run; print(json.dumps(_fresh_run(*{args!r})))"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:

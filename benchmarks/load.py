@@ -3,7 +3,7 @@
 Three measurements in one run, on one embedded PostgreSQL:
 
 1. **Ratio**: ``POST /v1/ratings`` (full privacy path) against the bare FastAPI + psycopg insert
-   (:mod:`matchsvc.bench.bare_app`, same number of workers), same requests, same client threads.
+   (:mod:`benchmarks.bare_app`, same number of workers), same requests, same client threads.
 2. **Load**: ``clients`` simulated phones for ``seconds``: each registers, logs in, and rates the
    faces of its feed one by one with an Idempotency-Key per rating, retrying an error (or a lost
    connection) with the same key until it is acknowledged. Afterwards, per user, the ratings the
@@ -31,8 +31,8 @@ import numpy as np
 import psycopg
 from tqdm import tqdm
 
-from matchsvc.bench._report import write_report
-from matchsvc.bench.api import bench_runtime, drive, free_port, rating_requests, start_server, wait_until_up
+from benchmarks._report import write_report
+from benchmarks.api import bench_runtime, drive, free_port, rating_requests, start_server, wait_until_up
 
 __all__ = ["run_load_benchmark"]
 
@@ -275,7 +275,7 @@ def run_load_benchmark(
         data_dir = Path(runtime.scratch or ".") / "serve"
         servers = [
             _serve(env, workers=workers, data_dir=data_dir),
-            start_server("matchsvc.bench.bare_app:app", factory=False, env=env, workers=workers),
+            start_server("benchmarks.bare_app:create_app", factory=True, env=env, workers=workers),
         ]
         try:
             (_, ours_base), (_, bare_base) = servers

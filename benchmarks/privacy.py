@@ -1,6 +1,6 @@
 """Accuracy of private preference learning against non-private and external baselines.
 
-Synthetic users (:func:`engine.preference.benchmark.synthetic_user`) hold a hidden true
+Synthetic users (:func:`benchmarks.preference.synthetic_user`) hold a hidden true
 ``(w, b)`` in the procedural latent space and answer like/pass with logistic noise,
 ``y ~ Bernoulli(sigmoid(w . z + b))``, on faces drawn from the latent prior. Each user rates
 ``max(ratings)`` faces; the grid cell with ``n`` ratings uses the first ``n`` of them, so the
@@ -25,7 +25,7 @@ once, at epsilon ``"inf"``.
 
 Metrics per cell, each as the mean over users with a 95% percentile-bootstrap interval over
 users: the expected accuracy on fresh faces against the user's true answers
-(:func:`engine.preference.benchmark.expected_accuracy`, no evaluation noise) and the cosine
+(:func:`benchmarks.preference.expected_accuracy`, no evaluation noise) and the cosine
 between the fitted direction and the true ``w``.
 
 "Equal epsilon" does not mean equal protection: ``rr`` protects each answer (faces are
@@ -51,14 +51,14 @@ from tqdm import tqdm
 
 from engine.latent import PRIOR_BOUND, ProceduralFaceSpace
 from engine.preference import DEFAULT_L2, PreferenceModel, fit_private, mechanism_guarantee
-from engine.preference.benchmark import (
+from benchmarks.preference import (
     benchmark_timing,
     cosine_similarity,
     expected_accuracy,
     linear_svc_model,
     synthetic_user,
 )
-from matchsvc.bench._report import finish_panels, write_report
+from benchmarks._report import finish_panels, write_report
 from privacy.mechanisms import REPLACE_ONE
 
 __all__ = [
@@ -70,29 +70,29 @@ __all__ = [
 
 #: Every method the benchmark knows, in a fixed order (each method's noise stream is seeded
 #: from its position here, so a subset of methods gives the same numbers as the full run).
-METHODS: tuple[str, ...] = ("linear_svc", "none", "rr", "objective", "dpsgd", "diffprivlib")
+METHODS: tuple[str, ...] = ("linear_svc", "none", "randomized_response", "objective_perturbation", "dpsgd", "diffprivlib")
 #: delta of the DP-SGD releases (the only approximate-DP method).
 DPSGD_DELTA: float = 1e-5
 #: The ``--quick`` configuration: a smoke run in well under a minute.
 QUICK: dict[str, Any] = {"users": 20, "ratings": (10, 50), "epsilons": (1.0, math.inf)}
 
 _NON_PRIVATE = ("linear_svc", "none")
-_FINITE_ONLY = ("objective", "dpsgd", "diffprivlib")
+_FINITE_ONLY = ("objective_perturbation", "dpsgd", "diffprivlib")
 _BASELINES = ("diffprivlib", "dpsgd")
 _CONFIDENCE = 0.95
 _LABELS = {
     "linear_svc": "LinearSVC (non-private)",
     "none": "ours, no noise (non-private)",
-    "rr": "ours, randomized response",
-    "objective": "ours, objective perturbation",
+    "randomized_response": "ours, randomized response",
+    "objective_perturbation": "ours, objective perturbation",
     "dpsgd": "ours, DP-SGD (Opacus)",
     "diffprivlib": "diffprivlib LogisticRegression",
 }
 _COLOURS = {
     "linear_svc": "0.35",
     "none": "0.6",
-    "rr": "tab:blue",
-    "objective": "tab:green",
+    "randomized_response": "tab:blue",
+    "objective_perturbation": "tab:green",
     "dpsgd": "tab:orange",
     "diffprivlib": "tab:red",
 }
@@ -322,7 +322,7 @@ def _comparisons(
     index = {run: r for r, run in enumerate(runs)}
     entries = []
     for k, epsilon in enumerate(eps_values):
-        if not math.isfinite(epsilon) or ("rr", k) not in index:
+        if not math.isfinite(epsilon) or ("randomized_response", k) not in index:
             continue
         private_here = [method for method, at in runs if at == k]
         for j, n in enumerate(n_values):
@@ -331,15 +331,15 @@ def _comparisons(
             for baseline in _BASELINES:
                 if (baseline, k) not in index:
                     continue
-                difference = _summary(accuracy[index[("rr", k)], j] - accuracy[index[(baseline, k)], j], resamples)
+                difference = _summary(accuracy[index[("randomized_response", k)], j] - accuracy[index[(baseline, k)], j], resamples)
                 label_epsilon = 2 * epsilon if baseline == "dpsgd" else epsilon
-                rr_there = index.get(("rr", eps_values.index(label_epsilon))) if label_epsilon in eps_values else None
+                rr_there = index.get(("randomized_response", eps_values.index(label_epsilon))) if label_epsilon in eps_values else None
                 entries.append(
                     {
                         "epsilon": _epsilon_key(epsilon),
                         "n_ratings": n,
                         "baseline": baseline,
-                        "rr_accuracy": means["rr"],
+                        "rr_accuracy": means["randomized_response"],
                         "baseline_accuracy": means[baseline],
                         "difference": difference,
                         "rr_beats": difference["mean"] > 0.0,
@@ -379,7 +379,7 @@ def _plot(result: dict[str, Any], path: Path) -> None:
             n = [c["n_ratings"] for c in own]
             mean = [c["accuracy"]["mean"] for c in own]
             # Without noise rr equals the non-private fit it would hide: crosses on a dotted line.
-            noiseless = method == "rr" and epsilon == "inf"
+            noiseless = method == "randomized_response" and epsilon == "inf"
             style = {"color": _COLOURS[method], "linestyle": "--" if reference else ":" if noiseless else "-"}
             marker = "" if reference else "x" if noiseless else "o"
             label = _LABELS[method] + (" (no noise)" if noiseless else "")
@@ -441,7 +441,7 @@ def run_privacy_benchmark(
         A cell ``(n, epsilon)`` counts as informative when any private method's mean accuracy
         there exceeds it; only those enter ``rr_not_beating``.
     timing_repeats : int
-        Repeats for the timing of ``fit_private("rr")`` and of the online update.
+        Repeats for the timing of ``fit_private("randomized_response")`` and of the online update.
     out_dir : pathlib.Path, optional
         When given, ``privacy_benchmark.png`` (accuracy vs n per epsilon) and
         ``privacy_benchmark.json`` (this result) are written there.
@@ -456,7 +456,7 @@ def run_privacy_benchmark(
         constant-answer accuracy), ``cells`` (one per method, epsilon and n), ``comparisons``
         (``rr`` minus each baseline, per finite cell), ``rr_not_beating`` (the informative
         comparisons ``rr`` does not win), ``timing`` (fit times per method, the online update
-        at d = 32, ``fit_private("rr")`` at d = 16, n = 50, total seconds), and ``files`` with
+        at d = 32, ``fit_private("randomized_response")`` at d = 16, n = 50, total seconds), and ``files`` with
         ``out_dir``.
 
     Raises
@@ -474,7 +474,7 @@ def run_privacy_benchmark(
     if not 0.0 <= chance_threshold < 1.0:
         raise ValueError(f"chance_threshold must be in [0, 1), got {chance_threshold!r}")
     fits: dict[str, Fit] = {"linear_svc": _fit_linear_svc}
-    fits.update({m: _fit_ours(m) for m in ("none", "rr", "objective", "dpsgd")})
+    fits.update({m: _fit_ours(m) for m in ("none", "randomized_response", "objective_perturbation", "dpsgd")})
     if "diffprivlib" in chosen:
         fits["diffprivlib"] = _fit_diffprivlib(_diffprivlib_class(), dim=dim)
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from matchsvc.bench.privacy import METHODS, run_privacy_benchmark
+from benchmarks.privacy import METHODS, run_privacy_benchmark
 from matchsvc.cli import app
 
 SMALL: dict[str, Any] = {
@@ -38,8 +38,8 @@ def test_result_is_strict_json_with_the_whole_grid(result: dict[str, Any]) -> No
     assert json.loads(json.dumps(result, allow_nan=False)) == result
     assert result["config"]["epsilons"] == [1.0, "inf"]
     assert result["config"]["dim"] == 24
-    expected = {(m, "inf", n) for m in ("linear_svc", "none", "rr") for n in (10, 50)}
-    expected |= {(m, 1.0, n) for m in ("rr", "objective", "dpsgd", "diffprivlib") for n in (10, 50)}
+    expected = {(m, "inf", n) for m in ("linear_svc", "none", "randomized_response") for n in (10, 50)}
+    expected |= {(m, 1.0, n) for m in ("randomized_response", "objective_perturbation", "dpsgd", "diffprivlib") for n in (10, 50)}
     assert {(c["method"], c["epsilon"], c["n_ratings"]) for c in result["cells"]} == expected
     for cell in result["cells"]:
         for metric in ("accuracy", "cosine"):
@@ -58,7 +58,7 @@ def test_result_is_strict_json_with_the_whole_grid(result: dict[str, Any]) -> No
             assert entry["rr_accuracy_at_label_change_epsilon"] is None
     assert all(e["above_chance"] and not e["rr_beats"] for e in result["rr_not_beating"])
     assert result["methods"]["diffprivlib"]["neighbouring"] == "replace-one"
-    assert result["methods"]["rr"]["neighbouring"] == "label-change"
+    assert result["methods"]["randomized_response"]["neighbouring"] == "label-change"
     assert result["methods"]["dpsgd"]["delta"] == 1e-5
     timing = result["timing"]
     assert timing["online_update"]["dim"] == 32 and timing["fit_private_rr"]["dim"] == 16
@@ -74,14 +74,14 @@ def test_non_private_learners_are_above_chance_at_50_ratings(result: dict[str, A
 
 def test_rr_without_noise_equals_the_non_private_learner(result: dict[str, Any]) -> None:
     for n in (10, 50):
-        rr, none = _cell(result, "rr", "inf", n), _cell(result, "none", "inf", n)
+        rr, none = _cell(result, "randomized_response", "inf", n), _cell(result, "none", "inf", n)
         assert rr["accuracy"] == none["accuracy"]
         assert rr["cosine"] == none["cosine"]
 
 
 def test_a_smaller_grid_reproduces_the_shared_cells(result: dict[str, Any]) -> None:
-    small = run_privacy_benchmark(**{**SMALL, "ratings": (50,), "epsilons": (1.0,), "methods": ("rr",)})
-    assert _cell(small, "rr", 1.0, 50) == _cell(result, "rr", 1.0, 50)
+    small = run_privacy_benchmark(**{**SMALL, "ratings": (50,), "epsilons": (1.0,), "methods": ("randomized_response",)})
+    assert _cell(small, "randomized_response", 1.0, 50) == _cell(result, "randomized_response", 1.0, 50)
 
 
 def test_one_class_data_gives_the_diffprivlib_fallback() -> None:
@@ -102,7 +102,7 @@ def test_one_class_data_gives_the_diffprivlib_fallback() -> None:
         ({"ratings": (10, 10)}, "ratings"),
         ({"epsilons": (0.0,)}, "epsilons"),
         ({"epsilons": (float("nan"),)}, "epsilons"),
-        ({"methods": ("rr", "svm")}, "methods"),
+        ({"methods": ("randomized_response", "svm")}, "methods"),
         ({"dim": 0}, "dim"),
         ({"bootstrap": 10}, "bootstrap"),
         ({"chance_threshold": 1.5}, "chance_threshold"),

@@ -11,7 +11,7 @@ import torch
 
 from engine.latent import create_latent_space, encode_png
 from engine.latent.diffusion import save_random_pipeline
-from matchsvc.bench._timing import median_seconds
+from benchmarks._timing import median_seconds
 
 __all__ = ["run_render_benchmark"]
 

@@ -99,7 +99,7 @@ def benchmark_accuracy(
     dim: int = 16,
     n_ratings: int = 50,
     epsilons: Sequence[float] = (0.5, 1.0, 2.0, 4.0),
-    mechanism: str = "rr",
+    mechanism: str = "randomized_response",
     delta: float = 0.0,
     users: int = 200,
     test_faces: int = 1000,
@@ -165,7 +165,7 @@ def benchmark_timing(
     repeats: int = 200,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Wall-clock of ``fit_private("rr")`` and of one :meth:`OnlinePreference.update`."""
+    """Wall-clock of ``fit_private("randomized_response")`` and of one :meth:`OnlinePreference.update`."""
     rng = np.random.default_rng(seed)
     w, b = synthetic_user(fit_dim, rng)
     Z = sample_truncated_prior(fit_ratings, fit_dim, rng)
@@ -179,7 +179,7 @@ def benchmark_timing(
     rr = RandomizedResponse(epsilon=2.0)
     w, b = synthetic_user(online_dim, rng)
     Z = sample_truncated_prior(online_ratings + repeats, online_dim, rng)
-    y = rr.privatize(rng.random(Z.shape[0]) < expit(Z @ w + b), rng.random(Z.shape[0]))
+    y = rr.privatise(rng.random(Z.shape[0]) < expit(Z @ w + b), rng.random(Z.shape[0]))
     online = OnlinePreference.from_fit(Z[:online_ratings], y[:online_ratings], flip_probability=rr.flip_probability)
     update_times = []
     for z, label in zip(Z[online_ratings:], y[online_ratings:], strict=True):

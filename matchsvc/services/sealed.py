@@ -1,0 +1,226 @@
+"""Every user value stored encrypted, and how it is sealed and opened: the one place that knows.
+
+Each value is sealed with its owner's data key (:class:`matchsvc.keys.UserCipher`); the associated
+data binds table, column and a row tag, so a ciphertext copied to another column, row or user
+does not open. The bindings below are part of the stored format: changing one makes every stored
+value of that column unreadable.
+
+===================================  ==========================  ===========================
+column                               row tag                     plaintext
+===================================  ==========================  ===========================
+``ratings.label_ct``                 the face id                 ``b"\\x01"`` like, ``b"\\x00"`` pass
+``preference_states.state_ct``       ``current``                 JSON state (below)
+``appearances.latent_ct``            ``current``                 :func:`privacy.codec.encode_floats`
+``profiles.filters_ct``              ``current``                 :meth:`Filters.to_state`, JSON
+``decisions.choice_ct``              the target user's id        ``b"like"`` or ``b"pass"``
+===================================  ==========================  ===========================
+
+The preference state is a JSON object with a ``kind``. Version 2 ``posterior`` states hold a
+:class:`Belief`; version 1 ``online`` states (written before the posterior existed) hold the
+noise-corrected fit and are still read as a belief without a persona mix; ``released`` states (a
+release-time mechanism's model) hold the model only. :func:`decode_state` reads all three.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engine.population import PersonaPosterior
+from engine.preference import DriftCheckpoint, OnlinePreference, Posterior, PreferenceModel
+from matchsvc.keys import UserCipher
+from matchsvc.services.filters import Filters
+from privacy.codec import decode_floats, encode_floats
+
+__all__ = [
+    "LIKE",
+    "PASS",
+    "STATE_VERSION",
+    "Belief",
+    "PersonaMean",
+    "PersonaMix",
+    "decode_state",
+    "export_state",
+    "open_choice",
+    "open_filters",
+    "open_label",
+    "open_latent",
+    "open_model",
+    "open_state",
+    "released_state",
+    "seal_choice",
+    "seal_filters",
+    "seal_label",
+    "seal_latent",
+    "seal_state",
+]
+
+#: The version written today; version 1 states are still read (module docstring).
+STATE_VERSION = 2
+#: The two stored choices of a decision on a candidate.
+LIKE, PASS = b"like", b"pass"
+
+
+def seal_label(cipher: UserCipher, *, face_id: uuid.UUID, label: bool) -> bytes:
+    """A rating's stored (already private) label."""
+    return cipher.seal(b"\x01" if label else b"\x00", table="ratings", column="label", row=str(face_id))
+
+
+def open_label(cipher: UserCipher, *, face_id: uuid.UUID, blob: bytes) -> bool:
+    return cipher.open(blob, table="ratings", column="label", row=str(face_id)) == b"\x01"
+
+
+def seal_latent(cipher: UserCipher, latent: np.ndarray) -> bytes:
+    """The user's appearance latent, shape ``(dim,)``."""
+    return cipher.seal(encode_floats(latent), table="appearances", column="latent", row="current")
+
+
+def open_latent(cipher: UserCipher, blob: bytes) -> np.ndarray:
+    return decode_floats(cipher.open(blob, table="appearances", column="latent", row="current"))
+
+
+def seal_filters(cipher: UserCipher, filters: Filters) -> bytes:
+    plaintext = json.dumps(filters.to_state(), sort_keys=True).encode()
+    return cipher.seal(plaintext, table="profiles", column="filters", row="current")
+
+
+def open_filters(cipher: UserCipher, blob: bytes) -> Filters:
+    return Filters.from_state(json.loads(cipher.open(blob, table="profiles", column="filters", row="current")))
+
+
+def seal_choice(cipher: UserCipher, *, target_id: uuid.UUID, choice: bytes) -> bytes:
+    """A decision on candidate ``target_id``: :data:`LIKE` or :data:`PASS`."""
+    return cipher.seal(choice, table="decisions", column="choice", row=str(target_id))
+
+
+def open_choice(cipher: UserCipher, *, target_id: uuid.UUID, blob: bytes) -> bytes:
+    return cipher.open(blob, table="decisions", column="choice", row=str(target_id))
+
+
+def seal_state(cipher: UserCipher, state: dict[str, Any]) -> bytes:
+    """A preference state (:meth:`Belief.to_state` or :func:`released_state`)."""
+    return cipher.seal(json.dumps(state).encode(), table="preference_states", column="state", row="current")
+
+
+def open_state(cipher: UserCipher, blob: bytes) -> dict[str, Any]:
+    return json.loads(cipher.open(blob, table="preference_states", column="state", row="current"))
+
+
+@dataclass(frozen=True)
+class PersonaMean:
+    """The user's posterior mean of ``theta = [w, b]`` within one persona, shape ``(d + 1,)``."""
+
+    mean: np.ndarray
+
+
+@dataclass(frozen=True)
+class PersonaMix:
+    """The user's posterior over the personas of a population release, as of the last exact refit.
+
+    What :func:`engine.sampling.next_batch` reads as ``personas`` (``responsibilities`` and each
+    component's ``mean``); the within-persona covariances are not kept.
+    """
+
+    responsibilities: np.ndarray
+    components: tuple[PersonaMean, ...]
+
+    @classmethod
+    def of(cls, fitted: PersonaPosterior) -> PersonaMix:
+        return cls(
+            responsibilities=np.array(fitted.responsibilities),
+            components=tuple(PersonaMean(mean=np.array(c.mean)) for c in fitted.components),
+        )
+
+
+@dataclass(frozen=True)
+class Belief:
+    """What the service knows about a user's preference (:mod:`matchsvc.services.preferences`)."""
+
+    posterior: Posterior
+    personas: PersonaMix | None
+    population_version: int | None
+    drift_detected: bool
+    #: Where the next exact refit's drift test resumes (:class:`engine.preference.DriftCheckpoint`).
+    drift_checkpoint: DriftCheckpoint | None = None
+
+    def to_state(self) -> dict[str, Any]:
+        personas = None
+        if self.personas is not None:
+            personas = {
+                "responsibilities": self.personas.responsibilities.tolist(),
+                "means": [component.mean.tolist() for component in self.personas.components],
+            }
+        return {
+            "version": STATE_VERSION,
+            "kind": "posterior",
+            "posterior": self.posterior.to_state(),
+            "personas": personas,
+            "population_version": self.population_version,
+            "drift_detected": self.drift_detected,
+            "drift_checkpoint": None if self.drift_checkpoint is None else self.drift_checkpoint.to_state(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Belief:
+        """A version 2 ``posterior`` state, or a version 1 ``online`` one (no persona mix)."""
+        if state["version"] == 1:
+            return cls(OnlinePreference.from_state(state["online"]).posterior, None, None, False)
+        personas = state["personas"]
+        return cls(
+            posterior=Posterior.from_state(state["posterior"]),
+            personas=None
+            if personas is None
+            else PersonaMix(
+                responsibilities=np.array(personas["responsibilities"], dtype=np.float64),
+                components=tuple(PersonaMean(mean=np.array(m, dtype=np.float64)) for m in personas["means"]),
+            ),
+            population_version=state["population_version"],
+            drift_detected=bool(state["drift_detected"]),
+            drift_checkpoint=None
+            if state.get("drift_checkpoint") is None
+            else DriftCheckpoint.from_state(state["drift_checkpoint"]),
+        )
+
+
+def released_state(model: PreferenceModel) -> dict[str, Any]:
+    """The state of a release-time mechanism's model: the model only, no belief."""
+    return {"version": STATE_VERSION, "kind": "released", "model": model.to_vector().tolist()}
+
+
+def decode_state(state: dict[str, Any]) -> tuple[PreferenceModel, Belief | None]:
+    """The released model and, for a posterior state of either version, the belief."""
+    if state["kind"] == "released":
+        return PreferenceModel.from_vector(state["model"]), None
+    belief = Belief.from_state(state)
+    return belief.posterior.model(), belief
+
+
+def open_model(cipher: UserCipher, blob: bytes) -> PreferenceModel:
+    """The released model inside a sealed preference state (either version)."""
+    return decode_state(open_state(cipher, blob))[0]
+
+
+def export_state(cipher: UserCipher, blob: bytes) -> dict[str, Any]:
+    """A sealed preference state for the data-subject export, either version.
+
+    The released model (``coef``, ``intercept``) always; for a posterior state also the posterior
+    (mean and covariance of ``[w, b]``), the persona shares, the user's mean within each persona,
+    the population release version and the drift flag (empty or None where the state has none).
+    """
+    model, belief = decode_state(open_state(cipher, blob))
+    out: dict[str, Any] = {"coef": model.coef.tolist(), "intercept": model.intercept}
+    if belief is not None:
+        personas = belief.personas
+        out |= {
+            "posterior_mean": belief.posterior.mean.tolist(),
+            "posterior_covariance": belief.posterior.covariance.tolist(),
+            "persona_shares": [] if personas is None else personas.responsibilities.tolist(),
+            "persona_means": [] if personas is None else [c.mean.tolist() for c in personas.components],
+            "population_version": belief.population_version,
+            "drift_detected": belief.drift_detected,
+        }
+    return out
