@@ -57,14 +57,14 @@ class Settings(BaseSettings):
     keyring: SecretStr | None = None
     keyring_file: Path | None = None
 
-    #: ``rr``: randomized response on each label at ingestion (epsilon per rating; refits are free).
-    #: ``objective`` / ``dpsgd``: labels kept (encrypted) and each model release spends epsilon.
+    #: ``randomized_response``: on each label at ingestion (epsilon per rating; refits are free).
+    #: ``objective_perturbation`` / ``dpsgd``: labels kept (encrypted) and each model release spends epsilon.
     privacy_mechanism: Literal["randomized_response", "objective_perturbation", "dpsgd"] = "randomized_response"
     privacy_epsilon: float = Field(default=2.0, gt=0, le=20)
     privacy_delta: float = Field(default=1e-5, ge=0, lt=1e-2)
     #: Lifetime cap on the privacy loss of any single rating (all spends touching it, composed).
     privacy_cap: float = Field(default=8.0, gt=0, le=100)
-    #: Exact refit after this many online updates (rr: at least, or 10 % of the user's ratings when more)
+    #: Exact refit after this many online updates (randomized_response: at least, or 10 % of the user's ratings when more)
     #: or new ratings (release mechanisms).
     refit_every: int = Field(default=10, ge=1, le=1000)
     #: The refit worker of each serving process polls its queue this often when it is empty (0: no worker).

@@ -61,7 +61,7 @@ class PrivacyPolicy:
 
     @property
     def guarantee(self) -> Guarantee:
-        """Per rating (``rr``) or per model release (``objective``, ``dpsgd``)."""
+        """Per rating (``randomized_response``) or per model release (``objective_perturbation``, ``dpsgd``)."""
         return mechanism_guarantee(self.mechanism, epsilon=self.epsilon, delta=self.delta)
 
     def on_device_guarantee(self, epsilon: float) -> Guarantee:

@@ -35,7 +35,7 @@ from scipy.stats import binomtest
 from sqlalchemy import text
 
 from api.main import create_app
-from engine.preference.benchmark import expected_accuracy, synthetic_user
+from benchmarks.preference import expected_accuracy, synthetic_user
 from matchsvc.runtime import Runtime
 from tests.support.accounts import auth_headers
 from tests.support.scenario import served_latents, user_id
