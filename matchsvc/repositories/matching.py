@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.orm import Session
 
 from matchsvc.db.models import Block, Candidate, Decision, Match
+from matchsvc.repositories.id_ranges import IdRange, within
 
 __all__ = [
     "add_block",
@@ -189,13 +190,24 @@ def remove_pair(session: Session, a: uuid.UUID, b: uuid.UUID) -> None:
     session.execute(delete(Match).where(Match.user_low == low, Match.user_high == high))
 
 
-def blocked_or_matched_pairs(session: Session) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """Pairs never to suggest to each other again: blocks and existing matches."""
-    query = union(select(Block.blocker_id, Block.blocked_id), select(Match.user_low, Match.user_high))
+def blocked_or_matched_pairs(
+    session: Session, *, ranges: Sequence[IdRange] | None = None
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Pairs never to suggest to each other again: blocks and existing matches (both users in
+    ``ranges``, if given)."""
+    query = union(
+        select(Block.blocker_id, Block.blocked_id).where(within(Block.blocker_id, ranges), within(Block.blocked_id, ranges)),
+        select(Match.user_low, Match.user_high).where(within(Match.user_low, ranges), within(Match.user_high, ranges)),
+    )
     return [tuple(row) for row in session.execute(query)]
 
 
-def all_decisions(session: Session) -> list[tuple[uuid.UUID, uuid.UUID, bytes]]:
-    """(decider, target, sealed choice) of every decision; the job opens them with the decider's key."""
-    query = select(Decision.user_id, Decision.target_id, Decision.choice_ct)
+def all_decisions(
+    session: Session, *, ranges: Sequence[IdRange] | None = None
+) -> list[tuple[uuid.UUID, uuid.UUID, bytes]]:
+    """(decider, target, sealed choice) of every decision (both users in ``ranges``, if given); the
+    job opens them with the decider's key."""
+    query = select(Decision.user_id, Decision.target_id, Decision.choice_ct).where(
+        within(Decision.user_id, ranges), within(Decision.target_id, ranges)
+    )
     return [tuple(row) for row in session.execute(query)]

@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from matchsvc.db.models import Appearance, PreferenceState, Profile, User, UserKey
+from matchsvc.repositories.id_ranges import IdRange, within
 
 __all__ = ["filter_rows", "get_appearance", "get_profile", "matchable_rows", "put_appearance", "put_profile"]
 
@@ -52,10 +53,11 @@ def filter_rows(session: Session, user_ids: Collection[uuid.UUID]) -> dict[uuid.
 
 
 def matchable_rows(
-    session: Session,
+    session: Session, *, ranges: Sequence[IdRange] | None = None
 ) -> Sequence[tuple[uuid.UUID, int, bytes | None, bytes | None, bytes | None, int, bytes]]:
-    """Every user with (id, birth year, appearance, filters, model state, ratings, wrapped data key);
-    None where missing. One query: the job must not pay a round trip per user for the key."""
+    """Every user (in ``ranges``, if given) with (id, birth year, appearance, filters, model state,
+    ratings, wrapped data key); None where missing. One query: the job must not pay a round trip
+    per user for the key."""
     query = (
         select(
             User.id,
@@ -70,7 +72,7 @@ def matchable_rows(
         .outerjoin(Appearance, Appearance.user_id == User.id)
         .outerjoin(Profile, Profile.user_id == User.id)
         .outerjoin(PreferenceState, PreferenceState.user_id == User.id)
-        .where(User.scopes.contains(["user"]))
+        .where(User.scopes.contains(["user"]), within(User.id, ranges))
         .order_by(User.id)
     )
     return [tuple(row) for row in session.execute(query)]
