@@ -107,7 +107,7 @@ def run_matching(
     backend: Literal["local", "ray"] = "local",
     device: str | None = None,
     progress: bool = False,
-    skip_partitions: bool = True,
+    skip_partitions: bool = False,
     full_every: int = 1,
     change_margin: timedelta = CHANGE_MARGIN,
     **backend_options: Any,
@@ -116,9 +116,12 @@ def run_matching(
 
     ``backend="ray"`` runs the job on Ray, where each task reads and decrypts its own users
     (``matchsvc.jobs.ray_backend``; options ``partitions`` and ``address``); its runs are full.
-    The local backend scores only pairs of partitions (gender x age bucket) whose filters can
-    accept each other both ways (``engine.partitioned``); ``skip_partitions=False`` scores every
-    pair with ``engine.scoring.reciprocal_topk`` instead, the reference it must agree with.
+    A full local run scores every pair with ``engine.scoring.reciprocal_topk`` (the C kernel on
+    the CPU; gender x age bucket as group masks), as each Ray task does on its users;
+    ``skip_partitions=True`` instead scores only pairs of partitions whose filters can accept each
+    other both ways (``engine.partitioned``: torch tiles, slower per pair than the kernel by more
+    than the pairs it skips, decision D37). Incremental runs always use the partitioned tiles, which
+    can limit the work to the changed users' tiles.
 
     With ``full_every = N > 1`` only every Nth run recomputes everyone; the runs between are
     incremental (decision D27): users changed since the last run (new, appearance, filters, model,
@@ -131,7 +134,7 @@ def run_matching(
     with sessions() as session:
         snapshot_at = runs_repo.database_now(session)
         previous = runs_repo.recent_runs(session, limit=max(1, full_every - 1))
-        incremental = backend == "local" and skip_partitions and not _full_due(previous, full_every)
+        incremental = not _full_due(previous, full_every)
         changed = runs_repo.changed_since(session, previous[0].started_at, margin=change_margin) if incremental else set()
         inputs = collect_inputs(session, keys=keys, min_ratings=min_ratings, progress=progress)
         stored = matching_repo.stored_lists(session, inputs.user_ids) if incremental else {}
@@ -143,7 +146,7 @@ def run_matching(
         width = min(n - 1, OVERSAMPLE * k)
         arrays = (inputs.pref, inputs.bias, inputs.looks)
         masks = {"group": inputs.group, "seeks": inputs.seeks, "exclude": inputs.exclude}
-        if skip_partitions:
+        if skip_partitions or incremental:
             plan = plan_partitions(inputs.group, inputs.seeks)
             focus = np.array([i for i, user_id in enumerate(inputs.user_ids) if user_id in changed], dtype=np.int64)
             _, indices, pairs = partitioned_topk(*arrays, width, **masks, plan=plan, rows=focus if incremental else None)
