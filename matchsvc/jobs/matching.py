@@ -4,7 +4,8 @@ Stages: load every user's sealed appearance, filters and model and open them wit
 build the arrays ``engine.scoring.reciprocal_topk`` takes (gender x coarse age bucket as the 64-bit
 group masks; blocks, passes and matches as exclusions); score; then drop, per seeker, candidates
 whose exact age is outside either side's range or whom the seeker already decided on; store the
-first ``k`` by rank. Scores never leave this function's memory.
+first ``k`` by rank. Scores never leave this function's memory. With the Ray backend the same
+stages run inside Ray tasks, each on its own users (``matchsvc.jobs.ray_backend``, D36).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class MatchRunReport:
     mode: str
     #: Users whose stored list this run rewrote.
     refreshed: int
-    #: Stage times: read and decrypt the snapshot, score and rank, write lists and the run record.
+    #: Stage times: read and decrypt the snapshot, score and rank, write lists and the run record
+    #: (Ray: summed over its tasks, so they can exceed ``seconds``).
     read_seconds: float
     score_seconds: float
     write_seconds: float

@@ -94,10 +94,12 @@ def score_ranges(
         inputs = collect_inputs(session, keys=keys, min_ratings=min_ratings, ranges=ranges)
     read_done = time.perf_counter()
     n = len(inputs.user_ids)
-    scores, indices = reciprocal_topk(
-        inputs.pref, inputs.bias, inputs.looks, width,
-        group=inputs.group, seeks=inputs.seeks, exclude=inputs.exclude, device=device,
-    )
+    scores, indices = np.full((0, width), -np.inf, dtype=np.float32), np.full((0, width), -1, dtype=np.int64)
+    if n:
+        scores, indices = reciprocal_topk(
+            inputs.pref, inputs.bias, inputs.looks, width,
+            group=inputs.group, seeks=inputs.seeks, exclude=inputs.exclude, device=device,
+        )
     ok = np.array([acceptable(inputs, i, row) for i, row in enumerate(indices.tolist())], dtype=bool).reshape(n, width)
     users = _words(inputs.user_ids)
     candidates = np.full((n, width, 2), _PAD, dtype=np.uint64)

@@ -47,9 +47,10 @@ def split_users(session: Session, *, parts: int) -> list[IdRange]:
         raise ValueError(f"parts must be >= 1, got {parts}")
     count = session.scalar(select(func.count()).select_from(User)) or 0
     ranked = select(User.id, func.row_number().over(order_by=User.id).label("rank")).subquery()
-    cuts = [count * part // parts + 1 for part in range(1, parts)]
+    # A range starts at each cut's user; the first user never starts one (its range would be empty).
+    cuts = sorted({count * part // parts + 1 for part in range(1, parts)} - {1})
     bounds = list(session.scalars(select(ranked.c.id).where(ranked.c.rank.in_(cuts)).order_by(ranked.c.id))) if cuts else []
-    edges: list[uuid.UUID | None] = [None, *dict.fromkeys(bounds), None]
+    edges: list[uuid.UUID | None] = [None, *bounds, None]
     return [IdRange(low=edges[i], high=edges[i + 1]) for i in range(len(edges) - 1)]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import numpy as np
@@ -13,9 +14,10 @@ from sqlalchemy import text
 from matchsvc.bench.matching import load_synthetic_users
 from matchsvc.jobs import match_inputs
 from matchsvc.jobs.matching import run_matching
-from matchsvc.jobs.ray_backend import Found, merge_found
+from matchsvc.jobs.ray_backend import Found, merge_found, score_ranges
 from matchsvc.keys import KeyRingStore
 from matchsvc.repositories import matching as matching_repo
+from matchsvc.repositories.id_ranges import IdRange
 from matchsvc.runtime import Runtime
 from matchsvc.services import matching as matching_service
 from privacy.crypto import KeyRing
@@ -158,3 +160,11 @@ def test_matching_job_with_the_ray_backend_stores_the_same_candidates(
     remote = run_matching(db.sessions, keys=db.keys, k=3, min_ratings=10, backend="ray", partitions=2)
     assert remote.matchable == local.matchable == 4 and remote.backend == "ray"
     assert candidates() == expected
+
+
+def test_a_range_without_matchable_users_yields_no_lists(db: Runtime) -> None:
+    load_synthetic_users(db, n=8, seed=6)
+    beyond = IdRange(low=uuid.UUID(int=2**128 - 1), high=None)
+    (found,), stats = score_ranges(db.sessions, keys=db.keys, ranges=[beyond], snapshot=None, min_ratings=1, width=4)
+    assert found.users.shape == (0, 2) and stats.matchable == 0
+    assert merge_found([found], k=2, width=4) == {}
