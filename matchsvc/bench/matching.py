@@ -39,6 +39,9 @@ from privacy.crypto import DataKey, KeyRing, wrap_data_key
 
 __all__ = ["Loaded", "load_synthetic_users", "run_matching_benchmark"]
 
+#: A batch job's single statements (COPYing 100k users, reading a range, COPYing its lists) outgrow
+#: the request limits (D29); the loader and every job process run under these.
+_BATCH_LIMITS = {"MATCHSVC_DB_STATEMENT_TIMEOUT_SECONDS": 1800.0, "MATCHSVC_DB_DEADLINE_SECONDS": 1900.0}
 _GENDERS = (Gender.woman, Gender.man, Gender.nonbinary, Gender.other)
 _OTHER = {Gender.woman: Gender.man, Gender.man: Gender.woman}
 
@@ -151,9 +154,7 @@ def _in_fresh_process(runtime: Runtime, secrets: dict[str, str], backend: str, k
         "DATABASE_URL": runtime.engine.url.render_as_string(hide_password=False),
         "MATCHSVC_DATA_DIR": str(runtime.scratch),
         "MATCHSVC_LOG_LEVEL": "ERROR",
-        # A batch job's single statements (reading a range, COPYing its lists) outgrow the request limits (D29).
-        "MATCHSVC_DB_STATEMENT_TIMEOUT_SECONDS": "1800",
-        "MATCHSVC_DB_DEADLINE_SECONDS": "1900",
+        **{key: str(value) for key, value in _BATCH_LIMITS.items()},
     }
     code = f"import json; from matchsvc.bench.matching import _job; print(json.dumps(_job({backend!r}, {k}, {workers})))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
@@ -173,7 +174,13 @@ def run_matching_benchmark(*, sizes: tuple[int, ...], k: int, ray: bool, workers
     cases = []
     # Generated here and handed to the job processes, so nothing is written to stdout about them.
     secrets = {"MATCHSVC_SECRET_KEY": uuid.uuid4().hex + uuid.uuid4().hex, "MATCHSVC_KEYRING": KeyRing.generate().to_json()}
-    settings = Settings(match_interval_seconds=0, secret_key=secrets["MATCHSVC_SECRET_KEY"], keyring=secrets["MATCHSVC_KEYRING"])
+    settings = Settings(
+        match_interval_seconds=0,
+        secret_key=secrets["MATCHSVC_SECRET_KEY"],
+        keyring=secrets["MATCHSVC_KEYRING"],
+        db_statement_timeout_seconds=_BATCH_LIMITS["MATCHSVC_DB_STATEMENT_TIMEOUT_SECONDS"],
+        db_deadline_seconds=_BATCH_LIMITS["MATCHSVC_DB_DEADLINE_SECONDS"],
+    )
     runtime = Runtime.start(settings, ephemeral=True)
     try:
         for n in sizes:
