@@ -28,7 +28,7 @@ from matchsvc.secret_files import create_once
 from matchsvc.services.privacy import PrivacyPolicy
 from matchsvc.settings import MIN_SECRET_BYTES, Settings
 
-__all__ = ["Runtime", "ServiceSecrets"]
+__all__ = ["Runtime", "ServiceSecrets", "configured_keyring"]
 
 log = structlog.get_logger(__name__)
 
@@ -74,12 +74,20 @@ def _load_or_create_secret(path: Path) -> bytes:
     return value
 
 
-def _keyring(settings: Settings, scratch: Path | None) -> KeyRingStore:
-    """Configured ring, else a generated file (in the data dir, or scratch space for ephemeral runs)."""
+def configured_keyring(settings: Settings) -> KeyRingStore | None:
+    """The ring the settings name (``MATCHSVC_KEYRING`` or ``MATCHSVC_KEYRING_FILE``), or None."""
     if settings.keyring is not None:
         return KeyRingStore(json_text=settings.keyring.get_secret_value())
     if settings.keyring_file is not None:
         return KeyRingStore(path=settings.keyring_file)
+    return None
+
+
+def _keyring(settings: Settings, scratch: Path | None) -> KeyRingStore:
+    """Configured ring, else a generated file (in the data dir, or scratch space for ephemeral runs)."""
+    configured = configured_keyring(settings)
+    if configured is not None:
+        return configured
     return KeyRingStore.open_or_create((scratch or settings.data_dir) / "keyring.json")
 
 

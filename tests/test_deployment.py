@@ -97,6 +97,10 @@ def test_the_ray_cluster_and_the_job_share_the_apis_database_and_key_ring() -> N
         # The API's key-ring volume, mounted read-only: a node can never create or rotate a key ring.
         api_volume = next(v for v in api["volumes"] if v.split(":")[1] == "/data")
         assert f"{api_volume.split(':')[0]}:/data:ro" in service["volumes"], name
+        # Each task reads its ranges and writes its lists itself (D36), in statements far longer than a request's.
+        limits = {key: float(value) for key, value in environment.items() if key.startswith("MATCHSVC_DB_")}
+        assert limits["MATCHSVC_DB_STATEMENT_TIMEOUT_SECONDS"] >= 600, name
+        assert limits["MATCHSVC_DB_DEADLINE_SECONDS"] > limits["MATCHSVC_DB_STATEMENT_TIMEOUT_SECONDS"], name
     head_port = next(arg.split("=")[1] for arg in nodes["ray-head"]["command"] if arg.startswith("--port="))
     worker_address = next(arg.split("=")[1] for arg in nodes["ray-worker"]["command"] if arg.startswith("--address="))
     assert worker_address == f"ray-head:{head_port}"

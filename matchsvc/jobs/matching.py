@@ -4,58 +4,35 @@ Stages: load every user's sealed appearance, filters and model and open them wit
 build the arrays ``engine.scoring.reciprocal_topk`` takes (gender x coarse age bucket as the 64-bit
 group masks; blocks, passes and matches as exclusions); score; then drop, per seeker, candidates
 whose exact age is outside either side's range or whom the seeker already decided on; store the
-first ``k`` by rank. Scores never leave this function's memory.
+first ``k`` by rank. Scores never leave this function's memory. With the Ray backend the same
+stages run inside Ray tasks, each on its own users (``matchsvc.jobs.ray_backend``, D36).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Iterator
-from datetime import timedelta
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
-from tqdm import tqdm
 
 from engine.partitioned import pair_scores, partitioned_topk, plan_partitions
 from engine.scoring import reciprocal_topk
-from matchsvc.keys import KeyRingStore
 from matchsvc.db.models import MatchRun
+from matchsvc.jobs.match_inputs import OVERSAMPLE, MatchInputs, collect_inputs, rank
+from matchsvc.keys import KeyRingStore
 from matchsvc.repositories import match_runs as runs_repo
 from matchsvc.repositories import matching as matching_repo
-from matchsvc.repositories import profiles as profiles_repo
-from matchsvc.services.keys import open_cipher
-from matchsvc.services.filters import Filters, mutually_accept
-from matchsvc.services.profiles import age_of, group_code, seeks_mask
-from matchsvc.services.sealed import LIKE, PASS, open_choice, open_filters, open_latent, open_model
 
-__all__ = ["MatchInputs", "MatchRunReport", "collect_inputs", "run_matching"]
+__all__ = ["MatchRunReport", "run_matching"]
 
-#: Scored per seeker before exact filtering, as a multiple of k (the kernel's groups are coarse).
-OVERSAMPLE = 3
 #: How long a request transaction may run: a change whose marker (its transaction's start) is up to
 #: this much older than the last run's snapshot may not have been visible to it, so it counts again.
 CHANGE_MARGIN = timedelta(minutes=5)
-
-
-@dataclass(frozen=True)
-class MatchInputs:
-    user_ids: list[uuid.UUID]
-    pref: np.ndarray  # (n, d)
-    bias: np.ndarray  # (n,)
-    looks: np.ndarray  # (n, d)
-    group: np.ndarray  # (n,) int64
-    seeks: np.ndarray  # (n,) int64
-    ages: np.ndarray  # (n,) int64
-    filters: list[Filters]
-    exclude: np.ndarray  # (2, m) int64
-    decided: dict[int, set[int]]  # seeker index -> indices already liked (passes are in exclude)
-    skipped_no_appearance: int
-    skipped_no_profile: int
-    skipped_few_ratings: int
 
 
 @dataclass(frozen=True)
@@ -74,7 +51,8 @@ class MatchRunReport:
     mode: str
     #: Users whose stored list this run rewrote.
     refreshed: int
-    #: Stage times: read and decrypt the snapshot, score and rank, write lists and the run record.
+    #: Stage times: read and decrypt the snapshot, score and rank, write lists and the run record
+    #: (Ray: summed over its tasks, so they can exceed ``seconds``).
     read_seconds: float
     score_seconds: float
     write_seconds: float
@@ -87,84 +65,6 @@ class MatchRunReport:
             f"({self.pairs_skipped_fraction:.1%} of pairs skipped); {self.mode} run, "
             f"{self.refreshed} lists refreshed [{self.backend}]"
         )
-
-
-def collect_inputs(session: Session, *, keys: KeyRingStore, min_ratings: int, progress: bool = False) -> MatchInputs:
-    """Open every matchable user's sealed data in memory and build the scoring arrays."""
-    ids: list[uuid.UUID] = []
-    prefs, biases, looks, groups, seeks, ages, filters = [], [], [], [], [], [], []
-    no_look = no_profile = few = 0
-    decisions = matching_repo.all_decisions(session)
-    deciders = {decider for decider, _, _ in decisions}
-    ciphers = {}  # kept only for users whose decisions must be opened
-    rows = profiles_repo.matchable_rows(session)
-    for user_id, birth_year, latent_ct, filters_ct, state_ct, n_ratings, wrapped in tqdm(
-        rows, desc="decrypting users", disable=not progress, unit="user"
-    ):
-        if latent_ct is None:
-            no_look += 1
-            continue
-        if filters_ct is None:
-            no_profile += 1
-            continue
-        if state_ct is None or n_ratings < min_ratings:
-            few += 1
-            continue
-        cipher = open_cipher(keys=keys, user_id=user_id, wrapped=wrapped)
-        if user_id in deciders:
-            ciphers[user_id] = cipher
-        model = open_model(cipher, state_ct)
-        user_filters = open_filters(cipher, filters_ct)
-        age = age_of(birth_year)
-        ids.append(user_id)
-        prefs.append(model.coef)
-        biases.append(model.intercept)
-        looks.append(open_latent(cipher, latent_ct))
-        groups.append(group_code(user_filters.gender, age))
-        seeks.append(seeks_mask(user_filters))
-        ages.append(age)
-        filters.append(user_filters)
-    index = {user_id: i for i, user_id in enumerate(ids)}
-    pairs = [(index[a], index[b]) for a, b in matching_repo.blocked_or_matched_pairs(session) if a in index and b in index]
-    decided: dict[int, set[int]] = {}
-    for decider, target, blob in decisions:
-        if decider in index and target in index:
-            choice = open_choice(ciphers[decider], target_id=target, blob=blob)
-            if choice == PASS:
-                pairs.append((index[decider], index[target]))
-            elif choice == LIKE:
-                decided.setdefault(index[decider], set()).add(index[target])
-    d = len(prefs[0]) if prefs else 0
-    return MatchInputs(
-        user_ids=ids,
-        pref=np.array(prefs, dtype=np.float64).reshape(len(ids), d),
-        bias=np.array(biases, dtype=np.float64),
-        looks=np.array(looks, dtype=np.float64).reshape(len(ids), d),
-        group=np.array(groups, dtype=np.int64),
-        seeks=np.array(seeks, dtype=np.int64),
-        ages=np.array(ages, dtype=np.int64),
-        filters=filters,
-        exclude=np.array(pairs, dtype=np.int64).reshape(-1, 2).T.copy(),
-        decided=decided,
-        skipped_no_appearance=no_look,
-        skipped_no_profile=no_profile,
-        skipped_few_ratings=few,
-    )
-
-
-def _rank(inputs: MatchInputs, rows: Iterable[tuple[int, Iterable[int]]], k: int) -> dict[uuid.UUID, list[uuid.UUID]]:
-    """Per seeker ``i`` and its candidates in score order: drop exact-age mismatches and own likes,
-    keep the first k."""
-    ranked: dict[uuid.UUID, list[uuid.UUID]] = {}
-    for i, row in rows:
-        mine, my_age, decided = inputs.filters[i], int(inputs.ages[i]), inputs.decided.get(i, set())
-        kept = [
-            inputs.user_ids[j]
-            for j in row
-            if j >= 0 and j not in decided and mutually_accept(mine, my_age, inputs.filters[j], int(inputs.ages[j]))
-        ]
-        ranked[inputs.user_ids[i]] = kept[:k]
-    return ranked
 
 
 def _full_due(previous: list[MatchRun], full_every: int) -> bool:
@@ -209,27 +109,34 @@ def run_matching(
     backend: Literal["local", "ray"] = "local",
     device: str | None = None,
     progress: bool = False,
-    skip_partitions: bool = True,
+    skip_partitions: bool = False,
     full_every: int = 1,
     change_margin: timedelta = CHANGE_MARGIN,
     **backend_options: Any,
 ) -> MatchRunReport:
     """Recompute candidate lists and record the run; returns the summary the CLI prints.
 
-    The local backend scores only pairs of partitions (gender x age bucket) whose filters can
-    accept each other both ways (``engine.partitioned``); ``skip_partitions=False`` scores every
-    pair with ``engine.scoring.reciprocal_topk`` instead, the reference it must agree with.
+    ``backend="ray"`` runs the job on Ray, where each task reads and decrypts its own users
+    (``matchsvc.jobs.ray_backend``; options ``partitions`` and ``address``); its runs are full.
+    A full local run scores every pair with ``engine.scoring.reciprocal_topk`` (the C kernel on
+    the CPU; gender x age bucket as group masks), as each Ray task does on its users;
+    ``skip_partitions=True`` instead scores only pairs of partitions whose filters can accept each
+    other both ways (``engine.partitioned``: torch tiles, slower per pair than the kernel by more
+    than the pairs it skips, decision D37). Incremental runs always use the partitioned tiles, which
+    can limit the work to the changed users' tiles.
 
     With ``full_every = N > 1`` only every Nth run recomputes everyone; the runs between are
     incremental (decision D27): users changed since the last run (new, appearance, filters, model,
     blocks, likes, passes, matches) get exactly the lists a full run would give them, and enter
     the lists of others, which are re-ranked from their stored candidates plus the changed users.
     """
+    if backend == "ray":
+        return _run_on_ray(sessions, k=k, min_ratings=min_ratings, device=device, **backend_options)
     started = time.perf_counter()
     with sessions() as session:
         snapshot_at = runs_repo.database_now(session)
         previous = runs_repo.recent_runs(session, limit=max(1, full_every - 1))
-        incremental = backend == "local" and skip_partitions and not _full_due(previous, full_every)
+        incremental = not _full_due(previous, full_every)
         changed = runs_repo.changed_since(session, previous[0].started_at, margin=change_margin) if incremental else set()
         inputs = collect_inputs(session, keys=keys, min_ratings=min_ratings, progress=progress)
         stored = matching_repo.stored_lists(session, inputs.user_ids) if incremental else {}
@@ -241,24 +148,19 @@ def run_matching(
         width = min(n - 1, OVERSAMPLE * k)
         arrays = (inputs.pref, inputs.bias, inputs.looks)
         masks = {"group": inputs.group, "seeks": inputs.seeks, "exclude": inputs.exclude}
-        if backend == "ray":
-            from matchsvc.jobs.ray_backend import ray_reciprocal_topk
-
-            _, indices = ray_reciprocal_topk(*arrays, width, **masks, device=device, **backend_options)
-            ranked = _rank(inputs, enumerate(np.asarray(indices)), k)
-        elif skip_partitions:
+        if skip_partitions or incremental:
             plan = plan_partitions(inputs.group, inputs.seeks)
             focus = np.array([i for i, user_id in enumerate(inputs.user_ids) if user_id in changed], dtype=np.int64)
             _, indices, pairs = partitioned_topk(*arrays, width, **masks, plan=plan, rows=focus if incremental else None)
             skipped = 1.0 - pairs / (n * (n - 1))
             if incremental:
-                ranked = _rank(inputs, ((i, indices[i]) for i in focus), k)
-                ranked.update(_rank(inputs, _merged_lists(inputs, indices, focus, stored), k))
+                ranked = rank(inputs, ((i, indices[i]) for i in focus), k)
+                ranked.update(rank(inputs, _merged_lists(inputs, indices, focus, stored), k))
             else:
-                ranked = _rank(inputs, enumerate(indices), k)
+                ranked = rank(inputs, enumerate(indices), k)
         else:
             _, indices = reciprocal_topk(*arrays, width, **masks, device=device)
-            ranked = _rank(inputs, enumerate(np.asarray(indices)), k)
+            ranked = rank(inputs, enumerate(np.asarray(indices)), k)
     score_done = time.perf_counter()
     with sessions() as session:
         matching_repo.replace_candidates(session, ranked)
@@ -290,4 +192,44 @@ def run_matching(
         read_seconds=read_done - started,
         score_seconds=score_done - read_done,
         write_seconds=finished - score_done,
+    )
+
+
+def _run_on_ray(
+    sessions: sessionmaker[Session], *, k: int, min_ratings: int, device: str | None, **options: Any
+) -> MatchRunReport:
+    """A full run on Ray; the driver holds ids and counts only (decision D36)."""
+    from matchsvc.jobs.ray_backend import run_on_ray
+
+    started = time.perf_counter()
+    run = run_on_ray(sessions, k=k, width=OVERSAMPLE * k, min_ratings=min_ratings, device=device, **options)
+    n = run.matchable
+    with sessions() as session:
+        runs_repo.record_run(
+            session,
+            started_at=run.snapshot_at,
+            mode="full",
+            users=n,
+            refreshed=run.refreshed,
+            pairs_scored=run.pairs_scored,
+            pairs_skipped_fraction=0.0,
+        )
+        session.commit()
+    seconds = time.perf_counter() - started
+    return MatchRunReport(
+        users=n + sum(run.skipped),
+        matchable=n,
+        skipped_no_appearance=run.skipped[0],
+        skipped_no_profile=run.skipped[1],
+        skipped_few_ratings=run.skipped[2],
+        pairs_scored=run.pairs_scored,
+        pairs_skipped_fraction=0.0,
+        seconds=seconds,
+        pairs_per_second=run.pairs_scored / seconds if seconds > 0 else 0.0,
+        backend="ray",
+        mode="full",
+        refreshed=run.refreshed,
+        read_seconds=run.read_seconds,
+        score_seconds=run.score_seconds,
+        write_seconds=run.write_seconds,
     )

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.orm import Session
 
 from matchsvc.db.models import Block, Candidate, Decision, Match
+from matchsvc.repositories.id_ranges import IdRange, within
 
 __all__ = [
     "DecisionRow",
@@ -191,9 +192,15 @@ def remove_pair(session: Session, a: uuid.UUID, b: uuid.UUID) -> None:
     session.execute(delete(Match).where(Match.user_low == low, Match.user_high == high))
 
 
-def blocked_or_matched_pairs(session: Session) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """Pairs never to suggest to each other again: blocks and existing matches."""
-    query = union(select(Block.blocker_id, Block.blocked_id), select(Match.user_low, Match.user_high))
+def blocked_or_matched_pairs(
+    session: Session, *, ranges: Sequence[IdRange] | None = None
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Pairs never to suggest to each other again: blocks and existing matches (both users in
+    ``ranges``, if given)."""
+    query = union(
+        select(Block.blocker_id, Block.blocked_id).where(within(Block.blocker_id, ranges), within(Block.blocked_id, ranges)),
+        select(Match.user_low, Match.user_high).where(within(Match.user_low, ranges), within(Match.user_high, ranges)),
+    )
     return [tuple(row) for row in session.execute(query)]
 
 
@@ -203,7 +210,10 @@ class DecisionRow(NamedTuple):
     choice_ct: bytes
 
 
-def all_decisions(session: Session) -> list[DecisionRow]:
-    """Every decision; the job opens each sealed choice with the decider's key."""
-    query = select(Decision.user_id, Decision.target_id, Decision.choice_ct)
+def all_decisions(session: Session, *, ranges: Sequence[IdRange] | None = None) -> list[DecisionRow]:
+    """Every decision (both users in ``ranges``, if given); the job opens each sealed choice with
+    the decider's key."""
+    query = select(Decision.user_id, Decision.target_id, Decision.choice_ct).where(
+        within(Decision.user_id, ranges), within(Decision.target_id, ranges)
+    )
     return [DecisionRow(*row) for row in session.execute(query)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import NamedTuple
 
 from sqlalchemy import func, select
@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from matchsvc.db.models import Appearance, PreferenceState, Profile, User, UserKey
+from matchsvc.repositories.id_ranges import IdRange, within
 
 __all__ = [
     "FilterRow",
@@ -80,9 +81,9 @@ def filter_rows(session: Session, user_ids: Collection[uuid.UUID]) -> dict[uuid.
     return {row.id: FilterRow(row.birth_year, row.filters_ct, row.wrapped_key) for row in rows}
 
 
-def matchable_rows(session: Session) -> list[MatchableRow]:
-    """Every user with their appearance, filters, model state, ratings and wrapped data key.
-    One query: the job must not pay a round trip per user for the key."""
+def matchable_rows(session: Session, *, ranges: Sequence[IdRange] | None = None) -> list[MatchableRow]:
+    """Every user (in ``ranges``, if given) with their appearance, filters, model state, ratings and
+    wrapped data key. One query: the job must not pay a round trip per user for the key."""
     query = (
         select(
             User.id,
@@ -97,7 +98,7 @@ def matchable_rows(session: Session) -> list[MatchableRow]:
         .outerjoin(Appearance, Appearance.user_id == User.id)
         .outerjoin(Profile, Profile.user_id == User.id)
         .outerjoin(PreferenceState, PreferenceState.user_id == User.id)
-        .where(User.scopes.contains(["user"]))
+        .where(User.scopes.contains(["user"]), within(User.id, ranges))
         .order_by(User.id)
     )
     return [MatchableRow(*row) for row in session.execute(query)]
