@@ -7,13 +7,26 @@ from collections.abc import Sequence
 
 from datetime import datetime
 
-from sqlalchemy import Float, exists, func, literal, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from matchsvc.db.models import Face, FaceImpression, Rating
+from matchsvc.db.models import Face, Rating
 
 __all__ = ["count_ratings", "list_ratings", "training_rows", "upsert_served_rating"]
+
+
+# Prebuilt (rating path). ``created``: a new row has ``created_at = updated_at`` (both the
+# transaction's ``now()``); a replaced one keeps its older ``created_at``.
+_UPSERT_SERVED = text(
+    """
+    INSERT INTO ratings (user_id, face_id, label_ct, label_epsilon)
+    SELECT :user_id, :face_id, :label_ct, CAST(:label_epsilon AS double precision)
+    WHERE EXISTS (SELECT 1 FROM face_impressions WHERE user_id = :user_id AND face_id = :face_id)
+    ON CONFLICT (user_id, face_id) DO UPDATE SET
+        label_ct = EXCLUDED.label_ct, label_epsilon = EXCLUDED.label_epsilon, updated_at = now()
+    RETURNING updated_at, created_at = updated_at AS created
+    """
+)
 
 
 def upsert_served_rating(
@@ -23,20 +36,8 @@ def upsert_served_rating(
 
     Returns ``(recorded_at, created)``, or None when the face was never served to the user.
     """
-    served = exists().where(FaceImpression.user_id == user_id, FaceImpression.face_id == face_id)
-    source = select(
-        literal(user_id), literal(face_id), literal(label_ct), literal(label_epsilon, type_=Float)
-    ).where(served)
-    statement = insert(Rating).from_select(["user_id", "face_id", "label_ct", "label_epsilon"], source)
-    statement = statement.on_conflict_do_update(
-        index_elements=[Rating.user_id, Rating.face_id],
-        set_={
-            "label_ct": statement.excluded.label_ct,
-            "label_epsilon": statement.excluded.label_epsilon,
-            "updated_at": func.now(),
-        },
-    ).returning(Rating.updated_at, (Rating.created_at == Rating.updated_at).label("created"))
-    row = session.execute(statement).first()
+    params = {"user_id": user_id, "face_id": face_id, "label_ct": label_ct, "label_epsilon": label_epsilon}
+    row = session.execute(_UPSERT_SERVED, params).first()
     return None if row is None else (row.updated_at, bool(row.created))
 
 
