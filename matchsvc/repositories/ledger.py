@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
@@ -13,6 +14,8 @@ from matchsvc.db.models import LedgerEntry
 
 __all__ = [
     "MODEL_SCOPE",
+    "TOTALS_COLUMNS",
+    "TOTALS_JOINS",
     "ScopeTotals",
     "add_spend",
     "scope_totals",
@@ -35,6 +38,19 @@ class ScopeTotals:
     rating_scope_epsilon: float = 0.0  # of the scope asked about, 0 if none
     rating_scope_delta: float = 0.0
     spends: int = 0
+
+    @classmethod
+    def from_row(cls, row: Any) -> ScopeTotals:
+        """From a row with the columns of :data:`TOTALS_COLUMNS` (NULL: no spend yet)."""
+        return cls(
+            model_epsilon=row.model_epsilon or 0.0,
+            model_delta=row.model_delta or 0.0,
+            worst_rating_epsilon=row.worst_rating_epsilon or 0.0,
+            worst_rating_delta=row.worst_rating_delta or 0.0,
+            rating_scope_epsilon=row.scope_epsilon or 0.0,
+            rating_scope_delta=row.scope_delta or 0.0,
+            spends=row.spends or 0,
+        )
 
 
 # Prebuilt: the rating path runs these on every request, and building them per call cost more
@@ -59,15 +75,17 @@ _SCOPE_TOTAL = """, scope_total AS (
     )"""
 _SPEND_MODEL = text(_SPEND.format(scope_total=""))
 _SPEND_RATING = text(_SPEND.format(scope_total=_SCOPE_TOTAL))
-_TOTALS = text(
-    """
-    SELECT t.model_epsilon, t.model_delta, t.worst_rating_epsilon, t.worst_rating_delta, t.spends,
-           s.epsilon AS scope_epsilon, s.delta AS scope_delta
-    FROM (SELECT 1) AS one
-    LEFT JOIN privacy_user_totals AS t ON t.user_id = :user_id
-    LEFT JOIN privacy_scope_totals AS s ON s.user_id = :user_id AND s.scope = :scope
-    """
+#: What :meth:`ScopeTotals.from_row` reads, from ``privacy_user_totals AS t`` and ``privacy_scope_totals AS s``
+#: joined on ``:user_id`` and ``:scope`` (:data:`TOTALS_JOINS`).
+TOTALS_COLUMNS = (
+    "t.model_epsilon, t.model_delta, t.worst_rating_epsilon, t.worst_rating_delta, t.spends, "
+    "s.epsilon AS scope_epsilon, s.delta AS scope_delta"
 )
+TOTALS_JOINS = (
+    "LEFT JOIN privacy_user_totals AS t ON t.user_id = :user_id "
+    "LEFT JOIN privacy_scope_totals AS s ON s.user_id = :user_id AND s.scope = :scope"
+)
+_TOTALS = text(f"SELECT {TOTALS_COLUMNS} FROM (SELECT 1) AS one {TOTALS_JOINS}")
 
 
 def add_spend(
@@ -111,16 +129,7 @@ def scope_totals(session: Session, *, user_id: uuid.UUID, rating_scope: str | No
     Read under the caller's row lock on the user, so no concurrent spend can move them before
     :func:`add_spend` writes the new ones.
     """
-    row = session.execute(_TOTALS, {"user_id": user_id, "scope": rating_scope or MODEL_SCOPE}).one()
-    return ScopeTotals(
-        model_epsilon=row.model_epsilon or 0.0,
-        model_delta=row.model_delta or 0.0,
-        worst_rating_epsilon=row.worst_rating_epsilon or 0.0,
-        worst_rating_delta=row.worst_rating_delta or 0.0,
-        rating_scope_epsilon=row.scope_epsilon or 0.0,
-        rating_scope_delta=row.scope_delta or 0.0,
-        spends=row.spends or 0,
-    )
+    return ScopeTotals.from_row(session.execute(_TOTALS, {"user_id": user_id, "scope": rating_scope or MODEL_SCOPE}).one())
 
 
 def totals_by_mechanism(session: Session) -> dict[str, dict[str, float]]:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from matchsvc.db.models import PreferenceState
 
-__all__ = ["StateRow", "get_state", "get_state_and_release_version", "put_state"]
+__all__ = ["StateRow", "get_state", "put_state"]
 
 
 def get_state(session: Session, user_id: uuid.UUID, *, for_update: bool = False) -> PreferenceState | None:
@@ -27,13 +27,6 @@ class StateRow:
     pending_updates: int
 
 
-_STATE_AND_RELEASE = text(
-    """
-    SELECT s.state_ct, s.n_ratings, s.pending_updates,
-           (SELECT max(version) FROM population_releases) AS release_version
-    FROM (SELECT 1) AS one LEFT JOIN preference_states AS s ON s.user_id = :user_id
-    """
-)
 # Prebuilt (rating path): as cheap to send as the bare insert.
 _PUT_STATE = text(
     """
@@ -44,13 +37,6 @@ _PUT_STATE = text(
         pending_updates = EXCLUDED.pending_updates, updated_at = EXCLUDED.updated_at
     """
 )
-
-
-def get_state_and_release_version(session: Session, user_id: uuid.UUID) -> tuple[StateRow | None, int | None]:
-    """The user's state and the newest population release's version, in one statement."""
-    row = session.execute(_STATE_AND_RELEASE, {"user_id": user_id}).one()
-    found = None if row.state_ct is None else StateRow(row.state_ct, row.n_ratings, row.pending_updates)
-    return found, row.release_version
 
 
 def put_state(

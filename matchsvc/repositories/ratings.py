@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from matchsvc.db.models import Face, Rating
+from matchsvc.repositories.ledger import TOTALS_COLUMNS, TOTALS_JOINS, ScopeTotals
+from matchsvc.repositories.preferences import StateRow
 
-__all__ = ["count_ratings", "list_ratings", "training_rows", "upsert_served_rating"]
+__all__ = ["RatingContext", "count_ratings", "list_ratings", "rating_context", "training_rows", "upsert_served_rating"]
 
 
 # Prebuilt (rating path). ``created``: a new row has ``created_at = updated_at`` (both the
@@ -27,6 +29,36 @@ _UPSERT_SERVED = text(
     RETURNING updated_at, created_at = updated_at AS created
     """
 )
+
+
+@dataclass(frozen=True)
+class RatingContext:
+    """Everything recording one rating reads, under the user's writer lock."""
+
+    latent: list[float] | None  # None: the face was never served to the user (or does not exist)
+    totals: ScopeTotals  # the running privacy totals, and those of the rating's scope
+    state: StateRow | None  # the stored preference state (None: no rating absorbed yet)
+    release_version: int | None  # the newest population release
+
+
+_CONTEXT = text(
+    f"""
+    SELECT f.latent, p.state_ct, p.n_ratings, p.pending_updates,
+           (SELECT max(version) FROM population_releases) AS release_version, {TOTALS_COLUMNS}
+    FROM (SELECT 1) AS one
+    LEFT JOIN (faces AS f JOIN face_impressions AS i ON i.face_id = f.id AND i.user_id = :user_id)
+        ON f.id = :face_id
+    LEFT JOIN preference_states AS p ON p.user_id = :user_id
+    {TOTALS_JOINS}
+    """
+)
+
+
+def rating_context(session: Session, *, user_id: uuid.UUID, face_id: uuid.UUID, scope: str) -> RatingContext:
+    """The served face's latent, the privacy totals (of ``scope`` too) and the preference state, in one statement."""
+    row = session.execute(_CONTEXT, {"user_id": user_id, "face_id": face_id, "scope": scope}).one()
+    state = None if row.state_ct is None else StateRow(row.state_ct, row.n_ratings, row.pending_updates)
+    return RatingContext(row.latent, ScopeTotals.from_row(row), state, row.release_version)
 
 
 def upsert_served_rating(
