@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import exists, func, select
+from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -37,14 +37,17 @@ def record_impressions(session: Session, *, user_id: uuid.UUID, face_ids: Sequen
     session.execute(insert(FaceImpression).values(rows).on_conflict_do_nothing())
 
 
+# Prebuilt: the rating path checks this on every request.
+_SERVED_FACE = (
+    select(Face)
+    .join(FaceImpression, FaceImpression.face_id == Face.id)
+    .where(FaceImpression.user_id == bindparam("user_id"), Face.id == bindparam("face_id"))
+)
+
+
 def served_face(session: Session, *, user_id: uuid.UUID, face_id: uuid.UUID) -> Face | None:
     """The face, if it was served to this user; None for unknown faces and other users' faces alike."""
-    query = (
-        select(Face)
-        .join(FaceImpression, FaceImpression.face_id == Face.id)
-        .where(FaceImpression.user_id == user_id, Face.id == face_id)
-    )
-    return session.scalar(query)
+    return session.scalar(_SERVED_FACE, {"user_id": user_id, "face_id": face_id})
 
 
 def get_image(session: Session, face_id: uuid.UUID) -> FaceImage | None:

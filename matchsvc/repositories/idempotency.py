@@ -3,14 +3,41 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import LargeBinary, bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from matchsvc.db.models import IdempotencyRecord, UserKey
+__all__ = ["StoredResponse", "lock_user_with_record", "record_response"]
 
-__all__ = ["lock_user_with_record", "record_response"]
+# Prebuilt: both run on every rating request.
+_RECORD = text(
+    """
+    INSERT INTO idempotency_keys (user_id, key, request_mac, status_code, response_body)
+    VALUES (:user_id, :key, :request_mac, :status_code, :body)
+    ON CONFLICT DO NOTHING
+    RETURNING key
+    """
+).bindparams(bindparam("body", type_=JSONB))
+_LOCK_WITH_RECORD = text(
+    """
+    SELECT k.wrapped_key, r.request_mac, r.response_body
+    FROM user_keys AS k
+    LEFT JOIN idempotency_keys AS r ON r.user_id = k.user_id AND r.key = :key
+    WHERE k.user_id = :user_id
+    FOR UPDATE OF k
+    """
+).columns(wrapped_key=LargeBinary, request_mac=LargeBinary, response_body=JSONB)
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """What was stored under a key: the request's MAC and the response body."""
+
+    request_mac: bytes
+    response_body: Any
 
 
 def record_response(
@@ -21,27 +48,19 @@ def record_response(
     A concurrent request with the same key blocks on the primary key until the first transaction
     ends, then sees the conflict: the unique index is the lock, and the loser rolls back its work.
     """
-    statement = (
-        insert(IdempotencyRecord)
-        .values(user_id=user_id, key=key, request_mac=request_mac, status_code=status_code, response_body=body)
-        .on_conflict_do_nothing()
-        .returning(IdempotencyRecord.key)
-    )
-    return session.execute(statement).first() is not None
+    params = {"user_id": user_id, "key": key, "request_mac": request_mac, "status_code": status_code, "body": body}
+    return session.execute(_RECORD, params).first() is not None
 
 
 def lock_user_with_record(
     session: Session, *, user_id: uuid.UUID, key: str
-) -> tuple[bytes | None, IdempotencyRecord | None]:
+) -> tuple[bytes | None, StoredResponse | None]:
     """Lock the user's key row (their writer lock) and read the record under ``key``, in one statement.
 
     Returns the wrapped data key (None: no such user) and the record (None: the key is new).
     """
-    query = (
-        select(UserKey.wrapped_key, IdempotencyRecord)
-        .outerjoin(IdempotencyRecord, (IdempotencyRecord.user_id == UserKey.user_id) & (IdempotencyRecord.key == key))
-        .where(UserKey.user_id == user_id)
-        .with_for_update(of=UserKey)
-    )
-    row = session.execute(query).first()
-    return (None, None) if row is None else (row[0], row[1])
+    row = session.execute(_LOCK_WITH_RECORD, {"user_id": user_id, "key": key}).first()
+    if row is None:
+        return None, None
+    record = None if row.request_mac is None else StoredResponse(row.request_mac, row.response_body)
+    return row.wrapped_key, record

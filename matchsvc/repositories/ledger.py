@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, literal, select, true
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from matchsvc.db.models import LedgerEntry, ScopeTotal, UserTotal
+from matchsvc.db.models import LedgerEntry
 
 __all__ = [
     "MODEL_SCOPE",
+    "TOTALS_COLUMNS",
+    "TOTALS_JOINS",
     "ScopeTotals",
     "add_spend",
     "scope_totals",
@@ -36,6 +38,54 @@ class ScopeTotals:
     rating_scope_delta: float = 0.0
     spends: int = 0
 
+    @classmethod
+    def from_row(cls, row: Any) -> ScopeTotals:
+        """From a row with the columns of :data:`TOTALS_COLUMNS` (NULL: no spend yet)."""
+        return cls(
+            model_epsilon=row.model_epsilon or 0.0,
+            model_delta=row.model_delta or 0.0,
+            worst_rating_epsilon=row.worst_rating_epsilon or 0.0,
+            worst_rating_delta=row.worst_rating_delta or 0.0,
+            rating_scope_epsilon=row.scope_epsilon or 0.0,
+            rating_scope_delta=row.scope_delta or 0.0,
+            spends=row.spends or 0,
+        )
+
+
+# Prebuilt: the rating path runs these on every request, and building them per call cost more
+# Python time than the round trips (docs/benchmarks.md, issue 14).
+_SPEND = """
+    WITH spend AS (
+        INSERT INTO privacy_ledger (user_id, mechanism, epsilon, delta, neighbouring, scope, randomized_on_device)
+        VALUES (:user_id, :mechanism, :epsilon, :delta, :neighbouring, :scope, :on_device)
+    ){scope_total}
+    INSERT INTO privacy_user_totals AS t
+        (user_id, model_epsilon, model_delta, worst_rating_epsilon, worst_rating_delta, spends)
+    VALUES (:user_id, :model_epsilon, :model_delta, :worst_epsilon, :worst_delta, :spends)
+    ON CONFLICT (user_id) DO UPDATE SET
+        model_epsilon = EXCLUDED.model_epsilon, model_delta = EXCLUDED.model_delta,
+        worst_rating_epsilon = EXCLUDED.worst_rating_epsilon, worst_rating_delta = EXCLUDED.worst_rating_delta,
+        spends = EXCLUDED.spends
+"""
+_SCOPE_TOTAL = """, scope_total AS (
+        INSERT INTO privacy_scope_totals (user_id, scope, epsilon, delta)
+        VALUES (:user_id, :scope, :scope_epsilon, :scope_delta)
+        ON CONFLICT (user_id, scope) DO UPDATE SET epsilon = EXCLUDED.epsilon, delta = EXCLUDED.delta
+    )"""
+_SPEND_MODEL = text(_SPEND.format(scope_total=""))
+_SPEND_RATING = text(_SPEND.format(scope_total=_SCOPE_TOTAL))
+#: What :meth:`ScopeTotals.from_row` reads, from ``privacy_user_totals AS t`` and ``privacy_scope_totals AS s``
+#: joined on ``:user_id`` and ``:scope`` (:data:`TOTALS_JOINS`).
+TOTALS_COLUMNS = (
+    "t.model_epsilon, t.model_delta, t.worst_rating_epsilon, t.worst_rating_delta, t.spends, "
+    "s.epsilon AS scope_epsilon, s.delta AS scope_delta"
+)
+TOTALS_JOINS = (
+    "LEFT JOIN privacy_user_totals AS t ON t.user_id = :user_id "
+    "LEFT JOIN privacy_scope_totals AS s ON s.user_id = :user_id AND s.scope = :scope"
+)
+_TOTALS = text(f"SELECT {TOTALS_COLUMNS} FROM (SELECT 1) AS one {TOTALS_JOINS}")
+
 
 def add_spend(
     session: Session,
@@ -50,34 +100,26 @@ def add_spend(
     randomized_on_device: bool = False,
 ) -> None:
     """Record a spend and move the running totals (``totals``: as read by :func:`scope_totals`), in one statement."""
-    spend = insert(LedgerEntry).values(
-        user_id=user_id, mechanism=mechanism, epsilon=epsilon, delta=delta, neighbouring=neighbouring,
-        scope=scope, randomized_on_device=randomized_on_device,
-    )
-    ctes = [spend.cte("spend")]
     model_eps, model_delta = totals.model_epsilon, totals.model_delta
     worst_eps, worst_delta = totals.worst_rating_epsilon, totals.worst_rating_delta
+    params = {
+        "user_id": user_id, "mechanism": mechanism, "epsilon": epsilon, "delta": delta,
+        "neighbouring": neighbouring, "scope": scope, "on_device": randomized_on_device,
+    }
     if scope == MODEL_SCOPE:
         model_eps, model_delta = model_eps + epsilon, model_delta + delta
+        statement = _SPEND_MODEL
     else:
         scope_eps, scope_delta = totals.rating_scope_epsilon + epsilon, totals.rating_scope_delta + delta
         if scope_eps > worst_eps:
             worst_eps, worst_delta = scope_eps, scope_delta
-        scope_row = insert(ScopeTotal).values(user_id=user_id, scope=scope, epsilon=scope_eps, delta=scope_delta)
-        scope_row = scope_row.on_conflict_do_update(
-            index_elements=[ScopeTotal.user_id, ScopeTotal.scope],
-            set_={"epsilon": scope_row.excluded.epsilon, "delta": scope_row.excluded.delta},
-        )
-        ctes.append(scope_row.cte("scope_total"))
-    values = {
-        "model_epsilon": model_eps,
-        "model_delta": model_delta,
-        "worst_rating_epsilon": worst_eps,
-        "worst_rating_delta": worst_delta,
-        "spends": totals.spends + 1,
-    }
-    user_row = insert(UserTotal).values(user_id=user_id, **values)
-    session.execute(user_row.on_conflict_do_update(index_elements=[UserTotal.user_id], set_=values).add_cte(*ctes))
+        params.update(scope_epsilon=scope_eps, scope_delta=scope_delta)
+        statement = _SPEND_RATING
+    params.update(
+        model_epsilon=model_eps, model_delta=model_delta, worst_epsilon=worst_eps, worst_delta=worst_delta,
+        spends=totals.spends + 1,
+    )
+    session.execute(statement, params)
 
 
 def scope_totals(session: Session, *, user_id: uuid.UUID, rating_scope: str | None = None) -> ScopeTotals:
@@ -86,31 +128,7 @@ def scope_totals(session: Session, *, user_id: uuid.UUID, rating_scope: str | No
     Read under the caller's row lock on the user, so no concurrent spend can move them before
     :func:`add_spend` writes the new ones.
     """
-    scope = (
-        select(ScopeTotal.epsilon, ScopeTotal.delta)
-        .where(ScopeTotal.user_id == user_id, ScopeTotal.scope == (rating_scope or MODEL_SCOPE))
-        .subquery()
-    )
-    user = select(UserTotal).where(UserTotal.user_id == user_id).subquery()
-    query = (
-        select(
-            user.c.model_epsilon, user.c.model_delta, user.c.worst_rating_epsilon, user.c.worst_rating_delta,
-            user.c.spends, scope.c.epsilon, scope.c.delta,
-        )
-        .select_from(select(literal(1).label("one")).subquery())
-        .outerjoin(user, true())
-        .outerjoin(scope, true())
-    )
-    model_eps, model_delta, worst_eps, worst_delta, spends, scope_eps, scope_delta = session.execute(query).one()
-    return ScopeTotals(
-        model_epsilon=model_eps or 0.0,
-        model_delta=model_delta or 0.0,
-        worst_rating_epsilon=worst_eps or 0.0,
-        worst_rating_delta=worst_delta or 0.0,
-        rating_scope_epsilon=scope_eps or 0.0,
-        rating_scope_delta=scope_delta or 0.0,
-        spends=spends or 0,
-    )
+    return ScopeTotals.from_row(session.execute(_TOTALS, {"user_id": user_id, "scope": rating_scope or MODEL_SCOPE}).one())
 
 
 def totals_by_mechanism(session: Session) -> dict[str, dict[str, float]]:

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import Float, Select, exists, func, literal, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Select, func, select, text
 from sqlalchemy.orm import Session
 
-from matchsvc.db.models import Face, FaceImpression, Rating
+from matchsvc.db.models import Face, Rating
+from matchsvc.repositories.ledger import TOTALS_COLUMNS, TOTALS_JOINS, ScopeTotals
+from matchsvc.repositories.preferences import StateRow
 
 __all__ = [
-    "UpsertedRating",
+    "RatingContext",
     "TrainingRow",
+    "UpsertedRating",
     "count_ratings",
     "list_ratings",
+    "rating_context",
     "training_query",
     "training_rows",
     "upsert_served_rating",
@@ -47,6 +51,50 @@ def training_query() -> Select[tuple[int, uuid.UUID, uuid.UUID, list[float], byt
     ).join(Face, Face.id == Rating.face_id)
 
 
+# Prebuilt (rating path). ``created``: a new row has ``created_at = updated_at`` (both the
+# transaction's ``now()``); a replaced one keeps its older ``created_at``.
+_UPSERT_SERVED = text(
+    """
+    INSERT INTO ratings (user_id, face_id, label_ct, label_epsilon)
+    SELECT :user_id, :face_id, :label_ct, CAST(:label_epsilon AS double precision)
+    WHERE EXISTS (SELECT 1 FROM face_impressions WHERE user_id = :user_id AND face_id = :face_id)
+    ON CONFLICT (user_id, face_id) DO UPDATE SET
+        label_ct = EXCLUDED.label_ct, label_epsilon = EXCLUDED.label_epsilon, updated_at = now()
+    RETURNING updated_at, created_at = updated_at AS created
+    """
+)
+
+
+@dataclass(frozen=True)
+class RatingContext:
+    """Everything recording one rating reads, under the user's writer lock."""
+
+    latent: list[float] | None  # None: the face was never served to the user (or does not exist)
+    totals: ScopeTotals  # the running privacy totals, and those of the rating's scope
+    state: StateRow | None  # the stored preference state (None: no rating absorbed yet)
+    release_version: int | None  # the newest population release
+
+
+_CONTEXT = text(
+    f"""
+    SELECT f.latent, p.state_ct, p.n_ratings, p.pending_updates,
+           (SELECT max(version) FROM population_releases) AS release_version, {TOTALS_COLUMNS}
+    FROM (SELECT 1) AS one
+    LEFT JOIN (faces AS f JOIN face_impressions AS i ON i.face_id = f.id AND i.user_id = :user_id)
+        ON f.id = :face_id
+    LEFT JOIN preference_states AS p ON p.user_id = :user_id
+    {TOTALS_JOINS}
+    """
+)
+
+
+def rating_context(session: Session, *, user_id: uuid.UUID, face_id: uuid.UUID, scope: str) -> RatingContext:
+    """The served face's latent, the privacy totals (of ``scope`` too) and the preference state, in one statement."""
+    row = session.execute(_CONTEXT, {"user_id": user_id, "face_id": face_id, "scope": scope}).one()
+    state = None if row.state_ct is None else StateRow(row.state_ct, row.n_ratings, row.pending_updates)
+    return RatingContext(row.latent, ScopeTotals.from_row(row), state, row.release_version)
+
+
 def upsert_served_rating(
     session: Session, *, user_id: uuid.UUID, face_id: uuid.UUID, label_ct: bytes, label_epsilon: float | None
 ) -> UpsertedRating | None:
@@ -54,20 +102,8 @@ def upsert_served_rating(
 
     Returns when it was recorded and whether it is new, or None when the face was never served to the user.
     """
-    served = exists().where(FaceImpression.user_id == user_id, FaceImpression.face_id == face_id)
-    source = select(
-        literal(user_id), literal(face_id), literal(label_ct), literal(label_epsilon, type_=Float)
-    ).where(served)
-    statement = insert(Rating).from_select(["user_id", "face_id", "label_ct", "label_epsilon"], source)
-    statement = statement.on_conflict_do_update(
-        index_elements=[Rating.user_id, Rating.face_id],
-        set_={
-            "label_ct": statement.excluded.label_ct,
-            "label_epsilon": statement.excluded.label_epsilon,
-            "updated_at": func.now(),
-        },
-    ).returning(Rating.updated_at, (Rating.created_at == Rating.updated_at).label("created"))
-    row = session.execute(statement).first()
+    params = {"user_id": user_id, "face_id": face_id, "label_ct": label_ct, "label_epsilon": label_epsilon}
+    row = session.execute(_UPSERT_SERVED, params).first()
     return None if row is None else UpsertedRating(row.updated_at, bool(row.created))
 
 

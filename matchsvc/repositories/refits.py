@@ -6,7 +6,6 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from matchsvc.db.models import RefitJob
@@ -20,15 +19,17 @@ class ClaimedRefit:
     generation: int
 
 
+_ENQUEUE = text(
+    """
+    INSERT INTO refit_jobs (user_id, generation) VALUES (:user_id, 1)
+    ON CONFLICT (user_id) DO UPDATE SET generation = refit_jobs.generation + 1, claimed_until = NULL
+    """
+)
+
+
 def enqueue(session: Session, *, user_id: uuid.UUID) -> None:
     """Ask for a refit; asking again while one runs makes the running one leave the job queued."""
-    statement = insert(RefitJob).values(user_id=user_id, generation=1)
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[RefitJob.user_id],
-            set_={"generation": RefitJob.generation + 1, "claimed_until": None},
-        )
-    )
+    session.execute(_ENQUEUE, {"user_id": user_id})
 
 
 def claim(session: Session, *, lease_seconds: float) -> ClaimedRefit | None:

@@ -81,6 +81,7 @@ from matchsvc.repositories import ledger as ledger_repo
 from matchsvc.repositories import preferences as preferences_repo
 from matchsvc.repositories import ratings as ratings_repo
 from matchsvc.repositories import refits as refits_repo
+from matchsvc.repositories.preferences import StateRow
 from matchsvc.services.keys import user_cipher
 from matchsvc.services.population import current_release
 from matchsvc.services.privacy import PrivacyPolicy, charge
@@ -287,30 +288,33 @@ def absorb_rating(
     stored_label: bool,
     label_epsilon: float | None,
     created: bool,
+    stored: StateRow | None,
+    release_version: int | None,
 ) -> None:
     """Bring the stored state up to date with a rating just written (same transaction, writer lock held).
 
     Randomized response: one online step for a new face (``O(d^2)``), and a refit asked of the
     refit queue when one is due (module docstring); only a user's first rating is fitted here.
+    ``stored`` and ``release_version``: the stored state and the newest population release, as
+    the caller read them under the lock (:func:`matchsvc.repositories.ratings.rating_context`).
     """
     if policy.privatises_labels:
-        row, version = preferences_repo.get_state_and_release_version(session, cipher.user_id)
-        if row is None:  # the first rating: an exact fit of it, as cheap as a step
+        if stored is None:  # the first rating: an exact fit of it, as cheap as a step
             data = read_training_set(session, cipher, dim=space.dim)
             fitted = _fit_belief(data, space=space, release=latest_release(session))
             _store(session, cipher, fitted.to_state(), n=len(data.y), pending=0)
             return
-        state = open_state(cipher, row.state_ct)
+        state = open_state(cipher, stored.state_ct)
         _, belief = decode_state(state)
         due = (
             not created
             or belief is None
-            or row.pending_updates + 1 >= _refit_interval(policy, row.n_ratings)
-            or not _is_current(state, belief, version)
+            or stored.pending_updates + 1 >= _refit_interval(policy, stored.n_ratings)
+            or not _is_current(state, belief, release_version)
         )
         if belief is not None and created:
             updated = _online_step(belief, latent, stored_label, flip_probability(label_epsilon))
-            _store(session, cipher, updated.to_state(), n=row.n_ratings + 1, pending=row.pending_updates + 1)
+            _store(session, cipher, updated.to_state(), n=stored.n_ratings + 1, pending=stored.pending_updates + 1)
         if due:
             refits_repo.enqueue(session, user_id=cipher.user_id)
         return

@@ -103,6 +103,7 @@ def charge(
     scope: str,
     cap: float,
     randomized_on_device: bool = False,
+    totals: ledger_repo.ScopeTotals | None = None,
 ) -> None:
     """Record a spend in ``scope`` (a ``rating_scope`` or the model), refusing it past the cap.
 
@@ -110,6 +111,7 @@ def charge(
     concurrent spends cannot both pass the check. The check reads the running totals (one row
     per user and per scope, moved by each spend), so it costs the same at the thousandth spend as
     at the first. ``randomized_on_device`` marks a label the client randomized before sending it.
+    ``totals``: the user's totals (and ``scope``'s) already read under that lock, to spare the read.
 
     Raises
     ------
@@ -117,7 +119,8 @@ def charge(
         If the spend would take some rating's lifetime loss above ``cap``; nothing is recorded.
     """
     epsilon, delta, relation = _label_change_cost(guarantee)
-    totals = ledger_repo.scope_totals(session, user_id=user_id, rating_scope=scope)
+    if totals is None:
+        totals = ledger_repo.scope_totals(session, user_id=user_id, rating_scope=scope)
     if scope == ledger_repo.MODEL_SCOPE:
         after = totals.model_epsilon + totals.worst_rating_epsilon + epsilon
     else:

@@ -28,7 +28,6 @@ from sqlalchemy.orm import Session
 from engine.latent import LatentSpace
 from matchsvc.errors import Conflict, InvalidInput, NotFound, PrivacyBudgetExhausted
 from matchsvc.keys import KeyRingStore, UserCipher
-from matchsvc.repositories import faces as faces_repo
 from matchsvc.repositories import idempotency as idempotency_repo
 from matchsvc.repositories import ratings as ratings_repo
 from matchsvc.services.keys import open_cipher, user_cipher
@@ -153,13 +152,14 @@ def _record(
     (:class:`PrivacyBudgetExhausted` is raised before the first write).
     """
     user_id, face_id = cipher.user_id, rating.face_id
-    face = faces_repo.served_face(session, user_id=user_id, face_id=face_id)
-    if face is None:
+    scope = rating_scope(face_id)
+    context = ratings_repo.rating_context(session, user_id=user_id, face_id=face_id, scope=scope)
+    if context.latent is None:
         return ItemOutcome(face_id, "not_found", None)
     if guarantee is not None:  # raises PrivacyBudgetExhausted before anything is written
         charge(
-            session, user_id=user_id, guarantee=guarantee, scope=rating_scope(face_id), cap=policy.cap,
-            randomized_on_device=rating.on_device_epsilon is not None,
+            session, user_id=user_id, guarantee=guarantee, scope=scope, cap=policy.cap,
+            randomized_on_device=rating.on_device_epsilon is not None, totals=context.totals,
         )
     if rating.on_device_epsilon is not None:
         stored_label, label_epsilon = rating.liked, rating.on_device_epsilon
@@ -175,11 +175,12 @@ def _record(
         label_ct=seal_label(cipher, face_id=face_id, label=stored_label),
         label_epsilon=label_epsilon,
     )
-    assert stored is not None  # served_face just proved it was served, under the lock
+    assert stored is not None  # rating_context just proved it was served, under the lock
     recorded_at, created = stored
     absorb_rating(
-        session, cipher=cipher, policy=policy, space=space, latent=np.asarray(face.latent),
+        session, cipher=cipher, policy=policy, space=space, latent=np.asarray(context.latent),
         stored_label=stored_label, label_epsilon=label_epsilon, created=created,
+        stored=context.state, release_version=context.release_version,
     )
     return ItemOutcome(face_id, "created" if created else "replaced", recorded_at)
 

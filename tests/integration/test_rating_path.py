@@ -12,7 +12,7 @@ import uuid
 import numpy as np
 from alembic import command
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from matchsvc.db.migrate import alembic_config, upgrade
 from matchsvc.jobs.refit import run_refits
@@ -162,3 +162,36 @@ def test_exact_refits_space_out_with_the_history_so_their_cost_per_rating_stays_
     for face in faces[120:131]:
         _rate(client, headers, face, False)
     assert pending() == (131, 11)  # 11 online steps and no refit: at n = 120 one is due after 12
+
+
+def test_a_rating_costs_the_same_few_statements_whatever_the_history(client: TestClient, db: Runtime) -> None:
+    """Statements a request sends on the database (the job threads' own work aside): the rate-limit
+    take, the session check, the lock, one read, the writes and the commit, and one more when a
+    refit falls due (its enqueue); as many at the 40th rating as at the 5th (docs/benchmarks.md, D34)."""
+    headers = auth_headers(client)
+    faces = [face["id"] for face in client.get("/v1/faces/next", params={"n": 40}, headers=headers).json()["faces"]]
+    sent: list[str] = []
+
+    def count(*_: object) -> None:
+        if not threading.current_thread().name.startswith("job-"):
+            sent.append(threading.current_thread().name)
+
+    def statements_for(face: str) -> int:
+        sent.clear()
+        _rate(client, headers, face, True)
+        return len(sent)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    event.listen(db.engine, "commit", count)
+    try:
+        for face in faces[:4]:
+            _rate(client, headers, face, True)
+        early = [statements_for(face) for face in faces[4:8]]
+        for face in faces[8:36]:
+            _rate(client, headers, face, True)
+        late = [statements_for(face) for face in faces[36:40]]
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+        event.remove(db.engine, "commit", count)
+    assert max(early + late) <= 10, (early, late)
+    assert max(late) <= min(early) + 1, (early, late)
