@@ -517,3 +517,13 @@ def test_two_groups_seeking_each_other_skip_their_own() -> None:
     assert pairs_skipped(group, seeks, block_size=10) == pytest.approx(2 * 20 * 19 / (40 * 39))
     assert pairs_skipped(group, seeks, block_size=40) == 0.0
     assert pairs_skipped(np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.int64)) == 0.0
+
+
+def test_a_kernel_built_from_older_sources_is_refused() -> None:
+    """A stale build (another ``state_t`` layout) must not be called: the torch engine serves."""
+    import ctypes
+
+    from engine.scoring._native import _bind
+
+    with pytest.raises(OSError, match="predates"):
+        _bind(ctypes.CDLL(None))  # this process's own symbols: no kernel_abi
