@@ -17,6 +17,10 @@ How it stays fast
   computed once: the multiply work of a one-directional exact search.
 * **Eligibility lives in the GEMM.** Group filters are extra coordinates: a pair that is not
   mutually sought gets a logit near ``-2**100`` and can never be a candidate.
+* **Skip what cannot meet.** With groups, users are scored in group order (a stable
+  permutation; keys carry the caller's indices, so results and ties are unchanged) and a block
+  pair is never computed when one block's users seek none of the other's groups, in either
+  direction. :func:`pairs_skipped` gives the share of pairs a call skips, for reports.
 * **Prune before scoring.** Every combine is increasing in both probabilities, so ``s > t``
   holds exactly when a per-combine statistic ``T`` of ``u = exp(-x)``, ``v = exp(-y)`` stays
   below a cutoff ``T_t``. A cheap exp-free lower bound on ``log T`` (tangents under the
@@ -49,12 +53,13 @@ scores, so exact ties go to the lower index. Hence, for every row and every ``r`
 near-ties the order may differ from the reference's. Pruning is exact: a
 pair is dropped only when its score provably cannot enter the row's top ``k``.
 
-Layout: ``_api`` (the public function, validation, eligibility as GEMM columns), ``_bounds``
+Layout: ``_api`` (the public functions, validation, eligibility as GEMM columns), ``_blocks``
+(group order and the block pairs that may meet), ``_bounds``
 (score arithmetic and pruning bounds both engines share), ``_native`` with ``_native.c`` (the
 CPU engine), ``_torch`` (the torch engine).
 """
 
-from engine.scoring._api import cores_given, cpu_threads, reciprocal_topk, scoring_backend
+from engine.scoring._api import cores_given, cpu_threads, pairs_skipped, reciprocal_topk, scoring_backend
 from engine.scoring._bounds import COMBINES
 
-__all__ = ["COMBINES", "cores_given", "cpu_threads", "reciprocal_topk", "scoring_backend"]
+__all__ = ["COMBINES", "cores_given", "cpu_threads", "pairs_skipped", "reciprocal_topk", "scoring_backend"]

@@ -17,11 +17,12 @@ import torch
 from torch import Tensor
 
 from engine._validation import InvalidInputError
+from engine.scoring._blocks import group_order, meeting_blocks, skipped_share, visit_order
 from engine.scoring._bounds import BIG, COMBINES, MAX_LOGIT, unpack_keys
 from engine.scoring._native import load_kernel, run_native
 from engine.scoring._torch import run_torch
 
-__all__ = ["ArrayT", "cores_given", "cpu_threads", "reciprocal_topk", "scoring_backend"]
+__all__ = ["ArrayT", "cores_given", "cpu_threads", "pairs_skipped", "reciprocal_topk", "scoring_backend"]
 
 #: numpy arrays in, numpy arrays out; tensors in, tensors out.
 ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
@@ -114,8 +115,11 @@ def _eligibility(group: object, seeks: object, n: int) -> tuple[Tensor, Tensor]:
     return slot, sought
 
 
-def _exclusions(exclude: object, n: int) -> Tensor | None:
-    """Sorted unique keys ``i * n + j`` of excluded ordered pairs, both directions, or None."""
+def _exclusions(exclude: object, n: int, rank: Tensor | None) -> Tensor | None:
+    """Sorted unique keys ``i * n + j`` of excluded ordered pairs, both directions, or None.
+
+    With ``rank`` (each user's position in the scoring order) the keys are in that order.
+    """
     if exclude is None:
         return None
     e = _integer("exclude", exclude, 2)
@@ -131,6 +135,8 @@ def _exclusions(exclude: object, n: int) -> Tensor | None:
     i, j = i[keep], j[keep]
     if i.numel() == 0:
         return None
+    if rank is not None:
+        i, j = rank[i], rank[j]
     return torch.unique(torch.cat([i * n + j, j * n + i]))
 
 
@@ -220,7 +226,15 @@ def reciprocal_topk(
     bias32 = _real("bias", bias, (n,))
     looks32 = _real("looks", looks, (n, d))
     slot, sought = _eligibility(group, seeks, n)
-    excl = _exclusions(exclude, n)
+    # Users are scored in group order, so that whole block pairs that cannot meet are skipped;
+    # keys carry the caller's indices (``label``), so results and ties do not depend on it.
+    order = group_order(slot) if group is not None else None
+    rank = None
+    if order is not None:
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(n)
+        pref32, bias32, looks32, slot, sought = (t[order] for t in (pref32, bias32, looks32, slot, sought))
+    excl = _exclusions(exclude, n, rank)
     dev = _resolve_device(device)
     block = _block_size(block_size, dev)
     if n == 0:
@@ -233,15 +247,46 @@ def reciprocal_topk(
         )
     block = min(block, n)
     padded = -(-n // block) * block
+    pairs = visit_order(meeting_blocks(slot, sought, block))
+    label = order if order is not None else torch.arange(n)
     lib = load_kernel() if dev.type == "cpu" else None
     with _ieee_matmul():
         if lib is not None:
             left, right = _augment(pref32, None, looks32, slot, sought, padded)
-            run = run_native(lib, left, right, bias32, n, excl, k, combine, block, cpu_threads())
+            threads = cpu_threads()
+            run = run_native(lib, left, right, bias32, n, excl, k, combine, block, threads, pairs, label)
         else:
             left, right = _augment(pref32, bias32, looks32, slot, sought, padded)
-            run = run_torch(left, right, n, excl, k, combine, block, dev)
+            run = run_torch(left, right, n, excl, k, combine, block, dev, pairs, label)
+    if order is not None:
+        run = torch.empty_like(run).index_copy_(0, order.to(run.device), run)
     return _like(pref, *unpack_keys(run))
+
+
+def pairs_skipped(
+    group: np.ndarray | Tensor,
+    seeks: np.ndarray | Tensor,
+    *,
+    block_size: int | None = None,
+    device: str | torch.device | None = None,
+) -> float:
+    """Share of ordered pairs of distinct users :func:`reciprocal_topk` never computes.
+
+    With the same ``group``, ``seeks``, ``block_size`` and ``device`` as the call it describes:
+    users are scored in group order and a block pair is skipped when, in one direction or the
+    other, no user of one block seeks a group present in the other. Every skipped pair is
+    ineligible; pairs in visited blocks are computed whether eligible or not. For reports
+    (``pairs_scored = n (n - 1) (1 - share)``). Raises :class:`InvalidInputError` as
+    :func:`reciprocal_topk` does for these arguments.
+    """
+    n = int(_integer("group", group, 1).shape[0])
+    slot, sought = _eligibility(group, seeks, n)
+    block = _block_size(block_size, _resolve_device(device))
+    if n < 2:
+        return 0.0
+    order = group_order(slot)
+    block = min(block, n)
+    return skipped_share(meeting_blocks(slot[order], sought[order], block), n, block)
 
 
 def _like(pref: ArrayT, scores: Tensor, indices: Tensor) -> tuple[ArrayT, ArrayT]:

@@ -40,6 +40,7 @@ typedef struct {
     double gap;           /* how far the statistic may undershoot */
     const int64_t *excl;  /* sorted keys i * n + j of excluded pairs */
     int64_t n_excl;
+    const int64_t *label; /* (n,) the caller's index of each column: keys and ties use it */
 } state_t;
 
 /* One copy of the kernel for x86-64-v3 (AVX2, FMA), where GCC can compile one, and one for the
@@ -77,6 +78,9 @@ __attribute__((constructor)) static void pick_variant(void) {
     }
 #endif
 }
+
+/* The layout of state_t; engine/scoring/_native.py refuses a kernel built for another. */
+int32_t kernel_abi(void) { return 2; }
 
 /* The x86-64 microarchitecture level the scans run at: 3 (AVX2 and FMA) or 1 (baseline). */
 int32_t kernel_isa(void) { return isa_level; }

@@ -26,6 +26,8 @@ __all__ = ["load_kernel", "run_native"]
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _loaded: list[ctypes.CDLL | None] = []
+#: ``kernel_abi()`` of a kernel whose ``state_t`` matches :class:`_NativeState`.
+_ABI = 2
 
 
 def load_kernel() -> ctypes.CDLL | None:
@@ -51,6 +53,9 @@ def load_kernel() -> ctypes.CDLL | None:
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """The kernel's entry points typed, or OSError for a file built from older sources."""
+    if not hasattr(lib, "kernel_abi") or lib.kernel_abi() != _ABI:
+        raise OSError("the built kernel predates these sources (its state layout differs)")
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
     state = ctypes.POINTER(_NativeState)
     lib.scan_rows.restype = None
@@ -76,6 +81,7 @@ class _NativeState(ctypes.Structure):
         ("gap", ctypes.c_double),
         ("excl", ctypes.c_void_p),
         ("n_excl", ctypes.c_int64),
+        ("label", ctypes.c_void_p),
     ]
 
 
@@ -90,16 +96,18 @@ def run_native(
     combine: str,
     block: int,
     workers: int,
+    pairs: list[tuple[int, int]],
+    label: Tensor,
 ) -> Tensor:
-    """All block pairs through the C kernel; returns the (n, k) descending key lists.
+    """The block ``pairs`` through the C kernel; returns the (n, k) descending key lists.
 
-    Per pair, two GEMMs, then each of ``workers`` threads (this thread and ``workers - 1`` pool
-    threads) scans a share of rows ``I`` along the block and a share of rows ``J``
+    Keys hold ``label[column]`` (int64, (n,)), the caller's index of each user, so ties go to
+    the lower label. Per pair, two GEMMs, then each of ``workers`` threads (this thread and
+    ``workers - 1`` pool threads) scans a share of rows ``I`` along the block and a share of rows ``J``
     down it. Those row sets are disjoint, so no two workers write the same row; ctypes releases
     the GIL for the scans.
     """
     padded = left.shape[0]
-    nb = padded // block
     bias32 = torch.zeros(padded, dtype=torch.float32)
     bias32[:n] = bias
     run = torch.full((padded, k), -1, dtype=torch.int64)
@@ -108,10 +116,11 @@ def run_native(
     excl_t = excl if excl is not None else torch.zeros(1, dtype=torch.int64)
     ta = torch.tensor([a for a, _ in TANGENTS], dtype=torch.float32)
     tb = torch.tensor([b for _, b in TANGENTS], dtype=torch.float32)
+    label = label.to(torch.int64).contiguous()
     state = _NativeState(
         bias32.data_ptr(), n, run.data_ptr(), cut.data_ptr(), ecount.data_ptr(), k,
         COMBINE_CODE[combine], ta.data_ptr(), tb.data_ptr(), STAT_GAP[combine],
-        excl_t.data_ptr(), 0 if excl is None else excl.numel(),
+        excl_t.data_ptr(), 0 if excl is None else excl.numel(), label.data_ptr(),
     )
     state_at = ctypes.byref(state)
     xy = torch.empty(2, block, block)
@@ -128,9 +137,8 @@ def run_native(
             lib.scan_cols(x_at, y_at, block, b_lo, b_hi, a_end, i0, j0, state_at, buf)
 
     pool = ThreadPoolExecutor(workers - 1, thread_name_prefix="scoring") if workers > 1 else None
-    # Diagonal blocks first: each row's first block is its own, read along its rows, where
-    # seeding a cutoff for rows without a full list is cheapest.
-    pairs = [(bi, bi) for bi in range(nb)] + [(bi, bj) for bi in range(nb) for bj in range(bi + 1, nb)]
+    # ``pairs`` come diagonal blocks first: each row's first block is its own, read along its
+    # rows, where seeding a cutoff for rows without a full list is cheapest.
     try:
         for bi, bj in pairs:
             i0, j0 = bi * block, bj * block

@@ -136,7 +136,7 @@ static int VARIANT(excluded)(const state_t *st, int64_t pair) {
 /* Offer one scored entry to a row's list; returns the row's (possibly lower) cutoff. */
 static float VARIANT(offer)(const state_t *st, int64_t row, int64_t col, float s, float cut) {
     int64_t k = st->k, *run = st->run + row * k;
-    int64_t key = VARIANT(make_key)(s, col);
+    int64_t key = VARIANT(make_key)(s, st->label[col]);
     if (key <= run[k - 1]) return cut;
     if (st->n_excl && VARIANT(excluded)(st, row * st->n + col)) return cut;
     int64_t p = k - 1;

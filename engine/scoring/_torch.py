@@ -140,7 +140,7 @@ class _TopK:
 
     New candidates are appended to the row's pending slots; only when those would overflow (or
     at the end) is the row merged, so each merge amortises over many blocks. ``thr`` is a lower
-    bound on the row's final k-th score: nothing scoring ``<= thr`` can enter the result.
+    bound on the row's final k-th score: nothing scoring ``< thr`` can enter the result.
     """
 
     def __init__(self, rows: int, real: int, k: int, combine: str, device: torch.device) -> None:
@@ -245,10 +245,15 @@ def run_torch(
     combine: str,
     block: int,
     dev: torch.device,
+    pairs: list[tuple[int, int]],
+    label: Tensor,
 ) -> Tensor:
-    """All block pairs as torch operations; returns the (n, k) descending key lists."""
+    """The block ``pairs`` as torch operations; returns the (n, k) descending key lists.
+
+    Keys hold ``label[column]``, the caller's index of each user, so ties go to the lower label.
+    """
     padded = left.shape[0]
-    nb = padded // block
+    label = label.to(dev)
     chunk = _chunk_for(block)
     left, right = left.to(dev), right.to(dev)
     extra = exclusion_counts(excl, n, padded).to(dev)
@@ -260,60 +265,64 @@ def run_torch(
     x_chunks, y_chunks = x.view(-1, chunk), y.view(-1, chunk)
     x_flat, y_flat = x.view(-1), y.view(-1)
     per_row = block // chunk
-    worth_it = block >= _COMPILE_MIN_BLOCK and nb * (nb + 1) // 2 >= _COMPILE_PAIRS
+    worth_it = block >= _COMPILE_MIN_BLOCK and len(pairs) >= _COMPILE_PAIRS
     chunk_pass = _chunk_pass(combine, dev, block, chunk, compile_it=worth_it)
     # Flat offsets of one column chunk's entries: chunk ``h`` of column ``b`` starts at h*c*B + b.
     down = torch.arange(chunk, device=dev) * block
     local = torch.arange(block, device=dev)
     found: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
     held = 0
-    for bi in range(nb):
-        i0 = bi * block
-        for bj in range(bi, nb):
-            j0 = bj * block
-            logits(left, right, i0, j0, block, xy)
-            if bi == bj:
-                x.diagonal().fill_(-math.inf)
-            rmin, cmin = chunk_pass(x, y, chunk)
-            if bi == 0:
-                # Every row sees its first block in this outer step: seed its threshold there.
-                if bj == 0:
-                    state.seed(local, rmin, extra[:block])
-                else:
-                    state.seed(local + j0, cmin.t(), extra[j0 : j0 + block])
-            # Rows I read along the rows of the block: chunk h of row a holds columns j0 + h*c ...
-            hit = torch.nonzero((rmin < state.cut[i0 : i0 + block, None]).view(-1))[:, 0]
+    # Rows seed their threshold from the first block they meet.
+    fresh = set(range(padded // block))
+    for bi, bj in sorted(pairs):
+        i0, j0 = bi * block, bj * block
+        logits(left, right, i0, j0, block, xy)
+        if bi == bj:
+            x.diagonal().fill_(-math.inf)
+        rmin, cmin = chunk_pass(x, y, chunk)
+        if bi in fresh:
+            state.seed(local + i0, rmin, extra[i0 : i0 + block])
+            fresh.discard(bi)
+        if bj in fresh:
+            state.seed(local + j0, cmin.t(), extra[j0 : j0 + block])
+            fresh.discard(bj)
+        # Rows I read along the rows of the block: chunk h of row a holds columns j0 + h*c ...
+        hit = torch.nonzero((rmin < state.cut[i0 : i0 + block, None]).view(-1))[:, 0]
+        if hit.numel():
+            rows = torch.div(hit, per_row, rounding_mode="floor")
+            first = (hit - rows * per_row) * chunk + j0
+            xv, yv = x_chunks.index_select(0, hit), y_chunks.index_select(0, hit)
+            found.append((rows + i0, first, xv, yv))
+            held += hit.numel()
+        if bi != bj:
+            # ... and rows J read down its columns: chunk h of column b holds rows i0 + h*c ...
+            # Hits come ordered by (h, b) and are gathered strip by strip (index [r, m]), so
+            # the reads sweep each c-row strip of the block in order instead of striding.
+            hit = torch.nonzero((cmin < state.cut[None, j0 : j0 + block]).view(-1))[:, 0]
             if hit.numel():
-                rows = torch.div(hit, per_row, rounding_mode="floor")
-                first = (hit - rows * per_row) * chunk + j0
-                xv, yv = x_chunks.index_select(0, hit), y_chunks.index_select(0, hit)
-                found.append((rows + i0, first, xv, yv))
+                h = torch.div(hit, block, rounding_mode="floor")
+                cols_b = hit - h * block
+                at = (down[:, None] + (h * (chunk * block) + cols_b)[None, :]).view(-1)
+                xv = x_flat.index_select(0, at).view(chunk, -1).t()
+                yv = y_flat.index_select(0, at).view(chunk, -1).t()
+                found.append((cols_b + j0, h * chunk + i0, xv, yv))
                 held += hit.numel()
-            if bi != bj:
-                # ... and rows J read down its columns: chunk h of column b holds rows i0 + h*c ...
-                # Hits come ordered by (h, b) and are gathered strip by strip (index [r, m]), so
-                # the reads sweep each c-row strip of the block in order instead of striding.
-                hit = torch.nonzero((cmin < state.cut[None, j0 : j0 + block]).view(-1))[:, 0]
-                if hit.numel():
-                    h = torch.div(hit, block, rounding_mode="floor")
-                    cols_b = hit - h * block
-                    at = (down[:, None] + (h * (chunk * block) + cols_b)[None, :]).view(-1)
-                    xv = x_flat.index_select(0, at).view(chunk, -1).t()
-                    yv = y_flat.index_select(0, at).view(chunk, -1).t()
-                    found.append((cols_b + j0, h * chunk + i0, xv, yv))
-                    held += hit.numel()
-            # Score what was found in batches: fewer, larger operations; the thresholds used
-            # then are at least as high as the ones the chunks were screened with.
-            if held >= _FLUSH_CHUNKS:
-                _offer(state, found, excl, n)
-                found, held = [], 0
+        # Score what was found in batches: fewer, larger operations; the thresholds used
+        # then are at least as high as the ones the chunks were screened with.
+        if held >= _FLUSH_CHUNKS:
+            _offer(state, found, excl, n, label)
+            found, held = [], 0
     if found:
-        _offer(state, found, excl, n)
+        _offer(state, found, excl, n, label)
     return state.finish(n)
 
 
 def _offer(
-    state: _TopK, found: list[tuple[Tensor, Tensor, Tensor, Tensor]], excl: Tensor | None, n: int
+    state: _TopK,
+    found: list[tuple[Tensor, Tensor, Tensor, Tensor]],
+    excl: Tensor | None,
+    n: int,
+    label: Tensor,
 ) -> None:
     """Score surviving chunks exactly and hand the real candidates to the running top-k.
 
@@ -336,7 +345,8 @@ def _offer(
     xs = x.view(-1).index_select(0, at).double()
     ys = y.view(-1).index_select(0, at).double()
     s = score64(xs, ys, state.combine).float()
-    keep = torch.nonzero(s > state.thr.index_select(0, r))[:, 0]
+    # ``>=``: a candidate tying the row's k-th score may still win on a lower label.
+    keep = torch.nonzero(s >= state.thr.index_select(0, r))[:, 0]
     r, c, s = r.index_select(0, keep), c.index_select(0, keep), s.index_select(0, keep)
     if excl is not None:
         pair = r * n + c
@@ -344,4 +354,4 @@ def _offer(
         keep = torch.nonzero(excl.index_select(0, pos) != pair)[:, 0]
         r, c, s = r.index_select(0, keep), c.index_select(0, keep), s.index_select(0, keep)
     if r.numel():
-        state.insert(r, pack_keys(s, c))
+        state.insert(r, pack_keys(s, label.index_select(0, c)))

@@ -21,7 +21,7 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from engine.partitioned import pair_scores, partitioned_topk, plan_partitions
-from engine.scoring import reciprocal_topk
+from engine.scoring import pairs_skipped, reciprocal_topk
 from matchsvc.db.models import MatchRun
 from matchsvc.jobs.match_inputs import OVERSAMPLE, MatchInputs, collect_inputs, rank
 from matchsvc.keys import KeyRingStore
@@ -118,8 +118,9 @@ def run_matching(
 
     ``backend="ray"`` runs the job on Ray, where each task reads and decrypts its own users
     (``matchsvc.jobs.ray_backend``; options ``partitions`` and ``address``); its runs are full.
-    A full local run scores every pair with ``engine.scoring.reciprocal_topk`` (the C kernel on
-    the CPU; gender x age bucket as group masks), as each Ray task does on its users;
+    A full local run scores with ``engine.scoring.reciprocal_topk`` (the C kernel on the CPU;
+    gender x age bucket as group masks), as each Ray task does on its users; the kernel orders
+    users by group and skips block pairs that cannot meet (decision D38), which the report counts.
     ``skip_partitions=True`` instead scores only pairs of partitions whose filters can accept each
     other both ways (``engine.partitioned``: torch tiles, slower per pair than the kernel by more
     than the pairs it skips, decision D37). Incremental runs always use the partitioned tiles, which
@@ -160,6 +161,8 @@ def run_matching(
                 ranked = rank(inputs, enumerate(indices), k)
         else:
             _, indices = reciprocal_topk(*arrays, width, **masks, device=device)
+            skipped = pairs_skipped(inputs.group, inputs.seeks, device=device)
+            pairs = round(n * (n - 1) * (1.0 - skipped))
             ranked = rank(inputs, enumerate(np.asarray(indices)), k)
     score_done = time.perf_counter()
     with sessions() as session:

@@ -20,7 +20,7 @@ from scipy.special import expit
 
 import engine.scoring._api as scoring_api
 import engine.scoring._torch as torch_engine
-from engine.scoring import COMBINES, reciprocal_topk, scoring_backend
+from engine.scoring import COMBINES, pairs_skipped, reciprocal_topk, scoring_backend
 
 # The ``engine`` fixture only patches a module attribute for the whole test, so sharing it
 # across generated examples is intended.
@@ -418,3 +418,112 @@ def test_cuda_agrees_with_cpu(combine: str) -> None:
     cuda = {key: torch.as_tensor(getattr(case, key), device="cuda") for key in ("pref", "bias", "looks")}
     on_gpu = reciprocal_topk(cuda["pref"], cuda["bias"], cuda["looks"], case.k, device="cuda")
     assert all(t.device.type == "cuda" for t in on_gpu)
+
+
+# --------------------------------------------------------------------------- block skipping
+
+
+@st.composite
+def grouped_cases(draw: st.DrawFn) -> Case:
+    """Dyadic problems (exact logits, exact ties) with partitions that cannot meet.
+
+    Each group seeks a random set of groups (possibly none, possibly one nobody else is in),
+    users deviate from their group's mask at random, and blocks are small.
+    """
+    n = draw(st.integers(2, 60))
+    d = draw(st.integers(1, 4))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    pref = rng.integers(-2, 3, (n, d)) / 2.0
+    looks = rng.integers(-2, 3, (n, d)) / 2.0
+    bias = rng.integers(-4, 5, n) / 4.0
+    dup = rng.integers(0, n, n // 3)
+    pref[: len(dup)], looks[: len(dup)], bias[: len(dup)] = pref[dup], looks[dup], bias[dup]
+    groups = draw(st.integers(1, 6))
+    group = rng.integers(0, groups, n) * 9  # spread over the 64 bits
+    masks = rng.integers(0, 2, (groups, groups)).astype(np.uint64)
+    bits = np.uint64(1) << (np.arange(groups, dtype=np.uint64) * np.uint64(9))
+    per_group = (masks * bits[None, :]).sum(axis=1, dtype=np.uint64)
+    seeks = per_group[group // 9]
+    odd = rng.random(n) < draw(st.sampled_from([0.0, 0.1]))
+    seeks[odd] = rng.integers(0, 2**62, int(odd.sum()), dtype=np.uint64)
+    exclude = rng.integers(0, n, (2, draw(st.integers(0, n)))) if draw(st.booleans()) else None
+    k = draw(st.integers(1, n + 2))
+    block = draw(st.integers(1, 9))
+    combine = draw(st.sampled_from(COMBINES))
+    return Case(pref, bias, looks, k, combine, group, seeks.view(np.int64), exclude, block)
+
+
+def _no_skipping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Score in the caller's order and visit every block pair, as before block skipping."""
+
+    def every_pair(slot: torch.Tensor, sought: torch.Tensor, block: int) -> torch.Tensor:
+        nb = -(-slot.numel() // block)
+        return torch.ones(nb, nb, dtype=torch.bool)
+
+    monkeypatch.setattr(scoring_api, "group_order", lambda slot: torch.arange(slot.numel()))
+    monkeypatch.setattr(scoring_api, "meeting_blocks", every_pair)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=_QUIET)
+@given(case=grouped_cases())
+def test_skipping_blocks_changes_nothing(engine: str, case: Case) -> None:
+    """Group order and skipped block pairs give bit for bit the result of scoring everything.
+
+    The torch engine scores what it found after every block pair here, so that rows meet
+    candidates tying their k-th score out of index order.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch_engine, "_FLUSH_CHUNKS", 1)
+        scores, indices = run(case)
+        _no_skipping(patch)
+        plain_s, plain_i = run(case)
+    check(case, scores, indices)
+    np.testing.assert_array_equal(indices, plain_i)
+    np.testing.assert_array_equal(scores, plain_s)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=_QUIET)
+@given(case=grouped_cases())
+def test_pairs_skipped_counts_only_ineligible_pairs(case: Case) -> None:
+    """The reported share is the share of pairs in skipped block pairs, all of them ineligible."""
+    n, block = case.n, min(case.block_size, case.n)
+    share = pairs_skipped(case.group, case.seeks, block_size=case.block_size, device="cpu")
+    order = np.argsort(case.group, kind="stable")
+    bits = case.seeks.view(np.uint64)[order]
+    group = case.group[order].astype(np.uint64)
+    blocks = np.arange(n) // block
+    nb = int(blocks[-1]) + 1
+    have = [np.bitwise_or.reduce(np.uint64(1) << group[blocks == b]) for b in range(nb)]
+    seek = [np.bitwise_or.reduce(bits[blocks == b]) for b in range(nb)]
+    skipped = 0
+    wants = ((bits[:, None] >> group[None, :]) & np.uint64(1)) == 1
+    for bi in range(nb):
+        for bj in range(nb):
+            if seek[bi] & have[bj] and seek[bj] & have[bi]:
+                continue
+            rows, cols = blocks == bi, blocks == bj
+            cell = (wants & wants.T)[np.ix_(rows, cols)]
+            assert not cell.any()
+            skipped += int(rows.sum()) * int(cols.sum()) - (int(rows.sum()) if bi == bj else 0)
+    assert share == pytest.approx(skipped / (n * (n - 1)))
+
+
+def test_two_groups_seeking_each_other_skip_their_own() -> None:
+    """Two shuffled groups that only seek each other: the pairs inside each group are skipped."""
+    rng = np.random.default_rng(5)
+    group = np.repeat([0, 1], 20)
+    rng.shuffle(group)
+    seeks = np.where(group == 0, 2, 1)
+    assert pairs_skipped(group, seeks, block_size=10) == pytest.approx(2 * 20 * 19 / (40 * 39))
+    assert pairs_skipped(group, seeks, block_size=40) == 0.0
+    assert pairs_skipped(np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.int64)) == 0.0
+
+
+def test_a_kernel_built_from_older_sources_is_refused() -> None:
+    """A stale build (another ``state_t`` layout) must not be called: the torch engine serves."""
+    import ctypes
+
+    from engine.scoring._native import _bind
+
+    with pytest.raises(OSError, match="predates"):
+        _bind(ctypes.CDLL(None))  # this process's own symbols: no kernel_abi
