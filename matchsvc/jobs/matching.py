@@ -215,7 +215,7 @@ def _run_on_ray(
             users=n,
             refreshed=run.refreshed,
             pairs_scored=run.pairs_scored,
-            pairs_skipped_fraction=0.0,
+            pairs_skipped_fraction=run.pairs_skipped_fraction,
         )
         session.commit()
     seconds = time.perf_counter() - started
@@ -226,7 +226,7 @@ def _run_on_ray(
         skipped_no_profile=run.skipped[1],
         skipped_few_ratings=run.skipped[2],
         pairs_scored=run.pairs_scored,
-        pairs_skipped_fraction=0.0,
+        pairs_skipped_fraction=run.pairs_skipped_fraction,
         seconds=seconds,
         pairs_per_second=run.pairs_scored / seconds if seconds > 0 else 0.0,
         backend="ray",

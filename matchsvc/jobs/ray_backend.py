@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from engine.scoring import reciprocal_topk
+from engine.scoring import pairs_skipped, reciprocal_topk
 from matchsvc.jobs.match_inputs import acceptable, collect_inputs
 from matchsvc.keys import KeyRingStore
 from matchsvc.repositories import match_runs as runs_repo
@@ -71,7 +71,8 @@ class TaskStats:
 
     matchable: int
     skipped: tuple[int, int, int]  # without appearance, without profile, too few ratings
-    pairs_scored: int
+    pairs_considered: int  # ordered pairs of the union, n (n - 1)
+    pairs_scored: int  # of those, in block pairs the kernel did not skip
     read_seconds: float
     score_seconds: float
 
@@ -95,7 +96,9 @@ def score_ranges(
     read_done = time.perf_counter()
     n = len(inputs.user_ids)
     scores, indices = np.full((0, width), -np.inf, dtype=np.float32), np.full((0, width), -1, dtype=np.int64)
+    skipped_share = 0.0
     if n:
+        skipped_share = pairs_skipped(inputs.group, inputs.seeks, device=device)
         scores, indices = reciprocal_topk(
             inputs.pref, inputs.bias, inputs.looks, width,
             group=inputs.group, seeks=inputs.seeks, exclude=inputs.exclude, device=device,
@@ -115,7 +118,8 @@ def score_ranges(
     stats = TaskStats(
         matchable=n,
         skipped=(inputs.skipped_no_appearance, inputs.skipped_no_profile, inputs.skipped_few_ratings),
-        pairs_scored=n * (n - 1),
+        pairs_considered=n * (n - 1),
+        pairs_scored=round(n * (n - 1) * (1.0 - skipped_share)),
         read_seconds=read_done - started,
         score_seconds=time.perf_counter() - read_done,
     )
@@ -199,6 +203,8 @@ class RayRun:
     matchable: int
     skipped: tuple[int, int, int]
     pairs_scored: int
+    #: Of the ordered pairs the tasks considered, the share in block pairs that can never match.
+    pairs_skipped_fraction: float
     refreshed: int
     #: Summed over tasks (seconds spent across workers, not wall time).
     read_seconds: float
@@ -246,6 +252,8 @@ def run_on_ray(
         task_stats: list[TaskStats] = ray.get(stats)
     # Each range lies in max(1, P - 1) tasks, so the unions' counts add up to that many times the total.
     copies = max(1, len(ranges) - 1)
+    scored = sum(s.pairs_scored for s in task_stats)
+    considered = sum(s.pairs_considered for s in task_stats)
     return RayRun(
         snapshot_at=snapshot_at,
         matchable=sum(s.matchable for s in task_stats) // copies,
@@ -254,7 +262,8 @@ def run_on_ray(
             sum(s.skipped[1] for s in task_stats) // copies,
             sum(s.skipped[2] for s in task_stats) // copies,
         ),
-        pairs_scored=sum(s.pairs_scored for s in task_stats),
+        pairs_scored=scored,
+        pairs_skipped_fraction=1.0 - scored / considered if considered else 0.0,
         refreshed=sum(count for count, _ in written),
         read_seconds=sum(s.read_seconds for s in task_stats),
         score_seconds=sum(s.score_seconds for s in task_stats),
