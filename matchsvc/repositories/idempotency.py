@@ -6,22 +6,23 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import LargeBinary, bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
+from psycopg.types.json import Jsonb
 from sqlalchemy.orm import Session
+
+from matchsvc.db.statements import Statement
 
 __all__ = ["StoredResponse", "lock_user_with_record", "record_response"]
 
 # Prebuilt: both run on every rating request.
-_RECORD = text(
+_RECORD = Statement(
     """
     INSERT INTO idempotency_keys (user_id, key, request_mac, status_code, response_body)
     VALUES (:user_id, :key, :request_mac, :status_code, :body)
     ON CONFLICT DO NOTHING
     RETURNING key
     """
-).bindparams(bindparam("body", type_=JSONB))
-_LOCK_WITH_RECORD = text(
+)
+_LOCK_WITH_RECORD = Statement(
     """
     SELECT k.wrapped_key, r.request_mac, r.response_body
     FROM user_keys AS k
@@ -29,7 +30,7 @@ _LOCK_WITH_RECORD = text(
     WHERE k.user_id = :user_id
     FOR UPDATE OF k
     """
-).columns(wrapped_key=LargeBinary, request_mac=LargeBinary, response_body=JSONB)
+)
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,8 @@ def record_response(
     A concurrent request with the same key blocks on the primary key until the first transaction
     ends, then sees the conflict: the unique index is the lock, and the loser rolls back its work.
     """
-    params = {"user_id": user_id, "key": key, "request_mac": request_mac, "status_code": status_code, "body": body}
-    return session.execute(_RECORD, params).first() is not None
+    params = {"user_id": user_id, "key": key, "request_mac": request_mac, "status_code": status_code, "body": Jsonb(body)}
+    return _RECORD.execute(session, params).fetchone() is not None
 
 
 def lock_user_with_record(
@@ -59,7 +60,7 @@ def lock_user_with_record(
 
     Returns the wrapped data key (None: no such user) and the record (None: the key is new).
     """
-    row = session.execute(_LOCK_WITH_RECORD, {"user_id": user_id, "key": key}).first()
+    row = _LOCK_WITH_RECORD.execute(session, {"user_id": user_id, "key": key}).fetchone()
     if row is None:
         return None, None
     record = None if row.request_mac is None else StoredResponse(row.request_mac, row.response_body)

@@ -10,6 +10,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from matchsvc.db.models import LedgerEntry
+from matchsvc.db.statements import Statement
 
 __all__ = [
     "MODEL_SCOPE",
@@ -72,8 +73,8 @@ _SCOPE_TOTAL = """, scope_total AS (
         VALUES (:user_id, :scope, :scope_epsilon, :scope_delta)
         ON CONFLICT (user_id, scope) DO UPDATE SET epsilon = EXCLUDED.epsilon, delta = EXCLUDED.delta
     )"""
-_SPEND_MODEL = text(_SPEND.format(scope_total=""))
-_SPEND_RATING = text(_SPEND.format(scope_total=_SCOPE_TOTAL))
+_SPEND_MODEL = Statement(_SPEND.format(scope_total=""))
+_SPEND_RATING = Statement(_SPEND.format(scope_total=_SCOPE_TOTAL))
 #: What :meth:`ScopeTotals.from_row` reads, from ``privacy_user_totals AS t`` and ``privacy_scope_totals AS s``
 #: joined on ``:user_id`` and ``:scope`` (:data:`TOTALS_JOINS`).
 TOTALS_COLUMNS = (
@@ -119,7 +120,7 @@ def add_spend(
         model_epsilon=model_eps, model_delta=model_delta, worst_epsilon=worst_eps, worst_delta=worst_delta,
         spends=totals.spends + 1,
     )
-    session.execute(statement, params)
+    statement.execute(session, params)
 
 
 def scope_totals(session: Session, *, user_id: uuid.UUID, rating_scope: str | None = None) -> ScopeTotals:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from matchsvc.db.models import PreferenceState
+from matchsvc.db.statements import Statement
 
 __all__ = ["StateRow", "get_state", "put_state"]
 
@@ -28,7 +29,7 @@ class StateRow:
 
 
 # Prebuilt (rating path): as cheap to send as the bare insert.
-_PUT_STATE = text(
+_PUT_STATE = Statement(
     """
     INSERT INTO preference_states (user_id, state_ct, n_ratings, pending_updates)
     VALUES (:user_id, :state_ct, :n_ratings, :pending_updates)
@@ -42,7 +43,7 @@ _PUT_STATE = text(
 def put_state(
     session: Session, *, user_id: uuid.UUID, state_ct: bytes, n_ratings: int, pending_updates: int
 ) -> None:
-    session.execute(
-        _PUT_STATE,
+    _PUT_STATE.execute(
+        session,
         {"user_id": user_id, "state_ct": state_ct, "n_ratings": n_ratings, "pending_updates": pending_updates},
     )

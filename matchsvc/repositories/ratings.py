@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import Select, func, select, text
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from matchsvc.db.models import Face, Rating
+from matchsvc.db.statements import Statement
 from matchsvc.repositories.ledger import TOTALS_COLUMNS, TOTALS_JOINS, ScopeTotals
 from matchsvc.repositories.preferences import StateRow
 
@@ -53,7 +54,7 @@ def training_query() -> Select[tuple[int, uuid.UUID, uuid.UUID, list[float], byt
 
 # Prebuilt (rating path). ``created``: a new row has ``created_at = updated_at`` (both the
 # transaction's ``now()``); a replaced one keeps its older ``created_at``.
-_UPSERT_SERVED = text(
+_UPSERT_SERVED = Statement(
     """
     INSERT INTO ratings (user_id, face_id, label_ct, label_epsilon)
     SELECT :user_id, :face_id, :label_ct, CAST(:label_epsilon AS double precision)
@@ -75,7 +76,7 @@ class RatingContext:
     release_version: int | None  # the newest population release
 
 
-_CONTEXT = text(
+_CONTEXT = Statement(
     f"""
     SELECT f.latent, p.state_ct, p.n_ratings, p.pending_updates,
            (SELECT max(version) FROM population_releases) AS release_version, {TOTALS_COLUMNS}
@@ -90,7 +91,7 @@ _CONTEXT = text(
 
 def rating_context(session: Session, *, user_id: uuid.UUID, face_id: uuid.UUID, scope: str) -> RatingContext:
     """The served face's latent, the privacy totals (of ``scope`` too) and the preference state, in one statement."""
-    row = session.execute(_CONTEXT, {"user_id": user_id, "face_id": face_id, "scope": scope}).one()
+    row = _CONTEXT.execute(session, {"user_id": user_id, "face_id": face_id, "scope": scope}).fetchone()
     state = None if row.state_ct is None else StateRow(row.state_ct, row.n_ratings, row.pending_updates)
     return RatingContext(row.latent, ScopeTotals.from_row(row), state, row.release_version)
 
@@ -103,7 +104,7 @@ def upsert_served_rating(
     Returns when it was recorded and whether it is new, or None when the face was never served to the user.
     """
     params = {"user_id": user_id, "face_id": face_id, "label_ct": label_ct, "label_epsilon": label_epsilon}
-    row = session.execute(_UPSERT_SERVED, params).first()
+    row = _UPSERT_SERVED.execute(session, params).fetchone()
     return None if row is None else UpsertedRating(row.updated_at, bool(row.created))
 
 

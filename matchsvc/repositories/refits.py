@@ -9,6 +9,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from matchsvc.db.models import RefitJob
+from matchsvc.db.statements import Statement
 
 __all__ = ["ClaimedRefit", "claim", "complete", "enqueue", "pending"]
 
@@ -19,7 +20,7 @@ class ClaimedRefit:
     generation: int
 
 
-_ENQUEUE = text(
+_ENQUEUE = Statement(
     """
     INSERT INTO refit_jobs (user_id, generation) VALUES (:user_id, 1)
     ON CONFLICT (user_id) DO UPDATE SET generation = refit_jobs.generation + 1, claimed_until = NULL
@@ -29,7 +30,7 @@ _ENQUEUE = text(
 
 def enqueue(session: Session, *, user_id: uuid.UUID) -> None:
     """Ask for a refit; asking again while one runs makes the running one leave the job queued."""
-    session.execute(_ENQUEUE, {"user_id": user_id})
+    _ENQUEUE.execute(session, {"user_id": user_id})
 
 
 def claim(session: Session, *, lease_seconds: float) -> ClaimedRefit | None:

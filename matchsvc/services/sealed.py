@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from engine.population import PersonaPosterior
 from engine.preference import DriftCheckpoint, OnlinePreference, Posterior, PreferenceModel
@@ -102,12 +103,17 @@ def open_choice(cipher: UserCipher, *, target_id: uuid.UUID, blob: bytes) -> byt
 
 
 def seal_state(cipher: UserCipher, state: dict[str, Any]) -> bytes:
-    """A preference state (:meth:`Belief.to_state` or :func:`released_state`)."""
-    return cipher.seal(json.dumps(state).encode(), table="preference_states", column="state", row="current")
+    """A preference state (:meth:`Belief.to_state` or :func:`released_state`).
+
+    Encoded with orjson: the rating path writes one on every rating, and the standard library's
+    float formatting made JSON the largest part of it (docs/decisions.md D39). The text is the same
+    JSON (shortest round-tripping floats), so states written either way read the same.
+    """
+    return cipher.seal(orjson.dumps(state), table="preference_states", column="state", row="current")
 
 
 def open_state(cipher: UserCipher, blob: bytes) -> dict[str, Any]:
-    return json.loads(cipher.open(blob, table="preference_states", column="state", row="current"))
+    return orjson.loads(cipher.open(blob, table="preference_states", column="state", row="current"))
 
 
 @dataclass(frozen=True)
