@@ -28,7 +28,7 @@ from matchsvc.jobs.refit import refit_worker
 from matchsvc.jobs.scheduler import PeriodicJob, exclusive
 from matchsvc.logging import configure_logging
 from matchsvc.runtime import Runtime
-from matchsvc.security import InvalidToken, decode_access_token
+from matchsvc.security import InvalidToken, TokenClaims, decode_access_token
 from matchsvc.services.faces import ensure_shared_pool
 from matchsvc.services.rate_limits import SharedTokenBucket
 from matchsvc.settings import Settings
@@ -107,12 +107,9 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> FastAPI:
     install_error_handlers(app)
     app.openapi = lambda: _openapi_with_problem(app)  # type: ignore[method-assign]
 
-    def identify(token: str) -> str | None:
+    def identify(token: str) -> TokenClaims | None:
         try:
-            claims = decode_access_token(
-                token, secret=runtime.secrets.token_key, max_minutes=settings.access_token_minutes
-            )
-            return str(claims.user_id)
+            return decode_access_token(token, secret=runtime.secrets.token_key, max_minutes=settings.access_token_minutes)
         except InvalidToken:
             return None
 

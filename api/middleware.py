@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.errors import database_unavailable_response
 from api.schemas.problem import PROBLEM_MEDIA_TYPE
 from matchsvc.db.session import DATABASE_ERRORS, is_database_unavailable
+from matchsvc.security import TokenClaims
 from matchsvc.server import MULTIPROCESS_DIR
 
 __all__ = [
@@ -34,7 +35,12 @@ __all__ = [
     "RateLimitMiddleware",
     "RequestContextMiddleware",
     "TokenBucket",
+    "VERIFIED_TOKEN",
 ]
+
+#: Key in the request's state under which :class:`RateLimitMiddleware` leaves ``(token, claims)``
+#: of the bearer token it verified, so that authentication does not verify it a second time.
+VERIFIED_TOKEN = "verified_token"
 
 log = structlog.get_logger("matchsvc.http")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -265,7 +271,9 @@ class RateLimitMiddleware:
     #: Requests that count as their number of ``items`` (the body is already buffered by BodyLimitMiddleware).
     WEIGHED = ("/v1/ratings/batch",)
 
-    def __init__(self, app: ASGIApp, *, bucket: TokenBucket, identify: Callable[[str], str | None]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, bucket: TokenBucket, identify: Callable[[str], TokenClaims | None]
+    ) -> None:
         self.app = app
         self.bucket = bucket
         self.identify = identify
@@ -274,9 +282,10 @@ class RateLimitMiddleware:
         authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token:
-            subject = self.identify(token.strip())
-            if subject is not None:
-                return "user:" + subject
+            claims = self.identify(token.strip())
+            if claims is not None:
+                scope.setdefault("state", {})[VERIFIED_TOKEN] = (token.strip(), claims)
+                return "user:" + str(claims.user_id)
         client: Any = scope.get("client")
         return "ip:" + (client[0] if client else "unknown")
 
