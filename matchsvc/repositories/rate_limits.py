@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
+
+from matchsvc.db.statements import Statement
 
 __all__ = ["take_tokens"]
 
 # All SET expressions read the row as it was, so ``level`` (the refilled bucket) is computed once
 # per column from the same old values: the check and the take are one atomic statement.
 _LEVEL = "least(:burst, b.tokens + extract(epoch FROM now() - b.updated_at) * :rate)"
-_TAKE = text(
+_TAKE = Statement(
     f"""
     INSERT INTO rate_buckets AS b (key, tokens, allowed, updated_at)
     VALUES (:key, :burst - :cost, true, now())
@@ -28,7 +29,5 @@ def take_tokens(session: Session, *, key: str, cost: float, need: float, rate: f
 
     Returns the tokens left and whether the take was allowed.
     """
-    row = session.execute(
-        _TAKE, {"key": key, "cost": cost, "need": need, "rate": rate, "burst": burst}
-    ).one()
+    row = _TAKE.execute(session, {"key": key, "cost": cost, "need": need, "rate": rate, "burst": burst}).fetchone()
     return float(row.tokens), bool(row.allowed)
