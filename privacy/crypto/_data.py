@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import constant_time, hashes, hmac
@@ -46,8 +46,10 @@ class Aad:
     row: str
 
     def __post_init__(self) -> None:
-        for field in fields(self):
-            check_text(getattr(self, field.name), field.name)
+        check_text(self.table, "table")
+        check_text(self.column, "column")
+        check_text(self.user_id, "user_id")
+        check_text(self.row, "row")
 
     def _encode(self) -> bytes:
         return lp(self.table) + lp(self.column) + lp(self.user_id) + lp(self.row)
