@@ -197,6 +197,22 @@ def test_posterior_state_round_trips_and_from_prior_is_the_prior() -> None:
         Posterior(mean=[1.0, 2.0], covariance=np.eye(2), log_evidence=math.inf)
 
 
+@pytest.mark.parametrize("share", [0.0, 0.5, 0.99, 1.01, 2.0])
+def test_covariance_symmetry_is_checked_as_np_allclose_would(share: float) -> None:
+    """An asymmetry of ``share`` times np.allclose's tolerance (rtol 1e-10, atol 1e-12)."""
+    rng = np.random.default_rng(8)
+    A = rng.normal(size=(5, 5))
+    covariance = A @ A.T + np.eye(5)
+    covariance[1, 3] += share * (1e-12 + 1e-10 * abs(covariance[3, 1]))
+    assert np.allclose(covariance, covariance.T, rtol=1e-10, atol=1e-12) == (share < 1.0)
+    if share < 1.0:
+        accepted = Posterior(mean=np.zeros(5), covariance=covariance)
+        assert np.array_equal(accepted.covariance, (covariance + covariance.T) / 2.0)
+    else:
+        with pytest.raises(ValueError, match="symmetric"):
+            Posterior(mean=np.zeros(5), covariance=covariance)
+
+
 # --- gaussian_likelihood -----------------------------------------------------------------------
 
 
