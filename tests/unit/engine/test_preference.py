@@ -23,6 +23,7 @@ from engine.preference import (
     fit_private,
     mechanism_guarantee,
 )
+from engine.preference._noisy import rr_information, rr_information_scalar, rr_log_likelihood, rr_log_likelihood_scalar
 from benchmarks.preference import benchmark_accuracy, expected_accuracy, synthetic_user
 from privacy.mechanisms import ADD_REMOVE_ONE, LABEL_CHANGE, REPLACE_ONE, Guarantee, RandomizedResponse
 
@@ -275,6 +276,29 @@ def test_online_update_validates_input() -> None:
         online.update(np.zeros(3), True, flip_probability=0.6)
     with pytest.raises(ValueError, match="y_private"):
         online.update(np.zeros(3), 2, flip_probability=0.1)  # type: ignore[arg-type]
+
+
+@given(
+    t=st.floats(-700.0, 700.0),
+    s=st.sampled_from([-1.0, 1.0]),
+    rho=st.one_of(st.just(0.0), st.floats(0.0, 0.5, exclude_max=True)),
+)
+def test_the_scalar_likelihood_is_the_array_one(t: float, s: float, rho: float) -> None:
+    """The online step's scalar twins compute the same numbers as the array functions the fit uses."""
+    log_p, slope = rr_log_likelihood(np.array([t]), np.array([s]), np.array([rho]))
+    information = rr_information(np.array([t]), np.array([rho]))[1]
+    scalar_log_p, scalar_slope = rr_log_likelihood_scalar(t, s, rho)
+    np.testing.assert_allclose([scalar_log_p, scalar_slope], [log_p[0], slope[0]], rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(rr_information_scalar(t, rho), information[0], rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("t", [-1e300, -750.0, -700.0, -36.0, -1e-9, 0.0, 1e-9, 36.0, 700.0, 750.0, 1e300])
+@pytest.mark.parametrize("rho", [0.0, 1e-300, 0.119, 0.5 - 1e-12])
+def test_the_scalar_likelihood_is_the_array_one_at_the_extremes(t: float, rho: float) -> None:
+    for s in (-1.0, 1.0):
+        log_p, slope = rr_log_likelihood(np.array([t]), np.array([s]), np.array([rho]))
+        assert rr_log_likelihood_scalar(t, s, rho) == pytest.approx((log_p[0], slope[0]), rel=1e-12, abs=1e-300)
+    assert rr_information_scalar(t, rho) == pytest.approx(rr_information(np.array([t]), np.array([rho]))[1][0], rel=1e-12, abs=1e-300)
 
 
 # --- fit_private and guarantees ----------------------------------------------------------------
