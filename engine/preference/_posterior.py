@@ -198,6 +198,22 @@ class Posterior:
         object.__setattr__(self, "log_evidence", float(evidence))
 
     @classmethod
+    def _trusted(cls, mean: np.ndarray, covariance: np.ndarray, log_evidence: float) -> Posterior:
+        """A posterior from fresh float64 arrays the engine computed, without re-validating them.
+
+        Only for a mean and covariance of the right shapes, finite, and a covariance exactly
+        symmetric and positive definite (:func:`engine.preference._online.absorb` ensures it);
+        the arrays are made read-only.
+        """
+        mean.flags.writeable = False
+        covariance.flags.writeable = False
+        posterior = object.__new__(cls)
+        object.__setattr__(posterior, "mean", mean)
+        object.__setattr__(posterior, "covariance", covariance)
+        object.__setattr__(posterior, "log_evidence", log_evidence)
+        return posterior
+
+    @classmethod
     def from_prior(cls, prior: PreferencePrior) -> Posterior:
         """The posterior before any rating: the prior itself (its evidence is ``log 1 = 0``)."""
         return cls(mean=prior.mean_vector(), covariance=prior.covariance(), log_evidence=0.0)
