@@ -15,6 +15,7 @@ from engine.preference import (
     DRIFT_OLD_WEIGHT,
     DRIFT_WINDOW,
     DriftCheckpoint,
+    OnlinePreference,
     Posterior,
     PreferencePrior,
     drift_test,
@@ -315,6 +316,21 @@ def test_a_resumed_drift_test_equals_the_full_one_and_a_changed_history_restarts
         drift_test(Z, y, flip_probability=rho, prior=other_prior, checkpoint=first.checkpoint).checkpoint.posterior.mean,
         drift_test(Z, y, flip_probability=rho, prior=other_prior).checkpoint.posterior.mean,
     )
+
+
+def test_the_drift_replay_is_the_online_update() -> None:
+    """The drift test replays ratings through the online step directly; its checkpoint is exactly
+    what OnlinePreference.update gives rating by rating from the prior."""
+    rng = np.random.default_rng(14)
+    Z, y, rho = _history(120, None, rng)
+    prior = PreferencePrior(mean=np.zeros(6), cov=np.eye(6) * 1.44)
+    checkpoint = drift_test(Z, y, flip_probability=rho, prior=prior).checkpoint
+    online = OnlinePreference(Posterior.from_prior(prior))
+    for z, label in zip(Z[: checkpoint.through], y[: checkpoint.through], strict=True):
+        online.update(z, bool(label), flip_probability=rho)
+    np.testing.assert_array_equal(checkpoint.posterior.mean, online.posterior.mean)
+    np.testing.assert_array_equal(checkpoint.posterior.covariance, online.posterior.covariance)
+    assert checkpoint.posterior.log_evidence == online.posterior.log_evidence
 
 
 def test_the_drift_windows_are_bounded_so_an_old_change_is_no_longer_tested() -> None:
