@@ -43,8 +43,8 @@ from scipy.special import expit
 from scipy.stats import norm
 
 from engine.preference._noisy import check_flip_probability, check_labels, check_latents
-from engine.preference._online import OnlinePreference
-from engine.preference._posterior import Posterior, PreferencePrior
+from engine.preference._online import absorb
+from engine.preference._posterior import Posterior, PreferencePrior, _features
 
 __all__ = [
     "DRIFT_ALPHA",
@@ -103,32 +103,36 @@ class DriftResult:
 
 
 def _resume(
-    checkpoint: DriftCheckpoint | None, Z: np.ndarray, labels: np.ndarray, rho: np.ndarray, prior: PreferencePrior, base: int
+    checkpoint: DriftCheckpoint | None,
+    Z: np.ndarray,
+    X: np.ndarray,
+    labels: np.ndarray,
+    rho: np.ndarray,
+    prior: PreferencePrior,
+    base: int,
 ) -> DriftCheckpoint:
     """The replay through rating ``base``, from ``checkpoint`` when it is still valid, else from the prior."""
-    start = DriftCheckpoint(Posterior.from_prior(prior), 0, _digest(prior, Z[:0], labels[:0], rho[:0]))
     if (
         checkpoint is not None
         and checkpoint.through <= base
         and checkpoint.posterior.dim == Z.shape[1]
         and checkpoint.digest == _digest(prior, Z[: checkpoint.through], labels[: checkpoint.through], rho[: checkpoint.through])
     ):
-        start = checkpoint
-    online = OnlinePreference(start.posterior)
-    for i in range(start.through, base):
-        online.update(Z[i], bool(labels[i]), flip_probability=float(rho[i]))
-    return DriftCheckpoint(online.posterior, base, _digest(prior, Z[:base], labels[:base], rho[:base]))
+        posterior, through = checkpoint.posterior, checkpoint.through
+    else:
+        posterior, through = Posterior.from_prior(prior), 0
+    for i in range(through, base):
+        posterior = absorb(posterior, X[i], bool(labels[i]), float(rho[i]))
+    return DriftCheckpoint(posterior, base, _digest(prior, Z[:base], labels[:base], rho[:base]))
 
 
 def _window_statistics(
-    Z: np.ndarray, labels: np.ndarray, rho: np.ndarray, base: DriftCheckpoint, windows: np.ndarray
+    Z: np.ndarray, X: np.ndarray, labels: np.ndarray, rho: np.ndarray, base: DriftCheckpoint, windows: np.ndarray
 ) -> np.ndarray:
     """``Z_k`` of each window (module docstring); ``base`` is the replay through ``n - max(windows)``."""
-    online = OnlinePreference(base.posterior)
-    before = []
-    for i in range(base.through, len(labels)):
-        before.append(online.posterior)
-        online.update(Z[i], bool(labels[i]), flip_probability=float(rho[i]))
+    before = [base.posterior]  # before[j]: the replay through rating base.through + j
+    for i in range(base.through, len(labels) - int(windows.min())):
+        before.append(absorb(before[-1], X[i], bool(labels[i]), float(rho[i])))
     simulation = np.random.default_rng(_SIMULATION_SEED)
     n = len(labels)
     statistics = np.empty(windows.size)
@@ -167,12 +171,13 @@ def drift_test(
     labels = check_labels(y_private, n, name="y_private")
     rho = check_flip_probability(flip_probability, n)
     chosen = PreferencePrior.isotropic(z.shape[1]) if prior is None else prior
-    base = _resume(checkpoint, z, labels, rho, chosen, max(n - DRIFT_WINDOW, 0))
+    X = _features(z)  # each rating's [z, 1], as the online update takes it
+    base = _resume(checkpoint, z, X, labels, rho, chosen, max(n - DRIFT_WINDOW, 0))
     weights = np.ones(n)
     windows = np.arange(_WINDOW_STEP, min(n - MIN_HISTORY, DRIFT_WINDOW) + 1, _WINDOW_STEP)
     if windows.size == 0:
         return DriftResult(weights, base)
-    statistic = _window_statistics(z, labels, rho, base, windows)
+    statistic = _window_statistics(z, X, labels, rho, base, windows)
     worst = int(np.argmin(statistic))
     if statistic[worst] < -norm.ppf(1.0 - DRIFT_ALPHA / windows.size):
         weights[: n - windows[worst]] = DRIFT_OLD_WEIGHT

@@ -45,6 +45,7 @@ def _truncated_second_moment(bound: float) -> float:
 
 #: ``E[z_j^2]`` of a face drawn from the latent prior (0.973 for the box [-3, 3]).
 _LATENT_SECOND_MOMENT = _truncated_second_moment(PRIOR_BOUND)
+_LOG2 = math.log(2.0)
 
 
 def check_latents(Z: npt.ArrayLike, *, name: str = "Z", dim: int | None = None) -> np.ndarray:
@@ -122,6 +123,42 @@ def rr_log_likelihood(t: np.ndarray, s: np.ndarray, rho: np.ndarray) -> tuple[np
     log_true = np.log1p(-2.0 * rho) - np.logaddexp(0.0, -s * t)
     log_p = np.logaddexp(log_rho, log_true)
     return log_p, s * np.exp(log_true - log_p) * expit(-s * t)
+
+
+def _expit(t: float) -> float:
+    """:func:`scipy.special.expit` of one float: ``1 / (1 + e^-t)``, 0 where ``e^-t`` overflows."""
+    try:
+        return 1.0 / (1.0 + math.exp(-t))
+    except OverflowError:
+        return 0.0
+
+
+def _logaddexp(a: float, b: float) -> float:
+    """:func:`numpy.logaddexp` of two floats, the same formula (``a = -inf`` gives ``b``)."""
+    if a == b:
+        return a + _LOG2
+    gap = a - b
+    return a + math.log1p(math.exp(-gap)) if gap > 0 else b + math.log1p(math.exp(gap))
+
+
+def rr_log_likelihood_scalar(t: float, s: float, rho: float) -> tuple[float, float]:
+    """:func:`rr_log_likelihood` of one rating, with :mod:`math` instead of arrays.
+
+    The online step evaluates it about ten times per rating, where numpy's per-call overhead
+    would dominate; a test ties it to the array version (same formula, same operations).
+    """
+    log_true = math.log1p(-2.0 * rho) - _logaddexp(0.0, -s * t)
+    log_p = log_true if rho == 0.0 else _logaddexp(math.log(rho), log_true)
+    return log_p, s * math.exp(log_true - log_p) * _expit(-s * t)
+
+
+def rr_information_scalar(t: float, rho: float) -> float:
+    """The randomized-response half of :func:`rr_information` for one rating, with :mod:`math`."""
+    p = _expit(t)
+    clean = p * (1.0 - p)
+    q = rho + (1.0 - 2.0 * rho) * p
+    spread = q * (1.0 - q)
+    return (1.0 - 2.0 * rho) ** 2 * clean * (clean / spread if spread > 0 else 1.0)
 
 
 def rr_curvature(t: np.ndarray, s: np.ndarray, rho: np.ndarray) -> np.ndarray:

@@ -30,17 +30,53 @@ from engine.preference._noisy import (
     check_flip_probability,
     check_labels,
     check_latents,
-    rr_information,
-    rr_log_likelihood,
+    rr_information_scalar,
+    rr_log_likelihood_scalar,
 )
-from engine.preference._posterior import Posterior, PreferencePrior, fit_posterior
+from engine.preference._posterior import Posterior, PreferencePrior, fit_posterior, positive_definite
 
-__all__ = ["OnlinePreference"]
+__all__ = ["OnlinePreference", "absorb"]
 
 _STATE_VERSION = 2
 _PROBIT = math.pi / 8.0
 #: Fisher-scoring iterations of the scalar step; the map is a contraction, four reach round-off.
 _SCALAR_ITERATIONS = 4
+
+
+def absorb(posterior: Posterior, x: np.ndarray, like: bool, rho: float) -> Posterior:
+    """The posterior after one rating (module docstring), for inputs already validated.
+
+    ``x = [z, 1]`` is the rating's feature vector (finite, ``d + 1`` entries), ``like`` its
+    stored label and ``rho`` its flip rate in ``[0, 1/2)``. :meth:`OnlinePreference.update`
+    validates and calls it; the drift test's replays call it directly.
+    """
+    s = 1.0 if like else -1.0
+    mean, covariance = posterior.mean, posterior.covariance
+    u = covariance @ x
+    prior_t = float(x @ mean)
+    variance = float(x @ u)
+    predictive, _ = rr_log_likelihood_scalar(prior_t / math.sqrt(1.0 + _PROBIT * variance), s, rho)
+    step = 0.0  # the new mean is mean + step * u; Fisher scoring on this one scalar
+    for _ in range(_SCALAR_ITERATIONS):
+        t = prior_t + variance * step
+        slope = rr_log_likelihood_scalar(t, s, rho)[1]
+        step -= (step - slope) / (1.0 + variance * rr_information_scalar(t, rho))
+    information = rr_information_scalar(prior_t + variance * step, rho)
+    updated = covariance - np.outer(u, u) * (information / (1.0 + information * variance))
+    mean = mean + step * u
+    covariance = (updated + updated.T) / 2.0
+    evidence = posterior.log_evidence + predictive
+    # S' = (S^-1 + I x x^T)^-1 with I >= 0 is symmetric positive definite whenever S is, and the
+    # symmetrisation is exact; only overflow or round-off at an |z| far outside the latent box can
+    # break that, and then the validating constructor raises InvalidInputError as it always did.
+    if (
+        np.isfinite(mean).all()
+        and np.isfinite(covariance).all()
+        and not math.isinf(evidence)
+        and positive_definite(covariance)
+    ):
+        return Posterior._trusted(mean, covariance, evidence)
+    return Posterior(mean=mean, covariance=covariance, log_evidence=evidence)
 
 
 class OnlinePreference:
@@ -54,7 +90,7 @@ class OnlinePreference:
         if not isinstance(posterior, Posterior):
             raise InvalidInputError(f"posterior must be a Posterior, got {type(posterior).__name__}")
         self._posterior = posterior
-        self._model = posterior.model()
+        self._model: PreferenceModel | None = None  # built on first use: callers often want only the posterior
 
     @classmethod
     def from_fit(
@@ -88,6 +124,8 @@ class OnlinePreference:
     @property
     def model(self) -> PreferenceModel:
         """The current released model (``posterior.model()``)."""
+        if self._model is None:
+            self._model = self._posterior.model()
         return self._model
 
     def update(self, z: npt.ArrayLike, y_private: bool, *, flip_probability: float) -> PreferenceModel:
@@ -102,28 +140,20 @@ class OnlinePreference:
         flip_probability : float
             The flip rate it was privatised with, in ``[0, 1/2)``.
         """
-        x = np.append(check_latents(np.reshape(z, (1, -1)), name="z", dim=self.dim)[0], 1.0)
-        s = np.array([1.0 if check_labels(np.array([y_private]), 1, name="y_private")[0] else -1.0])
-        rho = check_flip_probability(flip_probability, 1)
-        mean, covariance = self._posterior.mean, self._posterior.covariance
-        u = covariance @ x
-        prior_t = float(x @ mean)
-        variance = float(x @ u)
-        predictive, _ = rr_log_likelihood(np.array([prior_t / math.sqrt(1.0 + _PROBIT * variance)]), s, rho)
-        step = 0.0  # the new mean is mean + step * u; Fisher scoring on this one scalar
-        for _ in range(_SCALAR_ITERATIONS):
-            t = np.array([prior_t + variance * step])
-            slope = float(rr_log_likelihood(t, s, rho)[1][0])
-            step -= (step - slope) / (1.0 + variance * float(rr_information(t, rho)[1][0]))
-        information = float(rr_information(np.array([prior_t + variance * step]), rho)[1][0])
-        updated = covariance - np.outer(u, u) * (information / (1.0 + information * variance))
-        self._posterior = Posterior(
-            mean=mean + step * u,
-            covariance=(updated + updated.T) / 2.0,
-            log_evidence=self._posterior.log_evidence + float(predictive[0]),
-        )
-        self._model = self._posterior.model()
-        return self._model
+        x = np.empty(self.dim + 1)
+        x[:-1] = check_latents(np.reshape(z, (1, -1)), name="z", dim=self.dim)[0]
+        x[-1] = 1.0
+        if isinstance(y_private, (bool, np.bool_)):
+            like = bool(y_private)
+        else:
+            like = bool(check_labels(np.array([y_private]), 1, name="y_private")[0])
+        if isinstance(flip_probability, float) and 0.0 <= flip_probability < 0.5:
+            rho = float(flip_probability)
+        else:
+            rho = float(check_flip_probability(flip_probability, 1)[0])
+        self._posterior = absorb(self._posterior, x, like, rho)
+        self._model = None
+        return self.model
 
     def to_state(self) -> dict[str, Any]:
         """Plain lists and floats, to be stored encrypted; :meth:`from_state` restores."""

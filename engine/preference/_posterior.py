@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import scipy.linalg
+import scipy.linalg.lapack
 from scipy.special import expit
 
 from engine._validation import InvalidInputError
@@ -85,15 +86,18 @@ def _symmetric_positive_definite(name: str, matrix: npt.ArrayLike, size: int) ->
         raise InvalidInputError(f"{name} must have shape ({size}, {size}), got shape {m.shape}")
     if not np.isfinite(m).all():
         raise InvalidInputError(f"{name} must be finite")
-    if not np.allclose(m, m.T, rtol=1e-10, atol=1e-12):
+    if not np.all(np.abs(m - m.T) <= 1e-12 + 1e-10 * np.abs(m.T)):  # np.allclose's test, without its overhead
         raise InvalidInputError(f"{name} must be symmetric")
     m = (m + m.T) / 2.0
-    try:
-        np.linalg.cholesky(m)
-    except np.linalg.LinAlgError:
-        raise InvalidInputError(f"{name} must be positive definite") from None
+    if not positive_definite(m):
+        raise InvalidInputError(f"{name} must be positive definite")
     m.flags.writeable = False
     return m
+
+
+def positive_definite(m: np.ndarray) -> bool:
+    """Whether the finite symmetric matrix ``m`` has a Cholesky factor (LAPACK's, without numpy's wrapper)."""
+    return scipy.linalg.lapack.dpotrf(m)[1] == 0
 
 
 def _finite_real(name: str, value: object) -> float:
@@ -192,6 +196,22 @@ class Posterior:
         if isinstance(evidence, bool) or not isinstance(evidence, numbers.Real) or math.isinf(evidence):
             raise InvalidInputError(f"log_evidence must be a real number or nan, got {evidence!r}")
         object.__setattr__(self, "log_evidence", float(evidence))
+
+    @classmethod
+    def _trusted(cls, mean: np.ndarray, covariance: np.ndarray, log_evidence: float) -> Posterior:
+        """A posterior from fresh float64 arrays the engine computed, without re-validating them.
+
+        Only for a mean and covariance of the right shapes, finite, and a covariance exactly
+        symmetric and positive definite (:func:`engine.preference._online.absorb` ensures it);
+        the arrays are made read-only.
+        """
+        mean.flags.writeable = False
+        covariance.flags.writeable = False
+        posterior = object.__new__(cls)
+        object.__setattr__(posterior, "mean", mean)
+        object.__setattr__(posterior, "covariance", covariance)
+        object.__setattr__(posterior, "log_evidence", log_evidence)
+        return posterior
 
     @classmethod
     def from_prior(cls, prior: PreferencePrior) -> Posterior:

@@ -15,6 +15,7 @@ from engine.preference import (
     DRIFT_OLD_WEIGHT,
     DRIFT_WINDOW,
     DriftCheckpoint,
+    OnlinePreference,
     Posterior,
     PreferencePrior,
     drift_test,
@@ -197,6 +198,22 @@ def test_posterior_state_round_trips_and_from_prior_is_the_prior() -> None:
         Posterior(mean=[1.0, 2.0], covariance=np.eye(2), log_evidence=math.inf)
 
 
+@pytest.mark.parametrize("share", [0.0, 0.5, 0.99, 1.01, 2.0])
+def test_covariance_symmetry_is_checked_as_np_allclose_would(share: float) -> None:
+    """An asymmetry of ``share`` times np.allclose's tolerance (rtol 1e-10, atol 1e-12)."""
+    rng = np.random.default_rng(8)
+    A = rng.normal(size=(5, 5))
+    covariance = A @ A.T + np.eye(5)
+    covariance[1, 3] += share * (1e-12 + 1e-10 * abs(covariance[3, 1]))
+    assert np.allclose(covariance, covariance.T, rtol=1e-10, atol=1e-12) == (share < 1.0)
+    if share < 1.0:
+        accepted = Posterior(mean=np.zeros(5), covariance=covariance)
+        assert np.array_equal(accepted.covariance, (covariance + covariance.T) / 2.0)
+    else:
+        with pytest.raises(ValueError, match="symmetric"):
+            Posterior(mean=np.zeros(5), covariance=covariance)
+
+
 # --- gaussian_likelihood -----------------------------------------------------------------------
 
 
@@ -299,6 +316,21 @@ def test_a_resumed_drift_test_equals_the_full_one_and_a_changed_history_restarts
         drift_test(Z, y, flip_probability=rho, prior=other_prior, checkpoint=first.checkpoint).checkpoint.posterior.mean,
         drift_test(Z, y, flip_probability=rho, prior=other_prior).checkpoint.posterior.mean,
     )
+
+
+def test_the_drift_replay_is_the_online_update() -> None:
+    """The drift test replays ratings through the online step directly; its checkpoint is exactly
+    what OnlinePreference.update gives rating by rating from the prior."""
+    rng = np.random.default_rng(14)
+    Z, y, rho = _history(120, None, rng)
+    prior = PreferencePrior(mean=np.zeros(6), cov=np.eye(6) * 1.44)
+    checkpoint = drift_test(Z, y, flip_probability=rho, prior=prior).checkpoint
+    online = OnlinePreference(Posterior.from_prior(prior))
+    for z, label in zip(Z[: checkpoint.through], y[: checkpoint.through], strict=True):
+        online.update(z, bool(label), flip_probability=rho)
+    np.testing.assert_array_equal(checkpoint.posterior.mean, online.posterior.mean)
+    np.testing.assert_array_equal(checkpoint.posterior.covariance, online.posterior.covariance)
+    assert checkpoint.posterior.log_evidence == online.posterior.log_evidence
 
 
 def test_the_drift_windows_are_bounded_so_an_old_change_is_no_longer_tested() -> None:

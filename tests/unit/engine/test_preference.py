@@ -17,12 +17,15 @@ from engine.preference import (
     MECHANISMS,
     SERVICE_MECHANISMS,
     OnlinePreference,
+    Posterior,
     PreferencePrior,
     PreferenceModel,
     fit_noisy,
     fit_private,
     mechanism_guarantee,
 )
+from engine._validation import InvalidInputError
+from engine.preference._noisy import rr_information, rr_information_scalar, rr_log_likelihood, rr_log_likelihood_scalar
 from benchmarks.preference import benchmark_accuracy, expected_accuracy, synthetic_user
 from privacy.mechanisms import ADD_REMOVE_ONE, LABEL_CHANGE, REPLACE_ONE, Guarantee, RandomizedResponse
 
@@ -275,6 +278,87 @@ def test_online_update_validates_input() -> None:
         online.update(np.zeros(3), True, flip_probability=0.6)
     with pytest.raises(ValueError, match="y_private"):
         online.update(np.zeros(3), 2, flip_probability=0.1)  # type: ignore[arg-type]
+
+
+def test_online_update_accepts_what_it_accepted_and_refuses_the_rest() -> None:
+    """The cheap checks of one rating take the same inputs as the array checks they stand in for."""
+    rng = np.random.default_rng(10)
+    Z, y, _, _ = _user_data(3, 10, rng)
+    start = OnlinePreference.from_fit(Z, y, flip_probability=0.1).posterior
+    z = rng.normal(size=3)
+    expected = OnlinePreference(start).update(z, True, flip_probability=0.1)
+    for label in (True, np.True_, 1, 1.0, np.int64(1)):
+        for rho in (0.1, np.float64(0.1), np.array(0.1), [0.1]):
+            for latent in (z, z.tolist(), z.reshape(1, 3)):
+                assert OnlinePreference(start).update(latent, label, flip_probability=rho) == expected  # type: ignore[arg-type]
+    assert OnlinePreference(start).update(z, 0, flip_probability=0) == OnlinePreference(start).update(  # type: ignore[arg-type]
+        z, False, flip_probability=0.0
+    )
+    for label in (2, 0.5, "yes", None, [True]):
+        with pytest.raises(InvalidInputError, match="y_private"):
+            OnlinePreference(start).update(z, label, flip_probability=0.1)  # type: ignore[arg-type]
+    for rho in (0.5, -0.1, math.nan, math.inf, True, [0.1, 0.1]):
+        with pytest.raises(InvalidInputError, match="flip_probability"):
+            OnlinePreference(start).update(z, True, flip_probability=rho)  # type: ignore[arg-type]
+    for latent in (np.array([0.0, math.nan, 0.0]), np.zeros(2), np.zeros(0), np.zeros((2, 3))):
+        with pytest.raises(InvalidInputError, match="z"):
+            OnlinePreference(start).update(latent, True, flip_probability=0.1)
+
+
+@given(
+    t=st.floats(-700.0, 700.0),
+    s=st.sampled_from([-1.0, 1.0]),
+    rho=st.one_of(st.just(0.0), st.floats(0.0, 0.5, exclude_max=True)),
+)
+def test_the_scalar_likelihood_is_the_array_one(t: float, s: float, rho: float) -> None:
+    """The online step's scalar twins compute the same numbers as the array functions the fit uses."""
+    log_p, slope = rr_log_likelihood(np.array([t]), np.array([s]), np.array([rho]))
+    information = rr_information(np.array([t]), np.array([rho]))[1]
+    scalar_log_p, scalar_slope = rr_log_likelihood_scalar(t, s, rho)
+    np.testing.assert_allclose([scalar_log_p, scalar_slope], [log_p[0], slope[0]], rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(rr_information_scalar(t, rho), information[0], rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("t", [-1e300, -750.0, -700.0, -36.0, -1e-9, 0.0, 1e-9, 36.0, 700.0, 750.0, 1e300])
+@pytest.mark.parametrize("rho", [0.0, 1e-300, 0.119, 0.5 - 1e-12])
+def test_the_scalar_likelihood_is_the_array_one_at_the_extremes(t: float, rho: float) -> None:
+    for s in (-1.0, 1.0):
+        log_p, slope = rr_log_likelihood(np.array([t]), np.array([s]), np.array([rho]))
+        assert rr_log_likelihood_scalar(t, s, rho) == pytest.approx((log_p[0], slope[0]), rel=1e-12, abs=1e-300)
+    assert rr_information_scalar(t, rho) == pytest.approx(rr_information(np.array([t]), np.array([rho]))[1][0], rel=1e-12, abs=1e-300)
+
+
+def test_the_online_covariance_stays_symmetric_positive_definite() -> None:
+    """The online step skips the posterior's validation (its result is SPD by construction): after
+    500 updates at mixed scales and flip rates the covariance must still pass it exactly."""
+    rng = np.random.default_rng(11)
+    dim = 24
+    online = OnlinePreference(Posterior.from_prior(PreferencePrior.isotropic(dim)))
+    for _ in range(500):
+        z = rng.normal(size=dim) * rng.choice([0.1, 1.0, 3.0, 30.0])
+        online.update(z, bool(rng.random() < 0.5), flip_probability=float(rng.choice([0.0, 0.119, 0.4])))
+    posterior = online.posterior
+    assert np.array_equal(posterior.covariance, posterior.covariance.T)
+    assert np.linalg.eigvalsh(posterior.covariance)[0] > 0
+    assert np.isfinite(posterior.mean).all() and math.isfinite(posterior.log_evidence)
+    assert not posterior.mean.flags.writeable and not posterior.covariance.flags.writeable
+    validated = Posterior(mean=posterior.mean, covariance=posterior.covariance, log_evidence=posterior.log_evidence)
+    assert np.array_equal(validated.covariance, posterior.covariance)
+    assert online.model == posterior.model()
+
+
+@pytest.mark.parametrize("scale", [1e9, 1e160])
+def test_an_update_that_overflow_or_round_off_broke_is_refused(scale: float) -> None:
+    """At an absurd |z| the step loses positive definiteness (round-off) or finiteness (overflow):
+    the update raises, as the validated construction always did, and keeps the last posterior."""
+    rng = np.random.default_rng(12)
+    online = OnlinePreference(Posterior.from_prior(PreferencePrior.isotropic(24)))
+    with pytest.raises(InvalidInputError, match="positive definite|finite"), np.errstate(over="ignore"):
+        for _ in range(50):
+            before = online.posterior
+            online.update(rng.normal(size=24) * scale, bool(rng.random() < 0.5), flip_probability=0.119)
+    assert online.posterior is before
+    Posterior.from_state(online.posterior.to_state())
 
 
 # --- fit_private and guarantees ----------------------------------------------------------------
