@@ -1,0 +1,49 @@
+"""Prebuilt statements sent through psycopg (matchsvc.db.statements, D39): same transaction, same pool rules."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from matchsvc.db.statements import Statement
+from matchsvc.runtime import Runtime
+
+
+def test_parameters_are_named_and_casts_are_left_alone() -> None:
+    statement = Statement("SELECT :a::int + CAST(:b AS int), x::text FROM t WHERE y = :a")
+    assert statement.sql == "SELECT %(a)s::int + CAST(%(b)s AS int), x::text FROM t WHERE y = %(a)s"
+
+
+def test_a_percent_sign_is_refused() -> None:
+    with pytest.raises(ValueError, match="%"):
+        Statement("SELECT 'a' LIKE 'a%'")
+
+
+def test_it_runs_in_the_sessions_transaction_and_rows_are_named(db: Runtime) -> None:
+    insert = Statement("INSERT INTO scratch_statements (value) VALUES (:value) RETURNING value, value * 2 AS doubled")
+    with db.sessions() as session:
+        session.execute(text("CREATE TEMP TABLE scratch_statements (value int)"))
+        row = insert.execute(session, {"value": 21}).fetchone()
+        assert (row.value, row.doubled) == (21, 42)
+        assert session.execute(text("SELECT count(*) FROM scratch_statements")).scalar() == 1  # same transaction
+        session.rollback()
+        # The temporary table was created in the rolled-back transaction: the insert went with it.
+        assert session.execute(text("SELECT to_regclass('pg_temp.scratch_statements')")).scalar() is None
+
+
+def test_a_broken_connection_leaves_the_pool(db: Runtime) -> None:
+    """As SQLAlchemy does for its own statements: the next checkout gets a working connection."""
+    with db.sessions() as session:
+        driver = session.connection().connection.driver_connection
+        with socket.socket(fileno=os.dup(driver.pgconn.socket)) as sock:  # as the deadline watchdog does
+            sock.shutdown(socket.SHUT_RDWR)
+        with pytest.raises(psycopg.OperationalError):
+            Statement("SELECT 1 AS one").execute(session, {})
+        assert session.connection().invalidated
+        session.rollback()
+    with db.sessions() as session:
+        assert Statement("SELECT 1 AS one").execute(session, {}).fetchone().one == 1
