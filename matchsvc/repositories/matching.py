@@ -210,6 +210,22 @@ class DecisionRow(NamedTuple):
     choice_ct: bytes
 
 
+def decisions_between(session: Session, user_id: uuid.UUID, others: Collection[uuid.UUID]) -> list[DecisionRow]:
+    """The decisions of the user on ``others`` and of ``others`` on the user."""
+    if not others:
+        return []
+    listed = list(others)
+    query = union(
+        select(Decision.user_id, Decision.target_id, Decision.choice_ct).where(
+            Decision.user_id == user_id, Decision.target_id.in_(listed)
+        ),
+        select(Decision.user_id, Decision.target_id, Decision.choice_ct).where(
+            Decision.target_id == user_id, Decision.user_id.in_(listed)
+        ),
+    )
+    return [DecisionRow(*row) for row in session.execute(query)]
+
+
 def all_decisions(session: Session, *, ranges: Sequence[IdRange] | None = None) -> list[DecisionRow]:
     """Every decision (both users in ``ranges``, if given); the job opens each sealed choice with
     the decider's key."""

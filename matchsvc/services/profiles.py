@@ -16,12 +16,12 @@ from sqlalchemy.orm import Session
 from engine.latent import PRIOR_BOUND, LatentSpace, encode_png
 from engine.latent._prior import ADULT_AGE_YEARS, AGE_OFFSET_YEARS, AGE_SCALE_YEARS
 from matchsvc.errors import InvalidInput, NotFound
-from matchsvc.keys import KeyRingStore
+from matchsvc.keys import KeyRingStore, UserCipher
 from matchsvc.repositories import matching as matching_repo
 from matchsvc.repositories import profiles as profiles_repo
 from matchsvc.services.filters import MIN_AGE, Filters, Gender, mutually_accept
 from matchsvc.services.keys import open_cipher, user_cipher
-from matchsvc.services.sealed import open_filters, open_latent, seal_filters, seal_latent
+from matchsvc.services.sealed import PASS, open_choice, open_filters, open_latent, seal_filters, seal_latent
 
 __all__ = [
     "AGE_BUCKETS",
@@ -141,7 +141,9 @@ def eligible_partners(
     session: Session, *, keys: KeyRingStore, user_id: uuid.UUID, others: Collection[uuid.UUID]
 ) -> set[uuid.UUID]:
     """Those of ``others`` who exist, have a profile, accept and are accepted by the user at today's
-    ages, and share no block with the user. Opens each profile with its owner's key, in memory only."""
+    ages, and share no block and no pass with the user (either way: a run that read the state before
+    a pass may store the pair again, D26). Opens each profile and each decision with its owner's
+    key, in memory only."""
     others = set(others) - {user_id}
     if not others:
         return set()
@@ -149,17 +151,22 @@ def eligible_partners(
     if user_id not in rows:
         return set()
 
+    def cipher(owner: uuid.UUID) -> UserCipher:
+        return open_cipher(keys=keys, user_id=owner, wrapped=rows[owner].wrapped_key)
+
     def opened(owner: uuid.UUID) -> tuple[Filters, int]:
-        row = rows[owner]
-        cipher = open_cipher(keys=keys, user_id=owner, wrapped=row.wrapped_key)
-        return open_filters(cipher, row.filters_ct), age_of(row.birth_year)
+        return open_filters(cipher(owner), rows[owner].filters_ct), age_of(rows[owner].birth_year)
 
     mine, my_age = opened(user_id)
-    blocked = matching_repo.blocked_with(session, user_id, others)
+    excluded = matching_repo.blocked_with(session, user_id, others) | {
+        decision.target_id if decision.decider_id == user_id else decision.decider_id
+        for decision in matching_repo.decisions_between(session, user_id, others & rows.keys())
+        if open_choice(cipher(decision.decider_id), target_id=decision.target_id, blob=decision.choice_ct) == PASS
+    }
     return {
         other
         for other in others
-        if other in rows and other not in blocked and mutually_accept(mine, my_age, *opened(other))
+        if other in rows and other not in excluded and mutually_accept(mine, my_age, *opened(other))
     }
 
 

@@ -100,6 +100,12 @@ def test_a_pass_removes_the_pair_from_both_lists(client: TestClient, db: Runtime
     assert client.post(f"/v1/candidates/{a_id}/like", headers=b).status_code == 404
     _run(db)
     assert _listed(client, a) == [] and _listed(client, b) == []
+    # A run that read the state before the pass stores the pair again: it stays hidden both ways.
+    _stale_row(db, b_id, a_id)
+    _stale_row(db, a_id, b_id)
+    assert _listed(client, a) == [] and _listed(client, b) == []
+    assert client.get(f"/v1/candidates/{a_id}/avatar", headers=b).status_code == 404
+    assert client.post(f"/v1/candidates/{a_id}/like", headers=b).status_code == 404
 
 
 def test_pages_skip_ineligible_rows_without_losing_eligible_ones(client: TestClient, db: Runtime) -> None:
