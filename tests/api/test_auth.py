@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import anyio
 import jwt
 import pytest
 from fastapi.testclient import TestClient
@@ -148,6 +149,32 @@ def test_bad_tokens_get_401(client: TestClient, db: Runtime, kind: str) -> None:
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
     assert response.headers["content-type"] == PROBLEM
+
+
+@pytest.mark.parametrize("suffix", [b"\xa0", b" ", b"\t", b"\xff", b"\xa0\xff"])
+def test_a_good_token_with_trailing_bytes_is_refused_not_a_500(client: TestClient, db: Runtime, suffix: bytes) -> None:
+    """The rate limiter strips the header's token and verifies it; authentication compares that
+    with its own reading of the header (D39) and must not fail on bytes outside ASCII. Sent as raw
+    ASGI: an HTTP client would re-encode the header."""
+    user_id, session_id = _signed_in(client)
+    token = _token(db, user_id, session_id).encode()
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+        "path": "/v1/me", "raw_path": b"/v1/me", "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"testserver"), (b"authorization", b"Bearer " + token + suffix)],
+        "client": ("127.0.0.1", 1), "server": ("testserver", 80), "state": {},
+    }
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    anyio.run(client.app, scope, receive, send)
+    # 200 is fine: the JWT library's base64 ignores what is not in its alphabet, so the signature still holds.
+    assert sent[0]["status"] in (200, 401)
 
 
 def test_a_token_of_the_configured_lifetime_is_accepted(client: TestClient, db: Runtime) -> None:
