@@ -3,7 +3,10 @@
 Three measurements in one run, on one embedded PostgreSQL:
 
 1. **Ratio**: ``POST /v1/ratings`` (full privacy path) against the bare FastAPI + psycopg insert
-   (:mod:`benchmarks.bare_app`, same number of workers), same requests, same client threads.
+   (:mod:`benchmarks.bare_app`, same number of workers), same requests, same client threads; with
+   the CPU each request cost the server's processes, PostgreSQL's and the client's. On a machine
+   where all three share the cores the ratio of throughputs is the ratio of those totals, which
+   move far less with the machine's load than the throughputs do (docs/benchmarks.md, D39).
 2. **Load**: ``clients`` simulated phones for ``seconds``: each registers, logs in, and rates the
    faces of its feed one by one with an Idempotency-Key per rating, retrying an error (or a lost
    connection) with the same key until it is acknowledged. Afterwards, per user, the ratings the
@@ -28,6 +31,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 import psycopg
 from tqdm import tqdm
 
@@ -122,6 +126,53 @@ def _percentiles(seconds: list[float]) -> dict[str, float | None]:
         return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
     p50, p95, p99 = np.percentile(np.array(seconds) * 1000, [50, 95, 99])
     return {"p50_ms": round(float(p50), 2), "p95_ms": round(float(p95), 2), "p99_ms": round(float(p99), 2)}
+
+
+def _cpu_seconds(roots: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each process under ``roots`` (the roots included), by pid."""
+    seconds: dict[int, float] = {}
+    for root in roots:
+        try:
+            tree = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+        except psutil.Error:
+            continue
+        for process in tree:
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            seconds[process.pid] = times.user + times.system
+    return seconds
+
+
+def _drive_measured(
+    base: str, requests: list[tuple[str, dict, dict]], *, threads: int, server: int, postgres: int | None
+) -> tuple[float, dict[str, float | None]]:
+    """:func:`drive`, and the CPU milliseconds per request of the server, PostgreSQL and this client.
+
+    Processes that exit during the run are not counted (the pools keep theirs open).
+    """
+    roots = {"server": [server], "postgres": [] if postgres is None else [postgres]}
+    before = {name: _cpu_seconds(pids) for name, pids in roots.items()}
+    client_before = sum(os.times()[:2])
+    rps = drive(base, requests, threads=threads)
+    client = sum(os.times()[:2]) - client_before
+    cpu: dict[str, float | None] = {}
+    for name, pids in roots.items():
+        after = _cpu_seconds(pids)
+        cpu[name] = round(1000 * sum(t - before[name].get(pid, 0.0) for pid, t in after.items()) / len(requests), 2)
+    cpu["client"] = round(1000 * client / len(requests), 2)
+    if postgres is None:
+        cpu["postgres"] = None
+    return rps, cpu
+
+
+def _postmaster(runtime: Any) -> int | None:
+    """The embedded PostgreSQL's postmaster pid (None with an external server)."""
+    embedded = getattr(runtime, "embedded", None)
+    if embedded is None:
+        return None
+    return int((Path(embedded.pgdata) / "postmaster.pid").read_text().split()[0])
 
 
 def _load(base: str, *, clients: int, seconds: float, progress: bool) -> dict[str, Any]:
@@ -278,12 +329,17 @@ def run_load_benchmark(
             start_server("benchmarks.bare_app:create_app", factory=True, env=env, workers=workers),
         ]
         try:
-            (_, ours_base), (_, bare_base) = servers
+            (ours_process, ours_base), (bare_process, bare_base) = servers
+            postgres = _postmaster(runtime)
             warm = len(ours) // 10
             drive(bare_base, bare[:warm], threads=clients)
             drive(ours_base, ours[:warm], threads=clients)
-            bare_rps = drive(bare_base, bare[warm:], threads=clients)
-            ours_rps = drive(ours_base, ours[warm:], threads=clients)
+            bare_rps, bare_cpu = _drive_measured(
+                bare_base, bare[warm:], threads=clients, server=bare_process.pid, postgres=postgres
+            )
+            ours_rps, ours_cpu = _drive_measured(
+                ours_base, ours[warm:], threads=clients, server=ours_process.pid, postgres=postgres
+            )
             load = _load(ours_base, clients=clients, seconds=seconds, progress=progress)
             long_run = _history(ours_base, ratings=history, progress=progress)
         finally:
@@ -299,6 +355,7 @@ def run_load_benchmark(
             "ours_post_ratings_rps": round(ours_rps, 1),
             "bare_fastapi_psycopg_insert_rps": round(bare_rps, 1),
             "ratio_ours_to_bare": round(ours_rps / bare_rps, 3),
+            "cpu_ms_per_request": {"ours": ours_cpu, "bare": bare_cpu},
         },
         "load": load,
         "history": long_run,
