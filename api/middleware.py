@@ -281,10 +281,11 @@ class RateLimitMiddleware:
     def _client_key(self, scope: Scope) -> str:
         authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
         scheme, _, token = authorization.partition(" ")
+        token = token.strip()
         if scheme.lower() == "bearer" and token:
-            claims = self.identify(token.strip())
+            claims = self.identify(token)
             if claims is not None:
-                scope.setdefault("state", {})[VERIFIED_TOKEN] = (token.strip(), claims)
+                scope.setdefault("state", {})[VERIFIED_TOKEN] = (token, claims)
                 return "user:" + str(claims.user_id)
         client: Any = scope.get("client")
         return "ip:" + (client[0] if client else "unknown")

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from benchmarks._report import write_report
 from benchmarks.api import bench_runtime, drive, free_port, rating_requests, start_server, wait_until_up
+from matchsvc.runtime import Runtime
 
 __all__ = ["run_load_benchmark"]
 
@@ -152,27 +153,25 @@ def _drive_measured(
 
     Processes that exit during the run are not counted (the pools keep theirs open).
     """
-    roots = {"server": [server], "postgres": [] if postgres is None else [postgres]}
-    before = {name: _cpu_seconds(pids) for name, pids in roots.items()}
+    roots = {"server": server, "postgres": postgres}
+    before = {name: _cpu_seconds([pid]) for name, pid in roots.items() if pid is not None}
     client_before = sum(os.times()[:2])
     rps = drive(base, requests, threads=threads)
-    client = sum(os.times()[:2]) - client_before
-    cpu: dict[str, float | None] = {}
-    for name, pids in roots.items():
-        after = _cpu_seconds(pids)
-        cpu[name] = round(1000 * sum(t - before[name].get(pid, 0.0) for pid, t in after.items()) / len(requests), 2)
-    cpu["client"] = round(1000 * client / len(requests), 2)
-    if postgres is None:
-        cpu["postgres"] = None
+    cpu: dict[str, float | None] = {"client": round(1000 * (sum(os.times()[:2]) - client_before) / len(requests), 2)}
+    for name, pid in roots.items():
+        if pid is None:
+            cpu[name] = None
+            continue
+        after = _cpu_seconds([pid])
+        cpu[name] = round(1000 * sum(t - before[name].get(p, 0.0) for p, t in after.items()) / len(requests), 2)
     return rps, cpu
 
 
-def _postmaster(runtime: Any) -> int | None:
+def _postmaster(runtime: Runtime) -> int | None:
     """The embedded PostgreSQL's postmaster pid (None with an external server)."""
-    embedded = getattr(runtime, "embedded", None)
-    if embedded is None:
+    if runtime.embedded is None:
         return None
-    return int((Path(embedded.pgdata) / "postmaster.pid").read_text().split()[0])
+    return int((Path(runtime.embedded.pgdata) / "postmaster.pid").read_text().split()[0])
 
 
 def _load(base: str, *, clients: int, seconds: float, progress: bool) -> dict[str, Any]:

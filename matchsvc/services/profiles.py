@@ -6,6 +6,7 @@ current profiles, ages and blocks, and a filter change prunes the pairs it break
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Collection
 from datetime import UTC, datetime
@@ -151,6 +152,7 @@ def eligible_partners(
     if user_id not in rows:
         return set()
 
+    @functools.cache  # one unwrap per person: the user's key opens their filters and each of their decisions
     def cipher(owner: uuid.UUID) -> UserCipher:
         return open_cipher(keys=keys, user_id=owner, wrapped=rows[owner].wrapped_key)
 
