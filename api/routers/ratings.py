@@ -1,14 +1,19 @@
-"""Rating a face (idempotent)."""
+"""Rating a face (idempotent).
+
+The hot path: each endpoint does its session check and all its database work in one worker
+thread (``in_session``, ``UserToken``), not one thread per dependency (D40).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Response
 
-from api.deps import CurrentUser, RuntimeDep, SessionDep
+from api.deps import RuntimeDep, UserToken, in_session
 from api.schemas.problem import problem_responses
 from api.schemas.ratings import BatchItemResult, BatchResult, RatingBatch, RatingCreate, RatingReceipt
+from matchsvc.runtime import Runtime
 from matchsvc.services import ratings as ratings_service
 
 router = APIRouter(prefix="/v1/ratings", tags=["ratings"], responses=problem_responses(401, 403))
@@ -25,6 +30,16 @@ IdempotencyKey = Annotated[
 ]
 
 
+def _service_context(runtime: Runtime) -> dict[str, Any]:
+    """What the rating services take from the runtime."""
+    return {
+        "mac_key": runtime.secrets.idempotency_key,
+        "keys": runtime.keys,
+        "policy": runtime.policy,
+        "space": runtime.latent_space,
+    }
+
+
 @router.post(
     "",
     response_model=RatingReceipt,
@@ -35,23 +50,23 @@ IdempotencyKey = Annotated[
     },
     summary="Like or pass on a face you were served",
 )
-def rate(
+async def rate(
     body: RatingCreate,
     response: Response,
-    user: CurrentUser,
-    session: SessionDep,
+    caller: UserToken,
     runtime: RuntimeDep,
     idempotency_key: IdempotencyKey,
 ) -> RatingReceipt:
-    receipt = ratings_service.submit_rating(
-        session,
-        user_id=user.id,
-        rating=body.to_input(),
-        idempotency_key=idempotency_key,
-        mac_key=runtime.secrets.idempotency_key,
-        keys=runtime.keys,
-        policy=runtime.policy,
-        space=runtime.latent_space,
+    rating = body.to_input()
+    receipt = await in_session(
+        runtime,
+        lambda session: ratings_service.submit_rating(
+            session,
+            user_id=caller.authorize(session),
+            rating=rating,
+            idempotency_key=idempotency_key,
+            **_service_context(runtime),
+        ),
     )
     response.status_code = 201 if receipt.created else 200
     if receipt.replayed:
@@ -68,23 +83,23 @@ def rate(
     },
     summary="Rate up to 100 faces at once (offline swipes), one outcome per item",
 )
-def rate_batch(
+async def rate_batch(
     body: RatingBatch,
     response: Response,
-    user: CurrentUser,
-    session: SessionDep,
+    caller: UserToken,
     runtime: RuntimeDep,
     idempotency_key: IdempotencyKey,
 ) -> BatchResult:
-    receipt = ratings_service.submit_batch(
-        session,
-        user_id=user.id,
-        ratings=[item.to_input() for item in body.items],
-        idempotency_key=idempotency_key,
-        mac_key=runtime.secrets.idempotency_key,
-        keys=runtime.keys,
-        policy=runtime.policy,
-        space=runtime.latent_space,
+    ratings = [item.to_input() for item in body.items]
+    receipt = await in_session(
+        runtime,
+        lambda session: ratings_service.submit_batch(
+            session,
+            user_id=caller.authorize(session),
+            ratings=ratings,
+            idempotency_key=idempotency_key,
+            **_service_context(runtime),
+        ),
     )
     if receipt.replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -236,8 +236,8 @@ class RateBucket(Base):
 
     key: Mapped[str] = mapped_column(String(80), primary_key=True)
     tokens: Mapped[float] = mapped_column(Float, nullable=False)
-    #: Whether the last take was allowed (what the atomic update reports back).
-    allowed: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    #: Tokens the last take granted, its cost plus the lease (0: refused); what the atomic update reports back.
+    granted: Mapped[float] = mapped_column(Float, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 

@@ -8,26 +8,32 @@ from matchsvc.db.statements import Statement
 
 __all__ = ["take_tokens"]
 
-# All SET expressions read the row as it was, so ``level`` (the refilled bucket) is computed once
-# per column from the same old values: the check and the take are one atomic statement.
+# All SET expressions read the row as it was, so ``level`` (the refilled bucket) and ``grant`` are
+# computed from the same old values: the check, the take and the lease are one atomic statement.
 _LEVEL = "least(:burst, b.tokens + extract(epoch FROM now() - b.updated_at) * :rate)"
+_GRANT = f"CASE WHEN {_LEVEL} >= :need THEN :cost + least(greatest({_LEVEL} - :cost, 0), :lease) ELSE 0 END"
+_FRESH_GRANT = "(:cost + least(greatest(:burst - :cost, 0), :lease))"  # a new bucket is full: level = burst >= need
 _TAKE = Statement(
     f"""
-    INSERT INTO rate_buckets AS b (key, tokens, allowed, updated_at)
-    VALUES (:key, :burst - :cost, true, now())
+    INSERT INTO rate_buckets AS b (key, tokens, granted, updated_at)
+    VALUES (:key, :burst - {_FRESH_GRANT}, {_FRESH_GRANT}, now())
     ON CONFLICT (key) DO UPDATE SET
-        allowed = {_LEVEL} >= :need,
-        tokens = {_LEVEL} - CASE WHEN {_LEVEL} >= :need THEN :cost ELSE 0 END,
+        granted = {_GRANT},
+        tokens = {_LEVEL} - {_GRANT},
         updated_at = now()
-    RETURNING tokens, allowed
+    RETURNING tokens, granted
     """
 )
 
 
-def take_tokens(session: Session, *, key: str, cost: float, need: float, rate: float, burst: float) -> tuple[float, bool]:
-    """Refill ``key``'s bucket at ``rate`` per second up to ``burst``, take ``cost`` if ``need`` are there.
+def take_tokens(
+    session: Session, *, key: str, cost: float, need: float, lease: float, rate: float, burst: float
+) -> tuple[float, float]:
+    """Refill ``key``'s bucket at ``rate`` per second up to ``burst``; if ``need`` tokens are there,
+    take ``cost`` and up to ``lease`` more (as many as are left).
 
-    Returns the tokens left and whether the take was allowed.
+    Returns the tokens left and the tokens granted: ``cost`` plus the lease, or 0 when refused.
     """
-    row = _TAKE.execute(session, {"key": key, "cost": cost, "need": need, "rate": rate, "burst": burst}).fetchone()
-    return float(row.tokens), bool(row.allowed)
+    params = {"key": key, "cost": cost, "need": need, "lease": lease, "rate": rate, "burst": burst}
+    row = _TAKE.execute(session, params).fetchone()
+    return float(row.tokens), float(row.granted)

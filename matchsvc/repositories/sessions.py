@@ -10,11 +10,14 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from matchsvc.db.models import RefreshToken, User, UserSession
+from matchsvc.db.statements import Statement
 
 __all__ = [
+    "active_session_scopes",
     "active_sessions",
     "add_refresh_token",
     "add_session",
@@ -83,6 +86,24 @@ _USER_WITH_ACTIVE_SESSION = (
 def user_with_active_session(session: Session, *, user_id: uuid.UUID, session_id: uuid.UUID) -> User | None:
     """The user, if ``session_id`` is one of their active sessions: one join of two primary-key lookups."""
     return session.scalar(_USER_WITH_ACTIVE_SESSION, {"user_id": user_id, "session_id": session_id})
+
+
+#: The same check as a :class:`Statement`, for the rating path (D40); the predicate is
+#: :func:`_active`'s own SQL, so both agree on when a session ends.
+_SCOPES_OF_ACTIVE_SESSION = Statement(
+    f"""
+    SELECT users.scopes FROM users JOIN user_sessions ON user_sessions.user_id = users.id
+    WHERE users.id = :user_id AND user_sessions.id = :session_id
+      AND {_active().compile(dialect=postgresql.dialect())}
+    """
+)
+
+
+def active_session_scopes(session: Session, *, user_id: uuid.UUID, session_id: uuid.UUID) -> frozenset[str] | None:
+    """The user's scopes, if ``session_id`` is one of their active sessions (:func:`user_with_active_session`
+    without loading the account)."""
+    row = _SCOPES_OF_ACTIVE_SESSION.execute(session, {"user_id": user_id, "session_id": session_id}).fetchone()
+    return None if row is None else frozenset(row.scopes)
 
 
 def active_sessions(session: Session, *, user_id: uuid.UUID) -> list[UserSession]:

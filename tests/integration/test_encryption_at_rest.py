@@ -60,8 +60,8 @@ def _needles(runtime: Runtime, user_ids: list[uuid.UUID]) -> list[bytes]:
 
 
 #: Plain booleans that say nothing about an answer: how a spend was randomized (the client's
-#: choice, not its answer) and whether a client's last request passed the rate limit.
-_NOT_ANSWERS = {("privacy_ledger", "randomized_on_device"), ("rate_buckets", "allowed")}
+#: choice, not its answer).
+_NOT_ANSWERS = {("privacy_ledger", "randomized_on_device")}
 
 
 def test_database_holds_no_plaintext_labels_models_or_passwords(client: TestClient, db: Runtime) -> None:
