@@ -199,3 +199,26 @@ def test_the_rate_limiter_counts_a_batch_as_its_items(limited: TestClient, db: R
     assert second.status_code == 200  # the last token
     refused = _post(limited, "/v1/ratings", headers, {"face_id": faces[1], "liked": False})
     assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+
+
+def test_the_rating_endpoints_check_the_session_and_the_scopes_of_the_account_now(
+    client: TestClient, db: Runtime
+) -> None:
+    """They check the session in their own database work (D40), with the answers every endpoint gives."""
+    headers = auth_headers(client)
+    user = _me(client, headers)
+    face = _serve(client, headers, 1)[0]
+    with db.engine.begin() as connection:  # the account no longer holds the user scope
+        connection.execute(text("UPDATE users SET scopes = '{auditor}' WHERE id = :id"), {"id": user})
+    single = _post(client, "/v1/ratings", headers, {"face_id": face, "liked": True})
+    batch = _post(client, "/v1/ratings/batch", headers, {"items": [{"face_id": face, "liked": True}]})
+    assert single.status_code == batch.status_code == 403
+    assert single.headers["content-type"] == PROBLEM
+    with db.engine.begin() as connection:
+        connection.execute(text("UPDATE users SET scopes = '{user}' WHERE id = :id"), {"id": user})
+    assert client.post("/v1/auth/logout", headers=headers).status_code == 204
+    single = _post(client, "/v1/ratings", headers, {"face_id": face, "liked": True})
+    batch = _post(client, "/v1/ratings/batch", headers, {"items": [{"face_id": face, "liked": True}]})
+    assert single.status_code == batch.status_code == 401
+    assert single.json()["detail"] == "invalid or expired token"
+    assert _count(db, "ratings") == _count(db, "privacy_ledger") == _count(db, "idempotency_keys") == 0
