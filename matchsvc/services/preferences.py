@@ -69,6 +69,7 @@ from engine.population import PopulationModel
 from engine.preference import (
     DriftCheckpoint,
     OnlinePreference,
+    Posterior,
     PreferenceModel,
     PreferencePrior,
     drift_test,
@@ -86,9 +87,9 @@ from matchsvc.services.keys import user_cipher
 from matchsvc.services.population import current_release
 from matchsvc.services.privacy import PrivacyPolicy, charge
 from matchsvc.services.sealed import (
-    STATE_VERSION,
     Belief,
     PersonaMix,
+    SteppableState,
     decode_state,
     open_state,
     released_state,
@@ -140,11 +141,6 @@ def safety_anchors(space: LatentSpace) -> np.ndarray:
         centroid = found[[np.argmin(np.linalg.norm(found - centroid, axis=1))]]
     centroid.flags.writeable = False
     return centroid
-
-
-def _is_current(state: dict[str, Any], belief: Belief, version: int | None) -> bool:
-    """``belief``, read from ``state``, is a version 2 posterior fitted against population release ``version``."""
-    return state["version"] == STATE_VERSION and belief.population_version == version
 
 
 @dataclass(frozen=True)
@@ -213,10 +209,14 @@ def _store(session: Session, cipher: UserCipher, state: dict[str, Any], *, n: in
     )
 
 
-def _online_step(belief: Belief, latent: np.ndarray, label: bool, flip: float) -> Belief:
-    online = OnlinePreference(belief.posterior)
+def _online_posterior(posterior: Posterior, latent: np.ndarray, label: bool, flip: float) -> Posterior:
+    online = OnlinePreference(posterior)
     online.update(latent, label, flip_probability=flip)
-    return dataclasses.replace(belief, posterior=online.posterior)
+    return online.posterior
+
+
+def _online_step(belief: Belief, latent: np.ndarray, label: bool, flip: float) -> Belief:
+    return dataclasses.replace(belief, posterior=_online_posterior(belief.posterior, latent, label, flip))
 
 
 @dataclass(frozen=True)
@@ -304,17 +304,17 @@ def absorb_rating(
             fitted = _fit_belief(data, space=space, release=latest_release(session))
             _store(session, cipher, fitted.to_state(), n=len(data.y), pending=0)
             return
-        state = open_state(cipher, stored.state_ct)
-        _, belief = decode_state(state)
+        opened = SteppableState.of(open_state(cipher, stored.state_ct))
         due = (
             not created
-            or belief is None
+            or opened is None
             or stored.pending_updates + 1 >= _refit_interval(policy, stored.n_ratings)
-            or not _is_current(state, belief, release_version)
+            or not opened.is_current(release_version)
         )
-        if belief is not None and created:
-            updated = _online_step(belief, latent, stored_label, flip_probability(label_epsilon))
-            _store(session, cipher, updated.to_state(), n=stored.n_ratings + 1, pending=stored.pending_updates + 1)
+        if opened is not None and created:
+            posterior = _online_posterior(opened.posterior, latent, stored_label, flip_probability(label_epsilon))
+            state = opened.stepped(posterior)
+            _store(session, cipher, state, n=stored.n_ratings + 1, pending=stored.pending_updates + 1)
         if due:
             refits_repo.enqueue(session, user_id=cipher.user_id)
         return

@@ -44,6 +44,7 @@ __all__ = [
     "Belief",
     "PersonaMean",
     "PersonaMix",
+    "SteppableState",
     "decode_state",
     "export_state",
     "open_choice",
@@ -190,6 +191,41 @@ class Belief:
             if state.get("drift_checkpoint") is None
             else DriftCheckpoint.from_state(state["drift_checkpoint"]),
         )
+
+
+@dataclass(frozen=True)
+class SteppableState:
+    """A posterior state opened for one online step: the posterior parsed, the rest kept as stored.
+
+    The rating path opens and rewrites a user's state on every rating, and a step changes only the
+    posterior: the persona mix and the drift checkpoint are passed through, neither parsed nor
+    re-encoded, and the released model is not derived (D40). :meth:`Belief.from_state` and
+    :meth:`Belief.to_state` would give the same state.
+    """
+
+    #: A version 2 state (a version 1 state as the version 2 state it is read as).
+    state: dict[str, Any]
+    posterior: Posterior
+    #: Read from a version 1 state: never fitted against a population release.
+    upgraded: bool
+
+    @classmethod
+    def of(cls, state: dict[str, Any]) -> SteppableState | None:
+        """None for a ``released`` state, which has no posterior."""
+        if state["kind"] == "released":
+            return None
+        if state["version"] != STATE_VERSION:
+            belief = Belief.from_state(state)
+            return cls(belief.to_state(), belief.posterior, upgraded=True)
+        return cls(state, Posterior.from_state(state["posterior"]), upgraded=False)
+
+    def is_current(self, release_version: int | None) -> bool:
+        """Fitted against population release ``release_version`` (None: no release yet)."""
+        return not self.upgraded and self.state["population_version"] == release_version
+
+    def stepped(self, posterior: Posterior) -> dict[str, Any]:
+        """This state with ``posterior`` in place of its own."""
+        return {**self.state, "posterior": posterior.to_state()}
 
 
 def released_state(model: PreferenceModel) -> dict[str, Any]:
