@@ -129,7 +129,15 @@ class OnlinePreference:
         return self._model
 
     def update(self, z: npt.ArrayLike, y_private: bool, *, flip_probability: float) -> PreferenceModel:
-        """Add one rating of a new face and return the updated model.
+        """Add one rating of a new face and return the updated model (:meth:`step`, then :attr:`model`)."""
+        self.step(z, y_private, flip_probability=flip_probability)
+        return self.model
+
+    def step(self, z: npt.ArrayLike, y_private: bool, *, flip_probability: float) -> Posterior:
+        """Add one rating of a new face and return the updated posterior.
+
+        The released model is derived only when asked for: a caller that stores the posterior
+        (the rating path) does not pay for it.
 
         Parameters
         ----------
@@ -153,7 +161,7 @@ class OnlinePreference:
             rho = float(check_flip_probability(flip_probability, 1)[0])
         self._posterior = absorb(self._posterior, x, like, rho)
         self._model = None
-        return self.model
+        return self._posterior
 
     def to_state(self) -> dict[str, Any]:
         """Plain lists and floats, to be stored encrypted; :meth:`from_state` restores."""

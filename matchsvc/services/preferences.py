@@ -210,9 +210,7 @@ def _store(session: Session, cipher: UserCipher, state: dict[str, Any], *, n: in
 
 
 def _online_posterior(posterior: Posterior, latent: np.ndarray, label: bool, flip: float) -> Posterior:
-    online = OnlinePreference(posterior)
-    online.update(latent, label, flip_probability=flip)
-    return online.posterior
+    return OnlinePreference(posterior).step(latent, label, flip_probability=flip)
 
 
 def _online_step(belief: Belief, latent: np.ndarray, label: bool, flip: float) -> Belief:

@@ -224,6 +224,20 @@ def test_online_update_tracks_the_exact_refit() -> None:
     assert online_gap < 0.15 * stale_gap
 
 
+def test_a_step_moves_the_posterior_as_an_update_does() -> None:
+    rng = np.random.default_rng(8)
+    Z, y, _, _ = _user_data(6, 40, rng)
+    updated = OnlinePreference.from_fit(Z[:30], y[:30], flip_probability=0.1)
+    stepped = OnlinePreference(updated.posterior)
+    for z, label in zip(Z[30:], y[30:], strict=True):
+        model = updated.update(z, bool(label), flip_probability=0.1)
+        posterior = stepped.step(z, bool(label), flip_probability=0.1)
+        assert posterior is stepped.posterior
+        assert np.array_equal(posterior.mean, updated.posterior.mean)
+        assert np.array_equal(posterior.covariance, updated.posterior.covariance)
+        assert stepped.model == model
+
+
 def test_online_state_round_trips_through_json() -> None:
     rng = np.random.default_rng(7)
     Z, y, _, _ = _user_data(5, 30, rng)
