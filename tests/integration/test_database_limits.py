@@ -2,7 +2,7 @@
 
 Against a PostgreSQL of the test's own: the server's own timeouts while it is alive, and the
 client-side deadline on each path (statement, commit, rollback, the pool's pre-ping) while its
-processes are frozen, where the server enforces nothing.
+processes are frozen, where the server enforces nothing; and when the pool pings (D40).
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.orm import sessionmaker
 
-from matchsvc.db.session import DatabaseLimits, create_db_engine, is_database_unavailable
+from matchsvc.db.session import PING_AFTER_IDLE_SECONDS, DatabaseLimits, create_db_engine, is_database_unavailable
+from matchsvc.db.statements import Statement
 from tests.support.postgres import FaultyPostgres
 
 pytestmark = pytest.mark.slow
@@ -91,12 +93,55 @@ def test_a_frozen_server_is_cut_off_at_the_deadline(
 def test_the_pools_pre_ping_is_cut_off_and_reconnecting_times_out(postgres: FaultyPostgres, engine: Engine) -> None:
     with engine.connect() as connection:  # leaves an open connection in the pool, to be pinged
         connection.execute(text("SELECT 1"))
+    time.sleep(PING_AFTER_IDLE_SECONDS + 0.1)  # idle long enough to be in doubt (D40)
     with postgres.frozen(limit=10):
         elapsed = _fails_unavailable(lambda: engine.connect())
     # the ping's deadline, then one connection attempt's timeout
     assert LIMITS.deadline + LIMITS.connect_timeout <= elapsed < LIMITS.deadline + LIMITS.connect_timeout + SLACK
     with engine.connect() as connection:
         assert connection.execute(text("SELECT 1")).scalar() == 1
+
+
+def test_a_connection_returned_a_moment_ago_is_handed_out_unpinged_and_its_statement_still_bounded(
+    postgres: FaultyPostgres, engine: Engine
+) -> None:
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+    with postgres.frozen(limit=10):
+        started = time.monotonic()
+        connection = engine.connect()  # no ping: no round trip to wait for
+        assert time.monotonic() - started < 0.5
+        elapsed = _fails_unavailable(lambda: connection.execute(text("SELECT 1")))
+        assert LIMITS.deadline <= elapsed < LIMITS.deadline + SLACK
+        connection.close()
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT 1")).scalar() == 1
+
+
+_SELECT_ONE = Statement("SELECT 1 AS one")
+
+
+def test_once_one_connection_is_found_broken_every_other_one_is_pinged(postgres: FaultyPostgres, engine: Engine) -> None:
+    """Both pooled connections cut by the server: the first use fails; the other is pinged and replaced.
+
+    Through :class:`Statement` (the rating path's way), which invalidates only its own connection:
+    without the doubt an invalidation casts on the others, the second would fail too.
+    """
+    first, second = engine.connect(), engine.connect()
+    pids = [c.execute(text("SELECT pg_backend_pid()")).scalar() for c in (first, second)]
+    first.close()
+    second.close()
+    admin = create_db_engine(postgres.url, limits=LIMITS, pool_size=1)  # a connection of its own
+    with admin.connect() as connection:
+        connection.execute(text("SELECT pg_terminate_backend(pid) FROM unnest(:pids) AS pid"), {"pids": pids})
+    admin.dispose()
+    time.sleep(0.2)  # the backends exit; the pool's connections were returned well within the idle window
+    session_factory = sessionmaker(engine)
+    with session_factory() as session, pytest.raises(Exception) as caught:
+        _SELECT_ONE.execute(session, {})
+    assert is_database_unavailable(caught.value), repr(caught.value)
+    with session_factory() as session:
+        assert _SELECT_ONE.execute(session, {}).fetchone().one == 1
 
 
 def test_while_connecting_fails_one_attempt_probes_and_the_others_fail_at_once(
