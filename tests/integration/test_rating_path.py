@@ -169,11 +169,12 @@ def test_exact_refits_space_out_with_the_history_so_their_cost_per_rating_stays_
 def test_a_rating_costs_the_same_few_statements_whatever_the_history(
     client: TestClient, db: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Statements a request sends on the database (the job threads' own work aside): the rate-limit
-    take, the session check, the lock, one read, the writes and the commit, and one more when a
-    refit falls due (its enqueue); as many at the 40th rating as at the 5th (docs/benchmarks.md, D34).
+    """Statements a request sends on the database (the job threads' own work aside): the session
+    check, the lock, one read, the four writes and the commit, and one more when a refit falls due
+    (its enqueue); as many at the 40th rating as at the 5th (docs/benchmarks.md, D34). The rate-limit
+    take is one statement in lease + 1 requests (D40; none here, with the tests' huge burst).
     Counted where psycopg sends them, so statements that bypass SQLAlchemy (D39) count too; the
-    pool's pre-pings on the request's two checkouts are not counted."""
+    pool's pings (when in doubt, D40) are not counted."""
     headers = auth_headers(client)
     faces = [face["id"] for face in client.get("/v1/faces/next", params={"n": 40}, headers=headers).json()["faces"]]
     sent: list[str] = []
@@ -217,5 +218,5 @@ def test_a_rating_costs_the_same_few_statements_whatever_the_history(
         event.remove(db.engine, "commit", count)
         event.remove(db.engine, "checkout", checkout)
         event.remove(db.engine, "checkin", checkin)
-    assert max(early + late) <= 10, (early, late)
+    assert max(early + late) <= 9, (early, late)
     assert max(late) <= min(early) + 1, (early, late)
