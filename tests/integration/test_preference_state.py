@@ -40,6 +40,7 @@ from matchsvc.jobs.refit import run_refits
 from matchsvc.keys import UserCipher
 from matchsvc.repositories import population as population_repo
 from matchsvc.repositories import preferences as preferences_repo
+from matchsvc.repositories import refits as refits_repo
 from matchsvc.repositories.ratings import TrainingRow, training_query
 from matchsvc.runtime import Runtime
 from matchsvc.services import faces as faces_service
@@ -205,6 +206,10 @@ def test_a_refit_stores_exactly_the_straightforward_computation(client: TestClie
     rater.settle()
     for face in faces[60:]:
         rater.rate(face, bool(face[1][0] <= 0))
+    rater.settle()
+    with db.sessions() as session:  # the last ratings may have been online steps after the last refit
+        refits_repo.enqueue(session, user_id=rater.id)
+        session.commit()
     rater.settle()
     state, n, pending = rater.state()
     assert (n, pending) == (72, 0)
