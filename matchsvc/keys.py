@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,3 +151,7 @@ class UserCipher:
 
     def open(self, blob: bytes, *, table: str, column: str, row: str) -> bytes:
         return self.key.decrypt(blob, aad=self._aad(table, column, row))
+
+    def open_column(self, blobs: Sequence[bytes], *, table: str, column: str, rows: Sequence[str]) -> list[bytes]:
+        """:meth:`open` of each ``blobs[i]`` at row ``rows[i]`` of one column, in one call (much cheaper per value)."""
+        return self.key.decrypt_column(blobs, table=table, column=column, user_id=str(self.user_id), rows=rows)

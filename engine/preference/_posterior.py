@@ -230,7 +230,10 @@ class Posterior:
 
     def predict_proba(self, Z: npt.ArrayLike) -> np.ndarray:
         """Like-probability of each face integrated over the posterior (probit approximation), shape (n,)."""
-        X = _features(check_latents(Z, dim=self.dim))
+        return self._predict_features(_features(check_latents(Z, dim=self.dim)))
+
+    def _predict_features(self, X: np.ndarray) -> np.ndarray:
+        """:meth:`predict_proba` of faces given as checked feature rows ``[z, 1]`` (the drift test has them)."""
         variance = np.einsum("ij,jk,ik->i", X, self.covariance, X)
         return expit(X @ self.mean / np.sqrt(1.0 + _PROBIT * variance))
 

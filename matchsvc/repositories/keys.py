@@ -9,6 +9,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from matchsvc.db.models import UserKey
+from matchsvc.db.statements import Statement
 
 __all__ = [
     "KEY_RING_LOCK",
@@ -39,12 +40,17 @@ def add_user_key(session: Session, *, user_id: uuid.UUID, wrapped_key: bytes, ke
     session.flush()
 
 
+# Prebuilt: read on almost every request and twice per refit (docs/decisions.md D39 has the cost
+# of SQLAlchemy's execution layer against psycopg's).
+_WRAPPED_KEY = Statement("SELECT wrapped_key FROM user_keys WHERE user_id = :user_id")
+_WRAPPED_KEY_FOR_UPDATE = Statement("SELECT wrapped_key FROM user_keys WHERE user_id = :user_id FOR UPDATE")
+
+
 def get_wrapped_key(session: Session, user_id: uuid.UUID, *, for_update: bool = False) -> bytes | None:
     """The wrapped key; ``for_update`` also serialises the user's concurrent writes (budget checks)."""
-    query = select(UserKey.wrapped_key).where(UserKey.user_id == user_id)
-    if for_update:
-        query = query.with_for_update()
-    return session.scalar(query)
+    statement = _WRAPPED_KEY_FOR_UPDATE if for_update else _WRAPPED_KEY
+    row = statement.execute(session, {"user_id": user_id}).fetchone()
+    return None if row is None else row.wrapped_key
 
 
 def lock_stale_keys(session: Session, *, current_version: int, limit: int) -> Sequence[UserKey]:

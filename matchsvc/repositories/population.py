@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, defer
 
 from matchsvc.db.models import PopulationRelease, Rating
+from matchsvc.db.statements import Statement
 from matchsvc.repositories.ratings import TrainingRow, training_query
 
 __all__ = [
@@ -39,10 +40,13 @@ def list_releases(session: Session) -> Sequence[PopulationRelease]:
     return session.scalars(query).all()
 
 
+# Prebuilt: read by every feed page and every refit (docs/decisions.md D39).
+_LATEST_VERSION = Statement("SELECT version, created_at FROM population_releases ORDER BY version DESC LIMIT 1")
+
+
 def latest_version(session: Session) -> tuple[int, datetime] | None:
     """``(version, created_at)`` of the newest release; None before the first."""
-    query = select(PopulationRelease.version, PopulationRelease.created_at)
-    row = session.execute(query.order_by(PopulationRelease.version.desc()).limit(1)).first()
+    row = _LATEST_VERSION.execute(session, {}).fetchone()
     return None if row is None else (int(row.version), row.created_at)
 
 

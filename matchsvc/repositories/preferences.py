@@ -5,20 +5,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from matchsvc.db.models import PreferenceState
 from matchsvc.db.statements import Statement
 
 __all__ = ["StateRow", "get_state", "put_state"]
-
-
-def get_state(session: Session, user_id: uuid.UUID, *, for_update: bool = False) -> PreferenceState | None:
-    query = select(PreferenceState).where(PreferenceState.user_id == user_id)
-    if for_update:
-        query = query.with_for_update()
-    return session.scalar(query)
 
 
 @dataclass(frozen=True)
@@ -26,6 +17,15 @@ class StateRow:
     state_ct: bytes
     n_ratings: int
     pending_updates: int
+
+
+# Prebuilt (read by the feed, the profile and every refit).
+_GET_STATE = Statement("SELECT state_ct, n_ratings, pending_updates FROM preference_states WHERE user_id = :user_id")
+
+
+def get_state(session: Session, user_id: uuid.UUID) -> StateRow | None:
+    row = _GET_STATE.execute(session, {"user_id": user_id}).fetchone()
+    return None if row is None else StateRow(row.state_ct, row.n_ratings, row.pending_updates)
 
 
 # Prebuilt (rating path): as cheap to send as the bare insert.

@@ -116,12 +116,25 @@ def list_ratings(session: Session, *, user_id: uuid.UUID, after_id: int | None, 
     return session.scalars(query.order_by(Rating.id).limit(limit)).all()
 
 
+# Prebuilt (refits read the user's whole history): binary rows, since parsing the latents' text
+# was most of the read (docs/benchmarks.md); the same columns and order as :func:`training_query`.
+_TRAINING_SQL = """
+    SELECT r.id, r.user_id, r.face_id, f.latent, r.label_ct, r.label_epsilon
+    FROM ratings AS r JOIN faces AS f ON f.id = r.face_id
+    WHERE r.user_id = :user_id {after}
+    ORDER BY r.id
+"""
+_TRAINING_ROWS = Statement(_TRAINING_SQL.format(after=""), binary=True)
+_TRAINING_ROWS_AFTER = Statement(_TRAINING_SQL.format(after="AND r.id > :after_id"), binary=True)
+
+
 def training_rows(session: Session, *, user_id: uuid.UUID, after_id: int | None = None) -> list[TrainingRow]:
     """Every rating of the user (after rating ``after_id`` only, when given), oldest first."""
-    query = training_query().where(Rating.user_id == user_id).order_by(Rating.id)
-    if after_id is not None:
-        query = query.where(Rating.id > after_id)
-    return [TrainingRow(*row) for row in session.execute(query)]
+    if after_id is None:
+        cursor = _TRAINING_ROWS.execute(session, {"user_id": user_id})
+    else:
+        cursor = _TRAINING_ROWS_AFTER.execute(session, {"user_id": user_id, "after_id": after_id})
+    return [TrainingRow(*row) for row in cursor.fetchall()]
 
 
 def count_ratings(session: Session, *, user_id: uuid.UUID) -> int:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
-from matchsvc.db.models import RefitJob
 from matchsvc.db.statements import Statement
 
 __all__ = ["ClaimedRefit", "claim", "complete", "enqueue", "pending"]
@@ -33,32 +31,36 @@ def enqueue(session: Session, *, user_id: uuid.UUID) -> None:
     _ENQUEUE.execute(session, {"user_id": user_id})
 
 
+# Prebuilt: every serving process's worker claims (and, idle, counts) several times a second,
+# and building and compiling the ORM statements cost more than running them (docs/benchmarks.md).
+_CLAIM = Statement(
+    """
+    UPDATE refit_jobs SET claimed_until = now() + :lease * interval '1 second'
+    WHERE user_id = (
+        SELECT user_id FROM refit_jobs
+        WHERE claimed_until IS NULL OR claimed_until < now()
+        ORDER BY requested_at
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING user_id, generation
+    """
+)
+_COMPLETE = Statement("DELETE FROM refit_jobs WHERE user_id = :user_id AND generation = :generation")
+_PENDING = Statement("SELECT count(*) AS jobs FROM refit_jobs")
+
+
 def claim(session: Session, *, lease_seconds: float) -> ClaimedRefit | None:
     """The oldest unclaimed (or lease-expired) job, claimed for ``lease_seconds``; skips rows others lock."""
-    free = (
-        select(RefitJob.user_id)
-        .where((RefitJob.claimed_until.is_(None)) | (RefitJob.claimed_until < func.now()))
-        .order_by(RefitJob.requested_at)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    statement = (
-        update(RefitJob)
-        .where(RefitJob.user_id == free)
-        .values(claimed_until=func.now() + text(":lease * interval '1 second'").bindparams(lease=lease_seconds))
-        .returning(RefitJob.user_id, RefitJob.generation)
-    )
-    row = session.execute(statement).first()
+    row = _CLAIM.execute(session, {"lease": float(lease_seconds)}).fetchone()
     return None if row is None else ClaimedRefit(user_id=row.user_id, generation=int(row.generation))
 
 
 def complete(session: Session, *, job: ClaimedRefit) -> bool:
     """Remove the job unless it was asked for again meanwhile (then it stays, unclaimed)."""
-    statement = delete(RefitJob).where(RefitJob.user_id == job.user_id, RefitJob.generation == job.generation)
-    return session.execute(statement).rowcount == 1
+    return _COMPLETE.execute(session, {"user_id": job.user_id, "generation": job.generation}).rowcount == 1
 
 
 def pending(session: Session) -> int:
     """Jobs queued or running."""
-    return int(session.scalar(select(func.count()).select_from(RefitJob)) or 0)
+    return int(_PENDING.execute(session, {}).fetchone().jobs)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,7 @@ __all__ = [
     "open_choice",
     "open_filters",
     "open_label",
+    "open_labels",
     "open_latent",
     "open_model",
     "open_state",
@@ -74,6 +76,12 @@ def seal_label(cipher: UserCipher, *, face_id: uuid.UUID, label: bool) -> bytes:
 
 def open_label(cipher: UserCipher, *, face_id: uuid.UUID, blob: bytes) -> bool:
     return cipher.open(blob, table="ratings", column="label", row=str(face_id)) == b"\x01"
+
+
+def open_labels(cipher: UserCipher, *, face_ids: Sequence[uuid.UUID], blobs: Sequence[bytes]) -> np.ndarray:
+    """:func:`open_label` of each ``(face_ids[i], blobs[i])``, as a boolean array (a refit opens them all)."""
+    opened = cipher.open_column(blobs, table="ratings", column="label", rows=[str(face_id) for face_id in face_ids])
+    return np.fromiter((plaintext == b"\x01" for plaintext in opened), dtype=bool, count=len(opened))
 
 
 def seal_latent(cipher: UserCipher, latent: np.ndarray) -> bytes:

@@ -18,7 +18,7 @@ from engine.preference import rr_flip_probability
 from matchsvc.keys import UserCipher
 from matchsvc.repositories import ratings as ratings_repo
 from matchsvc.repositories.ratings import TrainingRow
-from matchsvc.services.sealed import open_label
+from matchsvc.services.sealed import open_labels
 
 __all__ = ["TrainingSet", "flip_probability", "open_training_set", "read_training_set"]
 
@@ -53,11 +53,16 @@ class TrainingSet:
 def open_training_set(
     cipher: UserCipher, rows: Sequence[TrainingRow], *, dim: int, after_id: int | None = None
 ) -> TrainingSet:
-    """Open the labels of ``rows`` (all the cipher's user's) and map their flip rates."""
+    """Open the labels of ``rows`` (all the cipher's user's) and map their flip rates.
+
+    The labels are opened in one call and each distinct epsilon is mapped once: a refit reads the
+    user's whole history, and per-row work was most of its cost (docs/benchmarks.md).
+    """
+    rates = {epsilon: flip_probability(epsilon) for epsilon in {row.label_epsilon for row in rows}}
     return TrainingSet(
         Z=np.array([row.latent for row in rows], dtype=np.float64).reshape(len(rows), dim),
-        y=np.array([open_label(cipher, face_id=row.face_id, blob=row.label_ct) for row in rows], dtype=bool),
-        flip=np.array([flip_probability(row.label_epsilon) for row in rows], dtype=np.float64),
+        y=open_labels(cipher, face_ids=[row.face_id for row in rows], blobs=[row.label_ct for row in rows]),
+        flip=np.array([rates[row.label_epsilon] for row in rows], dtype=np.float64),
         last_id=rows[-1].rating_id if rows else after_id,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -52,7 +53,12 @@ class Aad:
         check_text(self.row, "row")
 
     def _encode(self) -> bytes:
-        return lp(self.table) + lp(self.column) + lp(self.user_id) + lp(self.row)
+        return _column_prefix(self.table, self.column, self.user_id) + lp(self.row)
+
+
+def _column_prefix(table: str, column: str, user_id: str) -> bytes:
+    """The encoded AAD up to its row: shared by every cell of one user's column."""
+    return lp(table) + lp(column) + lp(user_id)
 
 
 def _check_aad(aad: object) -> Aad:
@@ -98,15 +104,47 @@ class DataKey:
             On any failure: wrong key, version or AAD, tampering, truncation, unknown format.
         """
         data = as_bytes(blob, "blob")
-        _check_aad(aad)
+        return self._open(data, _check_aad(aad)._encode())
+
+    def decrypt_column(
+        self,
+        blobs: Sequence[bytes | bytearray | memoryview],
+        *,
+        table: str,
+        column: str,
+        user_id: str,
+        rows: Sequence[str],
+    ) -> list[bytes]:
+        """:meth:`decrypt` of each ``blobs[i]`` with ``Aad(table, column, user_id, rows[i])``.
+
+        The same checks and result as one :meth:`decrypt` per blob, with the AAD's shared part
+        checked and encoded once: for a one-byte value that was most of the cost (a user's refit
+        opens every label they stored).
+
+        Raises
+        ------
+        DecryptionError
+            If any blob fails, as :meth:`decrypt` would.
+        """
+        if len(blobs) != len(rows):
+            raise ValueError(f"got {len(blobs)} blobs for {len(rows)} rows")
+        prefix = _column_prefix(
+            check_text(table, "table"), check_text(column, "column"), check_text(user_id, "user_id")
+        )
+        return [
+            self._open(as_bytes(blob, "blob"), prefix + lp(check_text(row, "row")))
+            for blob, row in zip(blobs, rows, strict=True)
+        ]
+
+    def _open(self, data: bytes, aad: bytes) -> bytes:
+        """Check the header of ``data`` and open it with the encoded AAD (without the header)."""
         if len(data) < _MIN_SIZE:
             raise DecryptionError
         fmt, version = HEADER.unpack_from(data)
         if fmt != _FORMAT or version != self._version:
             raise DecryptionError
-        header = data[: HEADER.size]
         try:
-            return self._aead.decrypt(data[HEADER.size : BODY], data[BODY:], header + aad._encode())
+            return self._aead.decrypt(data[HEADER.size : BODY], data[BODY:], data[: HEADER.size] + aad)
         except InvalidTag:
             raise DecryptionError from None
 

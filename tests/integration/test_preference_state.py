@@ -16,13 +16,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from api.main import create_app
 from engine.population import MECHANISM, PopulationModel
 from engine.preference import (
+    DRIFT_WINDOW,
     OnlinePreference,
     Posterior,
     PreferenceModel,
@@ -32,14 +35,19 @@ from engine.preference import (
     rr_flip_probability,
 )
 from engine.sampling import FeedConfig, SlotRole, next_batch
+from matchsvc.db.models import Rating
 from matchsvc.jobs.refit import run_refits
+from matchsvc.keys import UserCipher
 from matchsvc.repositories import population as population_repo
 from matchsvc.repositories import preferences as preferences_repo
+from matchsvc.repositories import refits as refits_repo
+from matchsvc.repositories.ratings import TrainingRow, training_query
 from matchsvc.runtime import Runtime
 from matchsvc.services import faces as faces_service
 from matchsvc.services.keys import user_cipher
-from matchsvc.services.preferences import current_belief, load_model, safety_anchors
-from matchsvc.services.sealed import export_state, seal_label
+from matchsvc.services.preferences import _fit_belief, current_belief, load_model, safety_anchors
+from matchsvc.services.sealed import export_state, open_label, seal_label
+from matchsvc.services.training import TrainingSet, flip_probability, read_training_set
 from privacy.mechanisms import ADD_REMOVE_USER, Guarantee
 from tests.support.accounts import auth_headers
 from tests.support.scenario import served_latents, user_id
@@ -158,6 +166,69 @@ def test_ratings_refit_exactly_then_step_online_until_refit_every(client: TestCl
     with db.sessions() as session:
         stored = load_model(session, cipher=user_cipher(session, keys=db.keys, user_id=rater.id))
     assert stored is not None and stored.model == rater.posterior().model()
+
+
+def _straightforward_snapshot(
+    session: Session, cipher: UserCipher, dim: int, after_id: int | None = None
+) -> TrainingSet:
+    """The user's ratings read through SQLAlchemy and opened one by one: the refit's input as first written."""
+    query = training_query().where(Rating.user_id == cipher.user_id).order_by(Rating.id)
+    if after_id is not None:
+        query = query.where(Rating.id > after_id)
+    rows = [TrainingRow(*row) for row in session.execute(query)]
+    return TrainingSet(
+        Z=np.array([row.latent for row in rows], dtype=np.float64).reshape(len(rows), dim),
+        y=np.array([open_label(cipher, face_id=row.face_id, blob=row.label_ct) for row in rows], dtype=bool),
+        flip=np.array([flip_probability(row.label_epsilon) for row in rows], dtype=np.float64),
+        last_id=rows[-1].rating_id if rows else after_id,
+    )
+
+
+def _assert_same_training_set(actual: TrainingSet, expected: TrainingSet) -> None:
+    for name in ("Z", "y", "flip"):
+        a, e = getattr(actual, name), getattr(expected, name)
+        assert a.dtype == e.dtype and a.shape == e.shape and a.tobytes() == e.tobytes(), name
+    assert actual.last_id == expected.last_id
+
+
+def test_a_refit_stores_exactly_the_straightforward_computation(client: TestClient, db: Runtime) -> None:
+    """The refit's reads (one binary statement, labels opened in one pass, its resumed drift checkpoint)
+    change nothing: the stored state is byte for byte the fit of the ratings read the plain way,
+    from the prior, with no checkpoint. 72 ratings with a change of taste after 40 and one answer
+    changed early on, so the last refit resumes a checkpoint an earlier one stored."""
+    rater = _rater(client, db)
+    dim = db.latent_space.dim
+    faces = [face for _ in range(2) for face in rater.serve(36)]
+    for index, face in enumerate(faces[:60]):
+        rater.rate(face, bool(face[1][0] > 0) != (index >= 40))
+        if index == 30:
+            rater.rate(faces[5], True, status=200)  # a changed answer keeps its place
+    rater.settle()
+    for face in faces[60:]:
+        rater.rate(face, bool(face[1][0] <= 0))
+    rater.settle()
+    with db.sessions() as session:  # the last ratings may have been online steps after the last refit
+        refits_repo.enqueue(session, user_id=rater.id)
+        session.commit()
+    rater.settle()
+    state, n, pending = rater.state()
+    assert (n, pending) == (72, 0)
+    assert state["drift_checkpoint"]["through"] == 72 - DRIFT_WINDOW
+    with db.sessions() as session:
+        cipher = user_cipher(session, keys=db.keys, user_id=rater.id)
+        data = read_training_set(session, cipher, dim=dim)
+        expected_data = _straightforward_snapshot(session, cipher, dim)
+        _assert_same_training_set(data, expected_data)
+        _assert_same_training_set(
+            read_training_set(session, cipher, dim=dim, after_id=data.last_id - 20 - 3),
+            _straightforward_snapshot(session, cipher, dim, after_id=data.last_id - 20 - 3),
+        )
+        _assert_same_training_set(
+            read_training_set(session, cipher, dim=dim, after_id=data.last_id),
+            _straightforward_snapshot(session, cipher, dim, after_id=data.last_id),
+        )
+    expected = _fit_belief(expected_data, space=db.latent_space, release=None, checkpoint=None)
+    assert orjson.dumps(expected.to_state()) == orjson.dumps(state)
 
 
 def test_version_1_states_are_read_and_converted_by_the_next_rating(client: TestClient, db: Runtime) -> None:

@@ -47,3 +47,24 @@ def test_a_broken_connection_leaves_the_pool(db: Runtime) -> None:
         session.rollback()
     with db.sessions() as session:
         assert Statement("SELECT 1 AS one").execute(session, {}).fetchone().one == 1
+
+
+def test_a_binary_statement_reads_the_same_values_as_text(db: Runtime) -> None:
+    """Binary rows (the refit's latents) are the values text rows give, bit for bit."""
+    sql = (
+        "SELECT CAST(:latent AS float8[]) AS latent, CAST(:epsilon AS float8) AS epsilon, CAST(:id AS uuid) AS id,"
+        " CAST(:blob AS bytea) AS blob, CAST(NULL AS float8) AS missing, CAST(9007199254740993 AS bigint) AS big"
+    )
+    params = {
+        "latent": [0.1, -1e-300, 2.0 / 3.0, 1.7976931348623157e308, 5e-324],
+        "epsilon": 1.37,
+        "id": "6f1c1bde-13a4-4b8e-9d35-0e3c3a1f7a21",
+        "blob": b"\x00\x11sealed",
+    }
+    with db.sessions() as session:
+        text_row = Statement(sql).execute(session, params).fetchone()
+        binary_row = Statement(sql, binary=True).execute(session, params).fetchone()
+        session.rollback()
+    assert binary_row == text_row
+    assert [x.hex() for x in binary_row.latent] == [float(x).hex() for x in params["latent"]]
+    assert type(binary_row.blob) is bytes and binary_row.missing is None and binary_row.big == 9007199254740993

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 from scipy.special import expit, logsumexp
+from scipy.stats import norm
 
 from engine.latent._prior import sample_truncated_prior
 from engine.preference import (
+    DRIFT_ALPHA,
     DRIFT_OLD_WEIGHT,
     DRIFT_WINDOW,
     DriftCheckpoint,
@@ -26,6 +28,7 @@ from engine.preference import (
     gaussian_likelihood,
     rr_flip_probability,
 )
+from engine.preference._drift import MIN_HISTORY, _window_statistics
 from privacy.mechanisms import RandomizedResponse
 
 
@@ -331,6 +334,76 @@ def test_the_drift_replay_is_the_online_update() -> None:
     np.testing.assert_array_equal(checkpoint.posterior.mean, online.posterior.mean)
     np.testing.assert_array_equal(checkpoint.posterior.covariance, online.posterior.covariance)
     assert checkpoint.posterior.log_evidence == online.posterior.log_evidence
+
+
+def _reference_drift_test(
+    Z: np.ndarray, y: np.ndarray, rho: np.ndarray, prior: PreferencePrior
+) -> tuple[np.ndarray, np.ndarray]:
+    """The drift test written out the plain way, from its docstring and public APIs only: every
+    rating replayed from the prior with OnlinePreference, predict_proba, norm.ppf. Returns the
+    window statistics and the weights."""
+    n = len(y)
+    online = OnlinePreference(Posterior.from_prior(prior))
+    replay = [online.posterior]
+    for z, label, flip in zip(Z, y, rho, strict=True):
+        online.update(z, bool(label), flip_probability=float(flip))
+        replay.append(online.posterior)
+    simulation = np.random.default_rng(20261123)
+    windows = list(range(5, min(n - MIN_HISTORY, DRIFT_WINDOW) + 1, 5))
+    statistics = []
+    for k in windows:
+        posterior, flips = replay[n - k], rho[n - k :]
+        like = flips + (1.0 - 2.0 * flips) * posterior.predict_proba(Z[n - k :])
+        log_like, log_pass = np.log(like), np.log1p(-like)
+        observed = float(np.where(y[n - k :], log_like, log_pass).sum())
+        chol = np.linalg.cholesky(posterior.covariance)
+        thetas = posterior.mean + simulation.standard_normal((256, posterior.mean.size)) @ chol.T
+        stored_like = simulation.random((256, k)) < flips + (1.0 - 2.0 * flips) * expit(
+            thetas[:, :-1] @ Z[n - k :].T + thetas[:, -1:]
+        )
+        null = np.where(stored_like, log_like, log_pass).sum(axis=1)
+        statistics.append((observed - float(null.mean())) / float(null.std()) if null.std() > 0 else 0.0)
+    weights = np.ones(n)
+    if windows:
+        worst = int(np.argmin(statistics))
+        if statistics[worst] < -norm.ppf(1.0 - DRIFT_ALPHA / len(windows)):
+            weights[: n - windows[worst]] = DRIFT_OLD_WEIGHT
+    return np.array(statistics), weights
+
+
+@pytest.mark.parametrize(
+    ("n", "change", "same", "dim"),
+    [(1, None, False, 6), (13, None, True, 6), (19, None, False, 6), (20, None, True, 6), (50, None, False, 24),
+     (75, 45, False, 6), (150, 120, False, 6), (150, None, True, 6), (600, 580, False, 24)],
+)
+def test_the_drift_test_is_its_plain_computation_bit_for_bit(n: int, change: int | None, same: bool, dim: int) -> None:
+    """Whatever makes the test cheap (checkpoints, feature rows, ndtri) changes no bit of its statistics
+    or weights, fresh or resumed from an earlier call's checkpoint; all-same labels included. (With no
+    ratings the service does not run the test: the fit is the prior belief.)"""
+    rng = np.random.default_rng(n + dim)
+    theta = np.append(rng.normal(size=dim) * 1.2, 0.0)
+    Z = sample_truncated_prior(n, dim, rng)
+    logits = Z @ theta[:-1] + theta[-1]
+    if change is not None:
+        logits[change:] = -logits[change:]
+    y, _ = _stored(rng.random(n) < expit(logits), 2.0, rng)
+    if same:
+        y = np.ones(n, dtype=bool)
+    rho = np.where(rng.random(n) < 0.3, rr_flip_probability(1.0), rr_flip_probability(2.0))  # on-device epsilons too
+    prior = PreferencePrior(mean=rng.normal(size=dim) * 0.1, cov=np.eye(dim) * 1.44)
+    expected_statistics, expected_weights = _reference_drift_test(Z, y, rho, prior)
+    if change is not None:
+        assert (expected_weights < 1).any()  # the cases with a change do exercise the down-weighting
+    checkpoints = [None]
+    if n > 12:  # the checkpoint an earlier refit (12 ratings ago) stored
+        checkpoints.append(drift_test(Z[: n - 12], y[: n - 12], flip_probability=rho[: n - 12], prior=prior).checkpoint)
+    for checkpoint in checkpoints:
+        result = drift_test(Z, y, flip_probability=rho, prior=prior, checkpoint=checkpoint)
+        assert result.weights.tobytes() == expected_weights.tobytes()
+        windows = np.arange(5, min(n - MIN_HISTORY, DRIFT_WINDOW) + 1, 5)
+        if windows.size:
+            statistics = _window_statistics(Z, np.hstack([Z, np.ones((n, 1))]), y, rho, result.checkpoint, windows)
+            assert statistics.tobytes() == expected_statistics.tobytes()
 
 
 def test_the_drift_windows_are_bounded_so_an_old_change_is_no_longer_tested() -> None:

@@ -184,6 +184,44 @@ def test_ciphertexts_swapped_between_users_and_rows_fail(key: DataKey) -> None:
                 assert_opaque_failure(key.decrypt, blobs[other], aad=cell)
 
 
+@given(
+    cells=st.lists(st.tuples(st.binary(max_size=40), text), max_size=8),
+    fields=st.tuples(text, text, text),
+)
+def test_decrypt_column_is_decrypt_of_each_cell(cells: list[tuple[bytes, str]], fields: tuple[str, str, str]) -> None:
+    """The batch open (a refit's labels) returns exactly what one decrypt per cell returns."""
+    key = DataKey(KEY, version=3)
+    table, column, user = fields
+    blobs = [key.encrypt(plain, aad=Aad(table, column, user, row)) for plain, row in cells]
+    rows = [row for _, row in cells]
+    opened = key.decrypt_column(blobs, table=table, column=column, user_id=user, rows=rows)
+    one_by_one = [key.decrypt(blob, aad=Aad(table, column, user, row)) for blob, row in zip(blobs, rows, strict=True)]
+    assert opened == one_by_one
+    assert opened == [plain for plain, _ in cells]
+
+
+def test_decrypt_column_fails_as_decrypt_does(key: DataKey) -> None:
+    rows = ["r1", "r2", "r3"]
+    blobs = [key.encrypt(row.encode(), aad=Aad("ratings", "label", "u1", row)) for row in rows]
+    fields = {"table": "ratings", "column": "label", "user_id": "u1"}
+    assert key.decrypt_column(blobs, rows=rows, **fields) == [b"r1", b"r2", b"r3"]
+    assert_opaque_failure(key.decrypt_column, blobs, rows=["r1", "r3", "r2"], **fields)  # swapped between rows
+    assert_opaque_failure(key.decrypt_column, blobs, rows=rows, **{**fields, "user_id": "u2"})
+    assert_opaque_failure(key.decrypt_column, blobs, rows=rows, **{**fields, "column": "choice"})
+    assert_opaque_failure(key.decrypt_column, [*blobs[:2], _flips(blobs[2])[0]], rows=rows, **fields)
+    assert_opaque_failure(key.decrypt_column, [*blobs[:2], blobs[2][:20]], rows=rows, **fields)
+    assert_opaque_failure(DataKey(KEY, version=2).decrypt_column, blobs, rows=rows, **fields)
+    assert key.decrypt_column([], rows=[], **fields) == []
+    with pytest.raises(ValueError, match="rows"):
+        key.decrypt_column(blobs, rows=rows[:2], **fields)
+    with pytest.raises(ValueError, match="row"):
+        key.decrypt_column(blobs, rows=["r1", "", "r3"], **fields)
+    with pytest.raises(ValueError, match="user_id"):
+        key.decrypt_column(blobs, rows=rows, **{**fields, "user_id": ""})
+    with pytest.raises(TypeError, match="blob"):
+        key.decrypt_column([None], rows=["r1"], **fields)  # type: ignore[list-item]
+
+
 def test_other_dek_version_fails() -> None:
     old, new = DataKey(KEY, version=1), DataKey(KEY, version=2)
     blob = old.encrypt(b"w", aad=AAD)
