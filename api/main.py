@@ -81,7 +81,11 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> FastAPI:
         refits = None
         if settings.refit_poll_seconds > 0:
             refits = refit_worker(
-                runtime.sessions, keys=runtime.keys, space=runtime.latent_space, poll=settings.refit_poll_seconds
+                runtime.sessions,
+                keys=runtime.keys,
+                space=runtime.latent_space,
+                poll=settings.refit_poll_seconds,
+                settle=settings.refit_settle_seconds,
             )
             refits.start()
         try:

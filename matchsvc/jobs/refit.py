@@ -30,10 +30,10 @@ class RefitRun:
     pending: int
 
 
-def _one(sessions: sessionmaker[Session], *, keys: KeyRingStore, space: LatentSpace) -> bool:
-    """Claim and work one job; False when none is free."""
+def _one(sessions: sessionmaker[Session], *, keys: KeyRingStore, space: LatentSpace, settle: float) -> bool:
+    """Claim and work one job asked for at least ``settle`` seconds ago; False when none is."""
     with sessions() as session:
-        job = refits_repo.claim(session, lease_seconds=LEASE_SECONDS)
+        job = refits_repo.claim(session, lease_seconds=LEASE_SECONDS, settle_seconds=settle)
         session.commit()
         if job is None:
             return False
@@ -48,13 +48,23 @@ def _one(sessions: sessionmaker[Session], *, keys: KeyRingStore, space: LatentSp
 
 
 def run_refits(
-    sessions: sessionmaker[Session], *, keys: KeyRingStore, space: LatentSpace, wait: bool = True, timeout: float = 60.0
+    sessions: sessionmaker[Session],
+    *,
+    keys: KeyRingStore,
+    space: LatentSpace,
+    wait: bool = True,
+    timeout: float = 60.0,
+    settle: float = 0.0,
 ) -> RefitRun:
-    """Work the queue until it is empty; with ``wait``, also until jobs other workers hold are done."""
+    """Work the queue until it is empty; with ``wait``, also until jobs other workers hold are done.
+
+    ``settle``: leave jobs asked for less than that many seconds ago (the workers' coalescing,
+    :func:`refit_worker`); synchronous callers drain everything.
+    """
     done = 0
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _one(sessions, keys=keys, space=space):
+        if _one(sessions, keys=keys, space=space, settle=settle):
             done += 1
             continue
         with sessions() as session:
@@ -67,12 +77,17 @@ def run_refits(
 
 
 def refit_worker(
-    sessions: sessionmaker[Session], *, keys: KeyRingStore, space: LatentSpace, poll: float = 0.1
+    sessions: sessionmaker[Session], *, keys: KeyRingStore, space: LatentSpace, poll: float = 0.1, settle: float = 0.0
 ) -> PeriodicJob:
-    """A daemon job that works the queue dry every ``poll`` seconds (start it with ``.start()``)."""
+    """A daemon job that works the queue dry every ``poll`` seconds (start it with ``.start()``).
+
+    It takes a job once it was asked for ``settle`` seconds ago: a user rating faster than the
+    refits fall due then gets one refit per ``settle`` seconds or so instead of one per
+    ``refit_every`` ratings, each taking in everything rated meanwhile (docs/privacy.md states the lag).
+    """
 
     def drain() -> RefitRun | None:
-        run = run_refits(sessions, keys=keys, space=space, wait=False)
+        run = run_refits(sessions, keys=keys, space=space, wait=False, settle=settle)
         return run if run.refitted else None  # nothing to log for an idle tick
 
     return PeriodicJob(name="refit", interval=poll, func=drain)

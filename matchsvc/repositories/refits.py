@@ -21,13 +21,17 @@ class ClaimedRefit:
 _ENQUEUE = Statement(
     """
     INSERT INTO refit_jobs (user_id, generation) VALUES (:user_id, 1)
-    ON CONFLICT (user_id) DO UPDATE SET generation = refit_jobs.generation + 1, claimed_until = NULL
+    ON CONFLICT (user_id) DO UPDATE SET
+        generation = refit_jobs.generation + 1,
+        claimed_until = NULL,
+        requested_at = CASE WHEN refit_jobs.claimed_until IS NULL THEN refit_jobs.requested_at ELSE now() END
     """
 )
 
 
 def enqueue(session: Session, *, user_id: uuid.UUID) -> None:
-    """Ask for a refit; asking again while one runs makes the running one leave the job queued."""
+    """Ask for a refit; asking again while one runs makes the running one leave the job queued, as
+    asked for now (its settling time, :func:`claim`, starts again)."""
     _ENQUEUE.execute(session, {"user_id": user_id})
 
 
@@ -38,7 +42,8 @@ _CLAIM = Statement(
     UPDATE refit_jobs SET claimed_until = now() + :lease * interval '1 second'
     WHERE user_id = (
         SELECT user_id FROM refit_jobs
-        WHERE claimed_until IS NULL OR claimed_until < now()
+        WHERE (claimed_until IS NULL OR claimed_until < now())
+          AND requested_at <= now() - :settle * interval '1 second'
         ORDER BY requested_at
         LIMIT 1
         FOR UPDATE SKIP LOCKED
@@ -50,9 +55,10 @@ _COMPLETE = Statement("DELETE FROM refit_jobs WHERE user_id = :user_id AND gener
 _PENDING = Statement("SELECT count(*) AS jobs FROM refit_jobs")
 
 
-def claim(session: Session, *, lease_seconds: float) -> ClaimedRefit | None:
-    """The oldest unclaimed (or lease-expired) job, claimed for ``lease_seconds``; skips rows others lock."""
-    row = _CLAIM.execute(session, {"lease": float(lease_seconds)}).fetchone()
+def claim(session: Session, *, lease_seconds: float, settle_seconds: float = 0.0) -> ClaimedRefit | None:
+    """The oldest unclaimed (or lease-expired) job asked for at least ``settle_seconds`` ago, claimed
+    for ``lease_seconds``; skips rows others lock."""
+    row = _CLAIM.execute(session, {"lease": float(lease_seconds), "settle": float(settle_seconds)}).fetchone()
     return None if row is None else ClaimedRefit(user_id=row.user_id, generation=int(row.generation))
 
 

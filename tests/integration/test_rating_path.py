@@ -19,7 +19,9 @@ from sqlalchemy import event, text
 from matchsvc.db.migrate import alembic_config, upgrade
 from matchsvc.jobs.refit import run_refits
 from matchsvc.repositories import ledger as ledger_repo
+from matchsvc.repositories import refits as refits_repo
 from matchsvc.runtime import Runtime
+from matchsvc.services import auth as auth_service
 from matchsvc.services.keys import user_cipher
 from matchsvc.services.preferences import load_model, refit_user
 from tests.support.accounts import auth_headers
@@ -80,6 +82,44 @@ def test_after_a_burst_every_users_model_includes_all_their_ratings_within_the_s
         for uid in ids:
             stored = load_model(session, cipher=user_cipher(session, keys=db.keys, user_id=uid))
             assert stored is not None and stored.n_ratings == 35 and stored.belief is not None
+
+
+def test_a_refit_waits_until_it_was_asked_for_the_settling_time_ago(db: Runtime) -> None:
+    """The workers' coalescing: a job is taken ``settle`` seconds after it was asked for; asked for
+    again while it runs, it waits that long again (the refit running took in less than is rated now).
+
+    No app here, so no worker of its own competes for the job."""
+    with db.sessions() as session:
+        uid = auth_service.register(
+            session, keys=db.keys, username=f"settle{uuid.uuid4().hex[:8]}", password="a-long-password", birth_year=1990
+        ).id
+        session.commit()
+
+    def claim(settle: float, lease: float = 60.0) -> refits_repo.ClaimedRefit | None:
+        with db.sessions() as session:
+            job = refits_repo.claim(session, lease_seconds=lease, settle_seconds=settle)
+            session.commit()
+            return job
+
+    with db.sessions() as session:
+        refits_repo.enqueue(session, user_id=uid)
+        session.commit()
+    assert claim(settle=30.0) is None
+    time.sleep(0.6)
+    assert claim(settle=30.0) is None
+    running = claim(settle=0.5)
+    assert running is not None and running.user_id == uid
+    with db.sessions() as session:  # a rating while the refit runs
+        refits_repo.enqueue(session, user_id=uid)
+        refits_repo.complete(session, job=running)  # stays queued: asked for again
+        session.commit()
+    assert claim(settle=0.5) is None  # settles again from the new request
+    time.sleep(0.6)
+    again = claim(settle=0.5)
+    assert again is not None and again.generation == running.generation + 1
+    with db.sessions() as session:
+        assert refits_repo.complete(session, job=again)
+        session.commit()
 
 
 def test_running_totals_equal_the_ledger_and_the_refit_queue_drains(client: TestClient, db: Runtime) -> None:
