@@ -74,12 +74,14 @@ class RatingContext:
     totals: ScopeTotals  # the running privacy totals, and those of the rating's scope
     state: StateRow | None  # the stored preference state (None: no rating absorbed yet)
     release_version: int | None  # the newest population release
+    refit_queued: bool  # a refit of the user is queued or running
 
 
 _CONTEXT = Statement(
     f"""
     SELECT f.latent, p.state_ct, p.n_ratings, p.pending_updates,
-           (SELECT max(version) FROM population_releases) AS release_version, {TOTALS_COLUMNS}
+           (SELECT max(version) FROM population_releases) AS release_version,
+           EXISTS (SELECT 1 FROM refit_jobs WHERE user_id = :user_id) AS refit_queued, {TOTALS_COLUMNS}
     FROM (SELECT 1) AS one
     LEFT JOIN (faces AS f JOIN face_impressions AS i ON i.face_id = f.id AND i.user_id = :user_id)
         ON f.id = :face_id
@@ -90,10 +92,11 @@ _CONTEXT = Statement(
 
 
 def rating_context(session: Session, *, user_id: uuid.UUID, face_id: uuid.UUID, scope: str) -> RatingContext:
-    """The served face's latent, the privacy totals (of ``scope`` too) and the preference state, in one statement."""
+    """The served face's latent, the privacy totals (of ``scope`` too), the preference state and whether
+    a refit is queued, in one statement."""
     row = _CONTEXT.execute(session, {"user_id": user_id, "face_id": face_id, "scope": scope}).fetchone()
     state = None if row.state_ct is None else StateRow(row.state_ct, row.n_ratings, row.pending_updates)
-    return RatingContext(row.latent, ScopeTotals.from_row(row), state, row.release_version)
+    return RatingContext(row.latent, ScopeTotals.from_row(row), state, row.release_version, bool(row.refit_queued))
 
 
 def upsert_served_rating(

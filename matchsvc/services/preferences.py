@@ -288,13 +288,18 @@ def absorb_rating(
     created: bool,
     stored: StateRow | None,
     release_version: int | None,
+    refit_queued: bool,
 ) -> None:
     """Bring the stored state up to date with a rating just written (same transaction, writer lock held).
 
     Randomized response: one online step for a new face (``O(d^2)``), and a refit asked of the
     refit queue when one is due (module docstring); only a user's first rating is fitted here.
-    ``stored`` and ``release_version``: the stored state and the newest population release, as
-    the caller read them under the lock (:func:`matchsvc.repositories.ratings.rating_context`).
+    ``stored``, ``release_version`` and ``refit_queued``: the stored state, the newest population
+    release and whether a refit is queued or running, as the caller read them under the lock
+    (:func:`matchsvc.repositories.ratings.rating_context`). A new face's rating does not ask again
+    for a queued refit: the refit reads it, or, if it is already running, steps it in when it
+    stores (:func:`_store_refit`). A changed answer always asks, so that a running refit, which
+    read the old answer, leaves the job queued.
     """
     if policy.privatises_labels:
         if stored is None:  # the first rating: an exact fit of it, as cheap as a step
@@ -313,7 +318,7 @@ def absorb_rating(
             posterior = _online_posterior(opened.posterior, latent, stored_label, flip_probability(label_epsilon))
             state = opened.stepped(posterior)
             _store(session, cipher, state, n=stored.n_ratings + 1, pending=stored.pending_updates + 1)
-        if due:
+        if due and not (created and refit_queued):
             refits_repo.enqueue(session, user_id=cipher.user_id)
         return
     row = preferences_repo.get_state(session, cipher.user_id)

@@ -180,7 +180,7 @@ def _record(
     absorb_rating(
         session, cipher=cipher, policy=policy, space=space, latent=np.asarray(context.latent),
         stored_label=stored_label, label_epsilon=label_epsilon, created=created,
-        stored=context.state, release_version=context.release_version,
+        stored=context.state, release_version=context.release_version, refit_queued=context.refit_queued,
     )
     return ItemOutcome(face_id, "created" if created else "replaced", recorded_at)
 

@@ -5,6 +5,7 @@ Ratings go through the API with the app's own refit worker running, as ``matchsv
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -16,6 +17,7 @@ from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import event, text
 
+from api.main import create_app
 from matchsvc.db.migrate import alembic_config, upgrade
 from matchsvc.jobs.refit import run_refits
 from matchsvc.repositories import ledger as ledger_repo
@@ -120,6 +122,33 @@ def test_a_refit_waits_until_it_was_asked_for_the_settling_time_ago(db: Runtime)
     with db.sessions() as session:
         assert refits_repo.complete(session, job=again)
         session.commit()
+
+
+def test_a_new_face_does_not_ask_again_for_a_queued_refit_and_a_changed_answer_does(db: Runtime) -> None:
+    """Every rating past the due one used to bump the queued job (one more statement each, and the
+    job's refit run twice); a changed answer still must, as a running refit read the old one."""
+    settings = db.settings.model_copy(update={"refit_poll_seconds": 0.0})  # no worker takes the job
+    runtime = dataclasses.replace(db, settings=settings, embedded=None, scratch=None)
+    with TestClient(create_app(runtime)) as client:
+        headers = auth_headers(client)
+        uid = user_id(client, headers)
+        faces = [face["id"] for face in client.get("/v1/faces/next", params={"n": 14}, headers=headers).json()["faces"]]
+
+        def generation() -> int | None:
+            with db.engine.connect() as connection:
+                return connection.execute(
+                    text("SELECT generation FROM refit_jobs WHERE user_id = :u"), {"u": uid}
+                ).scalar()
+
+        for face in faces[:11]:  # the first is fitted at once, ten online steps make a refit due
+            _rate(client, headers, face, True)
+        queued = generation()
+        assert queued is not None
+        for face in faces[11:]:
+            _rate(client, headers, face, False)
+        assert generation() == queued
+        _rate(client, headers, faces[0], False)
+        assert generation() == queued + 1
 
 
 def test_running_totals_equal_the_ledger_and_the_refit_queue_drains(client: TestClient, db: Runtime) -> None:
