@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     #: or new ratings (release mechanisms).
     refit_every: int = Field(default=10, ge=1, le=1000)
     #: The refit worker of each serving process polls its queue this often when it is empty (0: no worker).
-    refit_poll_seconds: float = Field(default=0.1, ge=0)
+    refit_poll_seconds: float = Field(default=0.5, ge=0)
     #: A due refit waits until it was asked for this long ago, so that one refit takes in a burst of
     #: ratings (the online step has them meanwhile); a request during a refit starts the wait again.
     refit_settle_seconds: float = Field(default=3.0, ge=0, le=60)

@@ -27,7 +27,8 @@ LEASE_SECONDS = 60.0
 @dataclass(frozen=True)
 class RefitRun:
     refitted: int
-    pending: int
+    #: Jobs queued or running when the run ended; None when an idle worker tick did not count them.
+    pending: int | None
 
 
 def _one(sessions: sessionmaker[Session], *, keys: KeyRingStore, space: LatentSpace, settle: float) -> bool:
@@ -67,6 +68,8 @@ def run_refits(
         if _one(sessions, keys=keys, space=space, settle=settle):
             done += 1
             continue
+        if not wait and not done:  # an idle tick: the claim was its one statement
+            return RefitRun(refitted=0, pending=None)
         with sessions() as session:
             left = refits_repo.pending(session)
         if not wait or left == 0:
