@@ -18,6 +18,7 @@ from scipy.special import expit
 from engine.latent.base import sample_outside_safety
 from engine.preference import Posterior, rr_flip_probability, rr_information
 from engine.sampling import informative_indices
+from matchsvc.jobs.refit import run_refits
 from matchsvc.runtime import Runtime
 from matchsvc.services.population import PopulationPolicy, current_release, fit_release
 from matchsvc.services.preferences import current_belief
@@ -169,6 +170,9 @@ def test_the_persona_mix_moves_towards_the_users_persona(client: TestClient, db:
             w = mean[:-1] + 0.1 * rng.standard_normal(dim)
             for _ in range(_NEWCOMER_BATCHES):
                 _serve_and_rate(client, db, headers, n=10, w=w, b=float(mean[-1]), rng=rng)
+            # The persona mix moves with the exact refits, which the workers take once settled (D40):
+            # the profile is read once they are done, as it would be within the stated lag.
+            assert run_refits(db.sessions, keys=db.keys, space=db.latent_space).pending == 0
             end = client.get("/v1/me/preference-profile", headers=headers).json()
             assert end["ratings"] == 10 * _NEWCOMER_BATCHES and end["population_version"] == 1
             assert end["certainty"]["score"] > start["certainty"]["score"]
