@@ -13,7 +13,6 @@ from fastapi import Depends, Request, Security
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from sqlalchemy.orm import Session
 
-from api.middleware import VERIFIED_TOKEN
 from matchsvc.db.models import User
 from matchsvc.db.session import DATABASE_ERRORS, error_name, is_database_unavailable
 from matchsvc.errors import AuthenticationFailed, PermissionDenied
@@ -119,17 +118,6 @@ class Caller:
     session_id: uuid.UUID
 
 
-def _claims(request: Request, runtime: Runtime, token: str) -> TokenClaims:
-    """The token's verified claims: as the rate limiter verified them for this request, or verified here."""
-    verified = getattr(request.state, VERIFIED_TOKEN, None)
-    if verified is not None and verified[0] == token:  # both from this request's own header: nothing secret to time
-        return verified[1]
-    try:
-        return decode_access_token(token, secret=runtime.secrets.token_key, max_minutes=runtime.settings.access_token_minutes)
-    except InvalidToken:
-        raise AuthenticationFailed("invalid or expired token") from None
-
-
 def _check_scopes(required: list[str] | frozenset[str], claims: TokenClaims, held: frozenset[str]) -> None:
     """A token never grants more than the account (``held``) holds now: removing a scope takes effect at once."""
     missing = set(required) - (claims.scopes & held)
@@ -137,15 +125,19 @@ def _check_scopes(required: list[str] | frozenset[str], claims: TokenClaims, hel
         raise PermissionDenied(f"token lacks scope(s): {', '.join(sorted(missing))}")
 
 
-def _bearer(request: Request, runtime: Runtime, token: str | None) -> TokenClaims:
+def _bearer(runtime: Runtime, token: str | None) -> TokenClaims:
+    """The token's verified claims (remembered once verified, so the rate limiter's check and this
+    one cost a single verification, D40)."""
     if not token:
         raise AuthenticationFailed("not authenticated: send a bearer token")
-    return _claims(request, runtime, token)
+    try:
+        return decode_access_token(token, secret=runtime.secrets.token_key, max_minutes=runtime.settings.access_token_minutes)
+    except InvalidToken:
+        raise AuthenticationFailed("invalid or expired token") from None
 
 
 def authenticated_caller(
     security_scopes: SecurityScopes,
-    request: Request,
     runtime: RuntimeDep,
     session: SessionDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
@@ -155,7 +147,7 @@ def authenticated_caller(
     A deleted user, or a revoked, logged-out or expired session, loses access at the next request,
     not when the access token expires.
     """
-    claims = _bearer(request, runtime, token)
+    claims = _bearer(runtime, token)
     user = user_with_active_session(session, user_id=claims.user_id, session_id=claims.session_id)
     if user is None:
         raise AuthenticationFailed("invalid or expired token")
@@ -185,12 +177,11 @@ class TokenCaller:
 
 async def token_caller(
     security_scopes: SecurityScopes,
-    request: Request,
     runtime: RuntimeDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> TokenCaller:
     """``async``: verifying a token's signature is no I/O; the session check waits for the endpoint."""
-    return TokenCaller(_bearer(request, runtime, token), frozenset(security_scopes.scopes))
+    return TokenCaller(_bearer(runtime, token), frozenset(security_scopes.scopes))
 
 
 async def authenticated_user(caller: Annotated[Caller, Security(authenticated_caller)]) -> User:

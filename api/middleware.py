@@ -35,12 +35,7 @@ __all__ = [
     "RateLimitMiddleware",
     "RequestContextMiddleware",
     "TokenBucket",
-    "VERIFIED_TOKEN",
 ]
-
-#: Key in the request's state under which :class:`RateLimitMiddleware` leaves ``(token, claims)``
-#: of the bearer token it verified, so that authentication does not verify it a second time.
-VERIFIED_TOKEN = "verified_token"
 
 log = structlog.get_logger("matchsvc.http")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -286,7 +281,6 @@ class RateLimitMiddleware:
         if scheme.lower() == "bearer" and token:
             claims = self.identify(token)
             if claims is not None:
-                scope.setdefault("state", {})[VERIFIED_TOKEN] = (token, claims)
                 return "user:" + str(claims.user_id)
         client: Any = scope.get("client")
         return "ip:" + (client[0] if client else "unknown")
