@@ -75,4 +75,12 @@ class FaultyPostgres:
             _signal(processes, signal.SIGCONT)
 
     def close(self) -> None:
+        """Stop the server, then let the library delete its directory.
+
+        The library stops only the postmaster it started itself; after :meth:`stop` and
+        :meth:`start` a different one runs, and deleting the directory under it races with the
+        files it still writes (``pg_internal.init``), so that one is stopped here first.
+        """
+        if (self.pgdata / "postmaster.pid").exists():
+            self._pg_ctl("-m", "fast", "stop")
         self._embedded.stop()
