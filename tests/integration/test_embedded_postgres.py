@@ -4,19 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import psycopg
+from sqlalchemy import text
 
 from matchsvc.db.embedded import EmbeddedPostgres
+from matchsvc.db.session import create_db_engine
 
 
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
+def _run(url: str, sql: str) -> object:
+    """``sql`` in a transaction of its own through the service's engine; its one value, if it returns rows."""
+    engine = create_db_engine(url, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(sql))
+            return result.scalar() if result.returns_rows else None
+    finally:
+        engine.dispose()
 
 
 def test_a_temporary_server_removes_its_directory_when_stopped() -> None:
     server = EmbeddedPostgres(None)
-    with psycopg.connect(_libpq(server.url)) as conn:
-        assert conn.execute("SELECT current_database()").fetchone() == ("matchsvc",)
+    assert _run(server.url, "SELECT current_database()") == "matchsvc"
     made = server.pgdata.parent
     assert made.name.startswith("matchsvc-pg-")
     server.stop()
@@ -25,13 +32,11 @@ def test_a_temporary_server_removes_its_directory_when_stopped() -> None:
 
 def test_a_server_in_a_data_directory_keeps_it(tmp_path: Path) -> None:
     server = EmbeddedPostgres(tmp_path)
-    with psycopg.connect(_libpq(server.url), autocommit=True) as conn:
-        conn.execute("CREATE TABLE kept (n int)")
+    _run(server.url, "CREATE TABLE kept (n int)")
     server.stop()
     assert (tmp_path / "pgdata" / "PG_VERSION").exists()
     again = EmbeddedPostgres(tmp_path)
     try:
-        with psycopg.connect(_libpq(again.url)) as conn:
-            assert conn.execute("SELECT to_regclass('kept') IS NOT NULL").fetchone() == (True,)
+        assert _run(again.url, "SELECT to_regclass('kept') IS NOT NULL") is True
     finally:
         again.stop()
