@@ -6,15 +6,18 @@ thread (``in_session``, ``UserToken``), not one thread per dependency (D40).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Response
 
-from api.deps import RuntimeDep, UserToken, in_session
+from api.deps import RuntimeDep, TokenCaller, UserToken, in_session
 from api.schemas.problem import problem_responses
 from api.schemas.ratings import BatchItemResult, BatchResult, RatingBatch, RatingCreate, RatingReceipt
 from matchsvc.runtime import Runtime
 from matchsvc.services import ratings as ratings_service
+
+T = TypeVar("T")
 
 router = APIRouter(prefix="/v1/ratings", tags=["ratings"], responses=problem_responses(401, 403))
 
@@ -30,14 +33,21 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _service_context(runtime: Runtime) -> dict[str, Any]:
-    """What the rating services take from the runtime."""
-    return {
-        "mac_key": runtime.secrets.idempotency_key,
-        "keys": runtime.keys,
-        "policy": runtime.policy,
-        "space": runtime.latent_space,
-    }
+async def _submit(runtime: Runtime, caller: TokenCaller, submit: Callable[..., T], **request: Any) -> T:
+    """``submit(session, ...)`` (a rating service) in one worker thread, after the caller's session
+    check, with what the rating services take from the runtime."""
+    return await in_session(
+        runtime,
+        lambda session: submit(
+            session,
+            user_id=caller.authorize(session),
+            mac_key=runtime.secrets.idempotency_key,
+            keys=runtime.keys,
+            policy=runtime.policy,
+            space=runtime.latent_space,
+            **request,
+        ),
+    )
 
 
 @router.post(
@@ -57,16 +67,8 @@ async def rate(
     runtime: RuntimeDep,
     idempotency_key: IdempotencyKey,
 ) -> RatingReceipt:
-    rating = body.to_input()
-    receipt = await in_session(
-        runtime,
-        lambda session: ratings_service.submit_rating(
-            session,
-            user_id=caller.authorize(session),
-            rating=rating,
-            idempotency_key=idempotency_key,
-            **_service_context(runtime),
-        ),
+    receipt = await _submit(
+        runtime, caller, ratings_service.submit_rating, rating=body.to_input(), idempotency_key=idempotency_key
     )
     response.status_code = 201 if receipt.created else 200
     if receipt.replayed:
@@ -91,16 +93,7 @@ async def rate_batch(
     idempotency_key: IdempotencyKey,
 ) -> BatchResult:
     ratings = [item.to_input() for item in body.items]
-    receipt = await in_session(
-        runtime,
-        lambda session: ratings_service.submit_batch(
-            session,
-            user_id=caller.authorize(session),
-            ratings=ratings,
-            idempotency_key=idempotency_key,
-            **_service_context(runtime),
-        ),
-    )
+    receipt = await _submit(runtime, caller, ratings_service.submit_batch, ratings=ratings, idempotency_key=idempotency_key)
     if receipt.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return BatchResult(
