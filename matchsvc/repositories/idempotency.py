@@ -9,9 +9,9 @@ from typing import Any
 from psycopg.types.json import Jsonb
 from sqlalchemy.orm import Session
 
-from matchsvc.db.statements import Statement
+from matchsvc.db.statements import Statement, Write
 
-__all__ = ["StoredResponse", "lock_user_with_record", "record_response"]
+__all__ = ["StoredResponse", "lock_user_with_record", "record_write"]
 
 # Prebuilt: both run on every rating request.
 _RECORD = Statement(
@@ -41,16 +41,15 @@ class StoredResponse:
     response_body: Any
 
 
-def record_response(
-    session: Session, *, user_id: uuid.UUID, key: str, request_mac: bytes, status_code: int, body: dict
-) -> bool:
-    """Store the response under the key in the current transaction; False when the key was already used.
+def record_write(*, user_id: uuid.UUID, key: str, request_mac: bytes, status_code: int, body: dict) -> Write:
+    """Store the response under the key; it returns no row when the key was already used.
 
-    A concurrent request with the same key blocks on the primary key until the first transaction
-    ends, then sees the conflict: the unique index is the lock, and the loser rolls back its work.
+    That happens when another request with the same key committed after :func:`lock_user_with_record`
+    began: the lock waited for it, but the statement read the records as they were when it began.
+    The caller rolls back its work and replays the stored response.
     """
     params = {"user_id": user_id, "key": key, "request_mac": request_mac, "status_code": status_code, "body": Jsonb(body)}
-    return _RECORD.execute(session, params).fetchone() is not None
+    return Write(_RECORD, params)
 
 
 def lock_user_with_record(
@@ -58,7 +57,9 @@ def lock_user_with_record(
 ) -> tuple[bytes | None, StoredResponse | None]:
     """Lock the user's key row (their writer lock) and read the record under ``key``, in one statement.
 
-    Returns the wrapped data key (None: no such user) and the record (None: the key is new).
+    Returns the wrapped data key (None: no such user) and the record (None: the key is new). The
+    record is read as it was when the statement began, before any wait for the lock: one that a
+    request holding the lock commits meanwhile is missed, and :func:`record_write` reports it.
     """
     row = _LOCK_WITH_RECORD.execute(session, {"user_id": user_id, "key": key}).fetchone()
     if row is None:

@@ -10,15 +10,15 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from matchsvc.db.models import LedgerEntry
-from matchsvc.db.statements import Statement
+from matchsvc.db.statements import Statement, Write
 
 __all__ = [
     "MODEL_SCOPE",
     "TOTALS_COLUMNS",
     "TOTALS_JOINS",
     "ScopeTotals",
-    "add_spend",
     "scope_totals",
+    "spend_writes",
     "totals_by_mechanism",
     "worst_case_by_user",
 ]
@@ -55,11 +55,15 @@ class ScopeTotals:
 
 # Prebuilt: the rating path runs these on every request, and building them per call cost more
 # Python time than the round trips (docs/benchmarks.md, issue 14).
-_SPEND = """
-    WITH spend AS (
-        INSERT INTO privacy_ledger (user_id, mechanism, epsilon, delta, neighbouring, scope, randomized_on_device)
-        VALUES (:user_id, :mechanism, :epsilon, :delta, :neighbouring, :scope, :on_device)
-    ){scope_total}
+_SPEND = Statement(
+    """
+    INSERT INTO privacy_ledger (user_id, mechanism, epsilon, delta, neighbouring, scope, randomized_on_device)
+    VALUES (:user_id, :mechanism, :epsilon, :delta, :neighbouring, :scope, :on_device)
+    RETURNING id
+    """
+)
+_USER_TOTALS = Statement(
+    """
     INSERT INTO privacy_user_totals AS t
         (user_id, model_epsilon, model_delta, worst_rating_epsilon, worst_rating_delta, spends)
     VALUES (:user_id, :model_epsilon, :model_delta, :worst_epsilon, :worst_delta, :spends)
@@ -67,14 +71,17 @@ _SPEND = """
         model_epsilon = EXCLUDED.model_epsilon, model_delta = EXCLUDED.model_delta,
         worst_rating_epsilon = EXCLUDED.worst_rating_epsilon, worst_rating_delta = EXCLUDED.worst_rating_delta,
         spends = EXCLUDED.spends
-"""
-_SCOPE_TOTAL = """, scope_total AS (
-        INSERT INTO privacy_scope_totals (user_id, scope, epsilon, delta)
-        VALUES (:user_id, :scope, :scope_epsilon, :scope_delta)
-        ON CONFLICT (user_id, scope) DO UPDATE SET epsilon = EXCLUDED.epsilon, delta = EXCLUDED.delta
-    )"""
-_SPEND_MODEL = Statement(_SPEND.format(scope_total=""))
-_SPEND_RATING = Statement(_SPEND.format(scope_total=_SCOPE_TOTAL))
+    RETURNING user_id
+    """
+)
+_SCOPE_TOTALS = Statement(
+    """
+    INSERT INTO privacy_scope_totals (user_id, scope, epsilon, delta)
+    VALUES (:user_id, :scope, :epsilon, :delta)
+    ON CONFLICT (user_id, scope) DO UPDATE SET epsilon = EXCLUDED.epsilon, delta = EXCLUDED.delta
+    RETURNING user_id
+    """
+)
 #: What :meth:`ScopeTotals.from_row` reads, from ``privacy_user_totals AS t`` and ``privacy_scope_totals AS s``
 #: joined on ``:user_id`` and ``:scope`` (:data:`TOTALS_JOINS`).
 TOTALS_COLUMNS = (
@@ -88,8 +95,7 @@ TOTALS_JOINS = (
 _TOTALS = text(f"SELECT {TOTALS_COLUMNS} FROM (SELECT 1) AS one {TOTALS_JOINS}")
 
 
-def add_spend(
-    session: Session,
+def spend_writes(
     *,
     user_id: uuid.UUID,
     mechanism: str,
@@ -99,35 +105,40 @@ def add_spend(
     scope: str,
     totals: ScopeTotals,
     randomized_on_device: bool = False,
-) -> None:
-    """Record a spend and move the running totals (``totals``: as read by :func:`scope_totals`), in one statement."""
+) -> list[Write]:
+    """The writes that record a spend and move the running totals (``totals``: as read by
+    :func:`scope_totals`), to be sent together (:func:`matchsvc.db.statements.execute_writes`)."""
     model_eps, model_delta = totals.model_epsilon, totals.model_delta
     worst_eps, worst_delta = totals.worst_rating_epsilon, totals.worst_rating_delta
-    params = {
-        "user_id": user_id, "mechanism": mechanism, "epsilon": epsilon, "delta": delta,
-        "neighbouring": neighbouring, "scope": scope, "on_device": randomized_on_device,
-    }
+    writes = [
+        Write(_SPEND, {
+            "user_id": user_id, "mechanism": mechanism, "epsilon": epsilon, "delta": delta,
+            "neighbouring": neighbouring, "scope": scope, "on_device": randomized_on_device,
+        })
+    ]
     if scope == MODEL_SCOPE:
         model_eps, model_delta = model_eps + epsilon, model_delta + delta
-        statement = _SPEND_MODEL
     else:
         scope_eps, scope_delta = totals.rating_scope_epsilon + epsilon, totals.rating_scope_delta + delta
         if scope_eps > worst_eps:
             worst_eps, worst_delta = scope_eps, scope_delta
-        params.update(scope_epsilon=scope_eps, scope_delta=scope_delta)
-        statement = _SPEND_RATING
-    params.update(
-        model_epsilon=model_eps, model_delta=model_delta, worst_epsilon=worst_eps, worst_delta=worst_delta,
-        spends=totals.spends + 1,
+        writes.append(
+            Write(_SCOPE_TOTALS, {"user_id": user_id, "scope": scope, "epsilon": scope_eps, "delta": scope_delta})
+        )
+    writes.append(
+        Write(_USER_TOTALS, {
+            "user_id": user_id, "model_epsilon": model_eps, "model_delta": model_delta,
+            "worst_epsilon": worst_eps, "worst_delta": worst_delta, "spends": totals.spends + 1,
+        })
     )
-    statement.execute(session, params)
+    return writes
 
 
 def scope_totals(session: Session, *, user_id: uuid.UUID, rating_scope: str | None = None) -> ScopeTotals:
     """The running totals of one user (and of ``rating_scope``) in one statement.
 
     Read under the caller's row lock on the user, so no concurrent spend can move them before
-    :func:`add_spend` writes the new ones.
+    :func:`spend_writes`'s writes move them.
     """
     return ScopeTotals.from_row(session.execute(_TOTALS, {"user_id": user_id, "scope": rating_scope or MODEL_SCOPE}).one())
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from matchsvc.db.statements import Statement
+from matchsvc.db.statements import Statement, Write
 
-__all__ = ["StateRow", "get_state", "put_state"]
+__all__ = ["StateRow", "get_state", "put_state", "state_write"]
 
 
 @dataclass(frozen=True)
@@ -36,14 +36,18 @@ _PUT_STATE = Statement(
     ON CONFLICT (user_id) DO UPDATE SET
         state_ct = EXCLUDED.state_ct, n_ratings = EXCLUDED.n_ratings,
         pending_updates = EXCLUDED.pending_updates, updated_at = EXCLUDED.updated_at
+    RETURNING user_id
     """
 )
+
+
+def state_write(*, user_id: uuid.UUID, state_ct: bytes, n_ratings: int, pending_updates: int) -> Write:
+    return Write(
+        _PUT_STATE, {"user_id": user_id, "state_ct": state_ct, "n_ratings": n_ratings, "pending_updates": pending_updates}
+    )
 
 
 def put_state(
     session: Session, *, user_id: uuid.UUID, state_ct: bytes, n_ratings: int, pending_updates: int
 ) -> None:
-    _PUT_STATE.execute(
-        session,
-        {"user_id": user_id, "state_ct": state_ct, "n_ratings": n_ratings, "pending_updates": pending_updates},
-    )
+    state_write(user_id=user_id, state_ct=state_ct, n_ratings=n_ratings, pending_updates=pending_updates).execute(session)

@@ -12,26 +12,20 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from matchsvc.db.models import Face, Rating
-from matchsvc.db.statements import Statement
+from matchsvc.db.statements import Statement, Write
 from matchsvc.repositories.ledger import TOTALS_COLUMNS, TOTALS_JOINS, ScopeTotals
 from matchsvc.repositories.preferences import StateRow
 
 __all__ = [
     "RatingContext",
     "TrainingRow",
-    "UpsertedRating",
     "count_ratings",
     "list_ratings",
     "rating_context",
     "training_query",
     "training_rows",
-    "upsert_served_rating",
+    "served_rating_write",
 ]
-
-
-class UpsertedRating(NamedTuple):
-    recorded_at: datetime
-    created: bool
 
 
 class TrainingRow(NamedTuple):
@@ -52,8 +46,8 @@ def training_query() -> Select[tuple[int, uuid.UUID, uuid.UUID, list[float], byt
     ).join(Face, Face.id == Rating.face_id)
 
 
-# Prebuilt (rating path). ``created``: a new row has ``created_at = updated_at`` (both the
-# transaction's ``now()``); a replaced one keeps its older ``created_at``.
+# Prebuilt (rating path). A new row's ``created_at`` and ``updated_at`` are both the transaction's
+# ``now()``, which :data:`_CONTEXT` reads; a replaced one keeps its older ``created_at``.
 _UPSERT_SERVED = Statement(
     """
     INSERT INTO ratings (user_id, face_id, label_ct, label_epsilon)
@@ -61,7 +55,7 @@ _UPSERT_SERVED = Statement(
     WHERE EXISTS (SELECT 1 FROM face_impressions WHERE user_id = :user_id AND face_id = :face_id)
     ON CONFLICT (user_id, face_id) DO UPDATE SET
         label_ct = EXCLUDED.label_ct, label_epsilon = EXCLUDED.label_epsilon, updated_at = now()
-    RETURNING updated_at, created_at = updated_at AS created
+    RETURNING id
     """
 )
 
@@ -75,13 +69,17 @@ class RatingContext:
     state: StateRow | None  # the stored preference state (None: no rating absorbed yet)
     release_version: int | None  # the newest population release
     refit_queued: bool  # a refit of the user is queued or running
+    rated: bool  # the user has rated the face before: a new rating replaces that one
+    now: datetime  # the transaction's time: what a rating written in it records
 
 
 _CONTEXT = Statement(
     f"""
     SELECT f.latent, p.state_ct, p.n_ratings, p.pending_updates,
            (SELECT max(version) FROM population_releases) AS release_version,
-           EXISTS (SELECT 1 FROM refit_jobs WHERE user_id = :user_id) AS refit_queued, {TOTALS_COLUMNS}
+           EXISTS (SELECT 1 FROM refit_jobs WHERE user_id = :user_id) AS refit_queued,
+           EXISTS (SELECT 1 FROM ratings WHERE user_id = :user_id AND face_id = :face_id) AS rated,
+           now() AS now, {TOTALS_COLUMNS}
     FROM (SELECT 1) AS one
     LEFT JOIN (faces AS f JOIN face_impressions AS i ON i.face_id = f.id AND i.user_id = :user_id)
         ON f.id = :face_id
@@ -92,23 +90,24 @@ _CONTEXT = Statement(
 
 
 def rating_context(session: Session, *, user_id: uuid.UUID, face_id: uuid.UUID, scope: str) -> RatingContext:
-    """The served face's latent, the privacy totals (of ``scope`` too), the preference state and whether
-    a refit is queued, in one statement."""
+    """The served face's latent, the privacy totals (of ``scope`` too), the preference state, whether
+    a refit is queued and whether the face was rated before, in one statement."""
     row = _CONTEXT.execute(session, {"user_id": user_id, "face_id": face_id, "scope": scope}).fetchone()
     state = None if row.state_ct is None else StateRow(row.state_ct, row.n_ratings, row.pending_updates)
-    return RatingContext(row.latent, ScopeTotals.from_row(row), state, row.release_version, bool(row.refit_queued))
+    return RatingContext(
+        row.latent, ScopeTotals.from_row(row), state, row.release_version, bool(row.refit_queued), bool(row.rated),
+        row.now,
+    )
 
 
-def upsert_served_rating(
-    session: Session, *, user_id: uuid.UUID, face_id: uuid.UUID, label_ct: bytes, label_epsilon: float | None
-) -> UpsertedRating | None:
-    """Insert or replace the user's rating of a face that was served to them, in one statement.
-
-    Returns when it was recorded and whether it is new, or None when the face was never served to the user.
-    """
-    params = {"user_id": user_id, "face_id": face_id, "label_ct": label_ct, "label_epsilon": label_epsilon}
-    row = _UPSERT_SERVED.execute(session, params).fetchone()
-    return None if row is None else UpsertedRating(row.updated_at, bool(row.created))
+def served_rating_write(
+    *, user_id: uuid.UUID, face_id: uuid.UUID, label_ct: bytes, label_epsilon: float | None
+) -> Write:
+    """Insert or replace the user's rating of a face; nothing (no row returned) for a face never
+    served to them. What it records is what :func:`rating_context` said: ``now`` and ``rated``."""
+    return Write(
+        _UPSERT_SERVED, {"user_id": user_id, "face_id": face_id, "label_ct": label_ct, "label_epsilon": label_epsilon}
+    )
 
 
 def list_ratings(session: Session, *, user_id: uuid.UUID, after_id: int | None, limit: int) -> Sequence[Rating]:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from matchsvc.db.statements import Statement
+from matchsvc.db.statements import Statement, Write
 
-__all__ = ["ClaimedRefit", "claim", "complete", "enqueue", "pending"]
+__all__ = ["ClaimedRefit", "claim", "complete", "enqueue", "enqueue_write", "pending"]
 
 
 @dataclass(frozen=True)
@@ -25,14 +25,20 @@ _ENQUEUE = Statement(
         generation = refit_jobs.generation + 1,
         claimed_until = NULL,
         requested_at = CASE WHEN refit_jobs.claimed_until IS NULL THEN refit_jobs.requested_at ELSE now() END
+    RETURNING user_id
     """
 )
 
 
-def enqueue(session: Session, *, user_id: uuid.UUID) -> None:
+def enqueue_write(*, user_id: uuid.UUID) -> Write:
     """Ask for a refit; asking again while one runs makes the running one leave the job queued, as
     asked for now (its settling time, :func:`claim`, starts again)."""
-    _ENQUEUE.execute(session, {"user_id": user_id})
+    return Write(_ENQUEUE, {"user_id": user_id})
+
+
+def enqueue(session: Session, *, user_id: uuid.UUID) -> None:
+    """:func:`enqueue_write`, sent alone."""
+    enqueue_write(user_id=user_id).execute(session)
 
 
 # Prebuilt: every serving process's worker claims (and, idle, counts) several times a second,

@@ -76,6 +76,7 @@ from engine.preference import (
     fit_posterior,
     fit_private,
 )
+from matchsvc.db.statements import Write, execute_writes
 from matchsvc.errors import PrivacyBudgetExhausted
 from matchsvc.keys import KeyRingStore, UserCipher
 from matchsvc.repositories import ledger as ledger_repo
@@ -85,7 +86,7 @@ from matchsvc.repositories import refits as refits_repo
 from matchsvc.repositories.preferences import StateRow
 from matchsvc.services.keys import user_cipher
 from matchsvc.services.population import current_release
-from matchsvc.services.privacy import PrivacyPolicy, charge
+from matchsvc.services.privacy import PrivacyPolicy, checked_spend
 from matchsvc.services.sealed import (
     Belief,
     PersonaMix,
@@ -202,11 +203,15 @@ def latest_release(session: Session) -> tuple[int, PopulationModel] | None:
     return None if release is None else (release.version, release.model)
 
 
-def _store(session: Session, cipher: UserCipher, state: dict[str, Any], *, n: int, pending: int) -> None:
+def _state_write(cipher: UserCipher, state: dict[str, Any], *, n: int, pending: int) -> Write:
     """The only writer of ``preference_states``: every path that moves a user's state ends here."""
-    preferences_repo.put_state(
-        session, user_id=cipher.user_id, state_ct=seal_state(cipher, state), n_ratings=n, pending_updates=pending
+    return preferences_repo.state_write(
+        user_id=cipher.user_id, state_ct=seal_state(cipher, state), n_ratings=n, pending_updates=pending
     )
+
+
+def _store(session: Session, cipher: UserCipher, state: dict[str, Any], *, n: int, pending: int) -> None:
+    _state_write(cipher, state, n=n, pending=pending).execute(session)
 
 
 def _online_posterior(posterior: Posterior, latent: np.ndarray, label: bool, flip: float) -> Posterior:
@@ -289,8 +294,9 @@ def absorb_rating(
     stored: StateRow | None,
     release_version: int | None,
     refit_queued: bool,
-) -> None:
-    """Bring the stored state up to date with a rating just written (same transaction, writer lock held).
+    writes: list[Write],
+) -> list[Write]:
+    """Bring the stored state up to date with a rating (same transaction, writer lock held).
 
     Randomized response: one online step for a new face (``O(d^2)``), and a refit asked of the
     refit queue when one is due (module docstring); only a user's first rating is fitted here.
@@ -300,13 +306,17 @@ def absorb_rating(
     for a queued refit: the refit reads it, or, if it is already running, steps it in when it
     stores (:func:`_store_refit`). A changed answer always asks, so that a running refit, which
     read the old answer, leaves the job queued.
+
+    ``writes``: the rating's own writes, not sent yet. Returns them with this update's, to be sent
+    together (:func:`matchsvc.db.statements.execute_writes`); a path that must read the rating back
+    sends them first and returns only its own.
     """
     if policy.privatises_labels:
         if stored is None:  # the first rating: an exact fit of it, as cheap as a step
+            execute_writes(session, writes)
             data = read_training_set(session, cipher, dim=space.dim)
             fitted = _fit_belief(data, space=space, release=latest_release(session))
-            _store(session, cipher, fitted.to_state(), n=len(data.y), pending=0)
-            return
+            return [_state_write(cipher, fitted.to_state(), n=len(data.y), pending=0)]
         opened = SteppableState.of(open_state(cipher, stored.state_ct))
         due = (
             not created
@@ -317,27 +327,28 @@ def absorb_rating(
         if opened is not None and created:
             posterior = _online_posterior(opened.posterior, latent, stored_label, flip_probability(label_epsilon))
             state = opened.stepped(posterior)
-            _store(session, cipher, state, n=stored.n_ratings + 1, pending=stored.pending_updates + 1)
+            writes = [*writes, _state_write(cipher, state, n=stored.n_ratings + 1, pending=stored.pending_updates + 1)]
         if due and not (created and refit_queued):
-            refits_repo.enqueue(session, user_id=cipher.user_id)
-        return
+            writes = [*writes, refits_repo.enqueue_write(user_id=cipher.user_id)]
+        return writes
+    execute_writes(session, writes)
     row = preferences_repo.get_state(session, cipher.user_id)
     n = ratings_repo.count_ratings(session, user_id=cipher.user_id)
     released = row.n_ratings if row is not None else 0
     if n - released < policy.refit_every:
-        return
+        return []
     try:
-        charge(
+        spend = checked_spend(
             session, user_id=cipher.user_id, guarantee=policy.guarantee, scope=ledger_repo.MODEL_SCOPE, cap=policy.cap
         )
     except PrivacyBudgetExhausted:
-        return  # the cap is reached: the last released model stays, the rating is still stored
+        return []  # the cap is reached: the last released model stays, the rating is still stored
     data = read_training_set(session, cipher, dim=space.dim)
     model = fit_private(
         data.Z, data.y, epsilon=policy.epsilon, delta=policy.delta, mechanism=policy.mechanism,
         public_negatives=safety_anchors(space),
     )
-    _store(session, cipher, released_state(model), n=n, pending=0)
+    return [*spend, _state_write(cipher, released_state(model), n=n, pending=0)]
 
 
 @dataclass(frozen=True)

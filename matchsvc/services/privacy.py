@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from engine.preference import mechanism_guarantee
+from matchsvc.db.statements import Write
 from matchsvc.errors import Conflict, InvalidInput, PrivacyBudgetExhausted
 from matchsvc.repositories import ledger as ledger_repo
 from matchsvc.settings import Settings
 from privacy.mechanisms import ADD_REMOVE_ONE, LABEL_CHANGE, Guarantee
 
-__all__ = ["BudgetReport", "PrivacyPolicy", "budget_report", "charge", "rating_scope"]
+__all__ = ["BudgetReport", "PrivacyPolicy", "budget_report", "checked_spend", "rating_scope"]
 
 LABEL_MECHANISM = "randomized_response"
 
@@ -95,7 +96,7 @@ def _label_change_cost(guarantee: Guarantee) -> tuple[float, float, str]:
     return guarantee.epsilon, guarantee.delta, guarantee.neighbouring
 
 
-def charge(
+def checked_spend(
     session: Session,
     *,
     user_id: uuid.UUID,
@@ -104,8 +105,10 @@ def charge(
     cap: float,
     randomized_on_device: bool = False,
     totals: ledger_repo.ScopeTotals | None = None,
-) -> None:
-    """Record a spend in ``scope`` (a ``rating_scope`` or the model), refusing it past the cap.
+) -> list[Write]:
+    """The writes that record a spend in ``scope`` (a ``rating_scope`` or the model), once it is
+    checked against the cap. Nothing is recorded until the caller sends them, in the same
+    transaction (:func:`matchsvc.db.statements.execute_writes`), with the rest of its writes.
 
     The caller must hold the user's write lock (``user_cipher(..., for_update=True)``) so two
     concurrent spends cannot both pass the check. The check reads the running totals (one row
@@ -130,8 +133,7 @@ def charge(
         raise PrivacyBudgetExhausted(
             f"{what} would raise a rating's privacy loss to epsilon={after:.3g}, above the lifetime cap of {cap:g}"
         )
-    ledger_repo.add_spend(
-        session,
+    return ledger_repo.spend_writes(
         user_id=user_id,
         mechanism=guarantee.mechanism,
         epsilon=epsilon,

@@ -26,13 +26,14 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from engine.latent import LatentSpace
+from matchsvc.db.statements import Write, execute_writes
 from matchsvc.errors import Conflict, InvalidInput, NotFound, PrivacyBudgetExhausted
 from matchsvc.keys import KeyRingStore, UserCipher
 from matchsvc.repositories import idempotency as idempotency_repo
 from matchsvc.repositories import ratings as ratings_repo
 from matchsvc.services.keys import open_cipher, user_cipher
 from matchsvc.services.preferences import absorb_rating
-from matchsvc.services.privacy import PrivacyPolicy, charge, rating_scope
+from matchsvc.services.privacy import PrivacyPolicy, checked_spend, rating_scope
 from matchsvc.services.sealed import open_label, seal_label
 from privacy.mechanisms import Guarantee, RandomizedResponse, os_uniform
 
@@ -143,21 +144,23 @@ def _record(
     guarantee: Guarantee | None,
     policy: PrivacyPolicy,
     space: LatentSpace,
-) -> ItemOutcome:
-    """Charge, privatise, store and absorb one rating; the caller holds the writer lock and commits.
+) -> tuple[ItemOutcome, list[Write]]:
+    """Charge, privatise, store and absorb one rating: the outcome, and the writes that do it.
 
-    The true answer exists only in this function's memory: the stored bit is already private
-    (randomized here, or on the device). ``dwell_ms`` is dropped (see docs/privacy.md).
-    Nothing is written for a face not served to the user, nor when the cap refuses the spend
-    (:class:`PrivacyBudgetExhausted` is raised before the first write).
+    The caller holds the writer lock, sends the writes (:func:`execute_writes`, with its own if it
+    has any) before it reads again, and commits. The true answer exists only in this function's
+    memory: the stored bit is already private (randomized here, or on the device). ``dwell_ms`` is
+    dropped (see docs/privacy.md). Nothing is written for a face not served to the user, nor when
+    the cap refuses the spend (:class:`PrivacyBudgetExhausted` is raised before any write).
     """
     user_id, face_id = cipher.user_id, rating.face_id
     scope = rating_scope(face_id)
     context = ratings_repo.rating_context(session, user_id=user_id, face_id=face_id, scope=scope)
     if context.latent is None:
-        return ItemOutcome(face_id, "not_found", None)
+        return ItemOutcome(face_id, "not_found", None), []
+    writes: list[Write] = []
     if guarantee is not None:  # raises PrivacyBudgetExhausted before anything is written
-        charge(
+        writes = checked_spend(
             session, user_id=user_id, guarantee=guarantee, scope=scope, cap=policy.cap,
             randomized_on_device=rating.on_device_epsilon is not None, totals=context.totals,
         )
@@ -168,21 +171,17 @@ def _record(
         label_epsilon = policy.epsilon
     else:
         stored_label, label_epsilon = rating.liked, None
-    stored = ratings_repo.upsert_served_rating(
-        session,
-        user_id=user_id,
-        face_id=face_id,
-        label_ct=seal_label(cipher, face_id=face_id, label=stored_label),
-        label_epsilon=label_epsilon,
+    label_ct = seal_label(cipher, face_id=face_id, label=stored_label)
+    writes.append(
+        ratings_repo.served_rating_write(user_id=user_id, face_id=face_id, label_ct=label_ct, label_epsilon=label_epsilon)
     )
-    assert stored is not None  # rating_context just proved it was served, under the lock
-    recorded_at, created = stored
-    absorb_rating(
+    writes = absorb_rating(
         session, cipher=cipher, policy=policy, space=space, latent=np.asarray(context.latent),
-        stored_label=stored_label, label_epsilon=label_epsilon, created=created,
+        stored_label=stored_label, label_epsilon=label_epsilon, created=not context.rated,
         stored=context.state, release_version=context.release_version, refit_queued=context.refit_queued,
+        writes=writes,
     )
-    return ItemOutcome(face_id, "created" if created else "replaced", recorded_at)
+    return ItemOutcome(face_id, "replaced" if context.rated else "created", context.now), writes
 
 
 def _lock(
@@ -199,6 +198,22 @@ def _lock(
     if not hmac.compare_digest(record.request_mac, mac):
         raise Conflict("Idempotency-Key was already used with a different request body")
     return cipher, record.response_body
+
+
+def _recorded(session: Session, writes: list[Write]) -> bool:
+    """Send a request's last writes, the response record last, and commit; False (rolled back) when
+    the key's record was already there.
+
+    Another request with the same key (a client's retry) committed while this one's lock waited
+    for it: the lock statement read the records as they were when it began (PostgreSQL's READ
+    COMMITTED), so it missed that one. Nothing of this attempt is kept; the caller takes the lock
+    again, and this time reads the record and replays it.
+    """
+    if execute_writes(session, writes)[-1] == 0:
+        session.rollback()
+        return False
+    session.commit()
+    return True
 
 
 def submit_rating(
@@ -228,20 +243,25 @@ def submit_rating(
     guarantee = _guarantee(policy, rating)
     mac = _request_mac(mac_key, rating.canonical())
     try:
-        cipher, replayed = _lock(session, keys=keys, user_id=user_id, key=idempotency_key, mac=mac)
-        if replayed is not None:
-            return SubmittedRating.from_json(replayed, replayed=True)
-        outcome = _record(session, cipher=cipher, rating=rating, guarantee=guarantee, policy=policy, space=space)
-        if outcome.status == "not_found":
-            raise NotFound(f"face {rating.face_id} not found")
-        assert outcome.recorded_at is not None
-        receipt = SubmittedRating(face_id=rating.face_id, created=outcome.status == "created", recorded_at=outcome.recorded_at)
-        idempotency_repo.record_response(
-            session, user_id=user_id, key=idempotency_key, request_mac=mac,
-            status_code=201 if receipt.created else 200, body=receipt.to_json(),
-        )
-        session.commit()
-        return receipt
+        while True:  # at most twice: see _recorded
+            cipher, replayed = _lock(session, keys=keys, user_id=user_id, key=idempotency_key, mac=mac)
+            if replayed is not None:
+                return SubmittedRating.from_json(replayed, replayed=True)
+            outcome, writes = _record(
+                session, cipher=cipher, rating=rating, guarantee=guarantee, policy=policy, space=space
+            )
+            if outcome.status == "not_found":
+                raise NotFound(f"face {rating.face_id} not found")
+            assert outcome.recorded_at is not None
+            receipt = SubmittedRating(
+                face_id=rating.face_id, created=outcome.status == "created", recorded_at=outcome.recorded_at
+            )
+            record = idempotency_repo.record_write(
+                user_id=user_id, key=idempotency_key, request_mac=mac,
+                status_code=201 if receipt.created else 200, body=receipt.to_json(),
+            )
+            if _recorded(session, [*writes, record]):
+                return receipt
     finally:
         session.rollback()  # no-op after commit; releases the connection on errors
 
@@ -276,23 +296,26 @@ def submit_batch(
     guarantees = [_guarantee(policy, rating) for rating in ratings]
     mac = _request_mac(mac_key, {"items": [rating.canonical() for rating in ratings]})
     try:
-        cipher, replayed = _lock(session, keys=keys, user_id=user_id, key=idempotency_key, mac=mac)
-        if replayed is not None:
-            return BatchReceipt([ItemOutcome.from_json(item) for item in replayed["items"]], replayed=True)
-        outcomes = []
-        for rating, guarantee in zip(ratings, guarantees, strict=True):
-            try:
-                outcomes.append(
-                    _record(session, cipher=cipher, rating=rating, guarantee=guarantee, policy=policy, space=space)
-                )
-            except PrivacyBudgetExhausted:
-                outcomes.append(ItemOutcome(rating.face_id, "budget_exhausted", None))
-        idempotency_repo.record_response(
-            session, user_id=user_id, key=idempotency_key, request_mac=mac, status_code=200,
-            body={"items": [outcome.to_json() for outcome in outcomes]},
-        )
-        session.commit()
-        return BatchReceipt(outcomes)
+        while True:  # at most twice: see _recorded
+            cipher, replayed = _lock(session, keys=keys, user_id=user_id, key=idempotency_key, mac=mac)
+            if replayed is not None:
+                return BatchReceipt([ItemOutcome.from_json(item) for item in replayed["items"]], replayed=True)
+            outcomes, writes = [], []
+            for rating, guarantee in zip(ratings, guarantees, strict=True):
+                execute_writes(session, writes)  # the last item's: this one reads what it wrote
+                try:
+                    outcome, writes = _record(
+                        session, cipher=cipher, rating=rating, guarantee=guarantee, policy=policy, space=space
+                    )
+                except PrivacyBudgetExhausted:
+                    outcome, writes = ItemOutcome(rating.face_id, "budget_exhausted", None), []
+                outcomes.append(outcome)
+            record = idempotency_repo.record_write(
+                user_id=user_id, key=idempotency_key, request_mac=mac, status_code=200,
+                body={"items": [outcome.to_json() for outcome in outcomes]},
+            )
+            if _recorded(session, [*writes, record]):
+                return BatchReceipt(outcomes)
     finally:
         session.rollback()
 

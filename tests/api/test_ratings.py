@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
@@ -152,3 +154,44 @@ def test_malformed_json_is_422(client: TestClient) -> None:
     response = client.post("/v1/ratings", content=b'{"face_id": ', headers=headers)
     assert response.status_code == 422
     assert response.headers["content-type"] == PROBLEM
+
+
+@pytest.mark.parametrize("path", ["/v1/ratings", "/v1/ratings/batch"])
+def test_a_retry_that_waited_on_the_first_attempt_replays_it(client: TestClient, db: Runtime, path: str) -> None:
+    """A mobile client retries while its first attempt is still in flight: both wait on the user's
+    writer lock, and whichever runs second replays the first. Its lock was granted after the first
+    committed, but its statement's snapshot was older: a record read with the lock would be missed,
+    and the rating stored and charged twice."""
+    headers = auth_headers(client)
+    face_id = _serve(client, headers, 1)[0]
+    item = {"face_id": face_id, "liked": True}
+    body = item if path == "/v1/ratings" else {"items": [item]}
+    with db.engine.connect() as holder:  # an earlier request of the same user, still in flight
+        holder.exec_driver_sql(
+            "SELECT 1 FROM user_keys WHERE user_id = (SELECT user_id FROM face_impressions WHERE face_id = %s)"
+            " FOR UPDATE",
+            (uuid.UUID(face_id),),
+        )
+        with ThreadPoolExecutor(2) as pool:
+            attempts = [
+                pool.submit(client.post, path, json=body, headers={**headers, "Idempotency-Key": "in-flight"})
+                for _ in range(2)
+            ]
+            deadline = time.monotonic() + 10
+            while _waiting_on_locks(db) < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert _waiting_on_locks(db) == 2
+            holder.rollback()
+            first, second = (attempt.result(timeout=30) for attempt in attempts)
+    assert first.status_code == second.status_code
+    assert first.json() == second.json()
+    assert sorted(r.headers.get("idempotent-replayed", "false") for r in (first, second)) == ["false", "true"]
+    assert _count(db, "ratings") == 1
+    assert _count(db, "privacy_ledger") == 1
+
+
+def _waiting_on_locks(db: Runtime) -> int:
+    with db.engine.connect() as connection:
+        return connection.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ).scalar_one()

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from matchsvc.db.statements import Statement
+from matchsvc.db.statements import Statement, Write, execute_writes
 from matchsvc.runtime import Runtime
 
 
@@ -68,3 +68,22 @@ def test_a_binary_statement_reads_the_same_values_as_text(db: Runtime) -> None:
     assert binary_row == text_row
     assert [x.hex() for x in binary_row.latent] == [float(x).hex() for x in params["latent"]]
     assert type(binary_row.blob) is bytes and binary_row.missing is None and binary_row.big == 9007199254740993
+
+
+def test_writes_sent_together_run_once_each_and_say_how_many_rows_they_returned(db: Runtime) -> None:
+    """One statement (D42): each write's parameters are its own though the names repeat, and a
+    write that returned nothing (here: a conflict) says so."""
+    insert = Statement("INSERT INTO scratch_writes (value) VALUES (:value) ON CONFLICT DO NOTHING RETURNING value")
+    with db.sessions() as session:
+        session.execute(text("CREATE TEMP TABLE scratch_writes (value int PRIMARY KEY)"))
+        sent = execute_writes(session, [Write(insert, {"value": 1}), Write(insert, {"value": 2})])
+        assert sent == [1, 1]
+        assert execute_writes(session, [Write(insert, {"value": 2}), Write(insert, {"value": 3})]) == [0, 1]
+        assert session.execute(text("SELECT array_agg(value ORDER BY value) FROM scratch_writes")).scalar() == [1, 2, 3]
+        assert execute_writes(session, []) == []
+        session.rollback()
+
+
+def test_a_write_that_returns_nothing_cannot_be_counted_and_is_refused() -> None:
+    with pytest.raises(ValueError, match="RETURNING"):
+        execute_writes(None, [Write(Statement("INSERT INTO t (value) VALUES (:value)"), {"value": 1})])  # type: ignore[arg-type]
