@@ -2,7 +2,7 @@
 
 With randomized response (the default) labels are private when stored, so everything here is
 post-processing and spends no budget. The stored state (sealed JSON in ``preference_states``,
-version 2, kind ``posterior``) holds
+version 3, kind ``posterior``; :mod:`matchsvc.services.sealed` has the format) holds
 
 * the user's Laplace posterior over ``theta = [w, b]`` (:class:`engine.preference.Posterior`);
   its :meth:`~engine.preference.Posterior.model` is the released model matching reads;
@@ -20,7 +20,7 @@ A rating's request does constant work on the state (``O(d^2)``, whatever the his
 * an **exact refit** is *asked for* (a row in ``refit_jobs``) when the rating replaces an
   earlier answer, it is the ``max(refit_every, ceil(0.1 n))``-th since the last refit (so the
   refits' O(n) cost per rating does not grow with the history n), the state is not a
-  version 2 posterior, or the current population release is not the one the state was fitted
+  version 2 or 3 posterior, or the current population release is not the one the state was fitted
   against. Only a user's very first rating is fitted in the request (one rating: as cheap).
 
 The exact refit (:func:`refit_user`, run by the refit workers of :mod:`matchsvc.jobs.refit`):

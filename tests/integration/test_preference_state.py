@@ -46,7 +46,7 @@ from matchsvc.runtime import Runtime
 from matchsvc.services import faces as faces_service
 from matchsvc.services.keys import user_cipher
 from matchsvc.services.preferences import _fit_belief, current_belief, load_model, safety_anchors
-from matchsvc.services.sealed import export_state, open_label, seal_label
+from matchsvc.services.sealed import Belief, export_state, open_label, seal_label
 from matchsvc.services.training import TrainingSet, flip_probability, read_training_set
 from privacy.mechanisms import ADD_REMOVE_USER, Guarantee
 from tests.support.accounts import auth_headers
@@ -108,7 +108,7 @@ class Rater:
 
     def posterior(self) -> Posterior:
         state, _, _ = self.state()
-        return Posterior.from_state(state["posterior"])
+        return Belief.from_state(state).posterior
 
 
 def _rater(client: TestClient, runtime: Runtime) -> Rater:
@@ -139,7 +139,7 @@ def test_ratings_refit_exactly_then_step_online_until_refit_every(client: TestCl
     rho = rr_flip_probability(db.policy.epsilon)
     rater.rate(faces[0], True)
     state, n, pending = rater.state()
-    assert (state["version"], state["kind"], n, pending) == (2, "posterior", 1, 0)
+    assert (state["version"], state["kind"], n, pending) == (3, "posterior", 1, 0)
     assert state["personas"] is None and state["population_version"] is None and state["drift_detected"] is False
     _assert_same(rater.posterior(), _exact(rater))
 
@@ -231,6 +231,30 @@ def test_a_refit_stores_exactly_the_straightforward_computation(client: TestClie
     assert orjson.dumps(expected.to_state()) == orjson.dumps(state)
 
 
+def test_a_version_2_state_is_stepped_by_the_next_rating_and_stored_packed(client: TestClient, db: Runtime) -> None:
+    """States stored as JSON lists before D43 stay current: the next new face is an online step on
+    the posterior they hold, and what is stored is version 3."""
+    rater = _rater(client, db)
+    faces = rater.serve(2)
+    rater.rate(faces[0], True)
+    state, _, _ = rater.state()
+    belief = Belief.from_state(state)
+    assert belief.personas is None and belief.drift_checkpoint is not None
+    as_lists = {
+        **state, "version": 2, "posterior": belief.posterior.to_state(), "drift_checkpoint": belief.drift_checkpoint.to_state()
+    }
+    rater.put_state(as_lists, n=1)
+    rater.rate(faces[1], False)
+    state, n, pending = rater.state()
+    assert (state["version"], n, pending) == (3, 2, 1)
+    label = bool(rater.stored_labels()[-1])
+    expected = OnlinePreference(belief.posterior).step(
+        faces[1][1], label, flip_probability=rr_flip_probability(db.policy.epsilon)
+    )
+    np.testing.assert_array_equal(rater.posterior().covariance, expected.covariance)
+    np.testing.assert_array_equal(rater.posterior().mean, expected.mean)
+
+
 def test_version_1_states_are_read_and_converted_by_the_next_rating(client: TestClient, db: Runtime) -> None:
     rater = _rater(client, db)
     faces = rater.serve(5)
@@ -260,10 +284,10 @@ def test_version_1_states_are_read_and_converted_by_the_next_rating(client: Test
     assert profile["ratings"] == 3 and profile["population_version"] is None
     assert rater.state()[0]["version"] == 1  # reads leave it alone while no population release exists
 
-    rater.rate(faces[3], False)  # would be an online step for a version 2 state
+    rater.rate(faces[3], False)  # would be an online step for a version 3 state
     rater.settle()
     state, n, pending = rater.state()
-    assert (state["version"], n, pending) == (2, 4, 0)
+    assert (state["version"], n, pending) == (3, 4, 0)
     _assert_same(rater.posterior(), _exact(rater))
 
     released = PreferenceModel(coef=np.full(db.latent_space.dim, 0.25), intercept=-0.5)

@@ -78,7 +78,7 @@ def test_a_step_on_an_opened_state_writes_what_the_full_decode_and_encode_would(
     assert np.array_equal(opened.posterior.covariance, belief.posterior.covariance)
 
 
-def test_a_version_1_state_is_stepped_as_the_version_2_state_it_reads_as_and_is_never_current() -> None:
+def test_a_version_1_state_is_stepped_as_the_state_it_reads_as_and_is_never_current() -> None:
     posterior = _posterior(np.random.default_rng(13), 5)
     state = {"version": 1, "kind": "online", "online": OnlinePreference(posterior).to_state()}
     opened = SteppableState.of(state)
@@ -89,3 +89,61 @@ def test_a_version_1_state_is_stepped_as_the_version_2_state_it_reads_as_and_is_
 
 def test_a_released_state_has_nothing_to_step() -> None:
     assert SteppableState.of({"version": 2, "kind": "released", "model": [0.5, -1.0, 0.25]}) is None
+
+
+def _as_version_2(belief: Belief) -> dict:
+    """The state version 2 wrote for ``belief``: every array as a JSON list (as stored)."""
+    personas = belief.personas
+    checkpoint = belief.drift_checkpoint
+    state = {
+        "version": 2,
+        "kind": "posterior",
+        "posterior": belief.posterior.to_state(),
+        "personas": None
+        if personas is None
+        else {"responsibilities": personas.responsibilities.tolist(), "means": [c.mean.tolist() for c in personas.components]},
+        "population_version": belief.population_version,
+        "drift_detected": belief.drift_detected,
+        "drift_checkpoint": None if checkpoint is None else checkpoint.to_state(),
+    }
+    return json.loads(json.dumps(state))
+
+
+def _same_belief(a: Belief, b: Belief) -> bool:
+    assert a.personas is not None and b.personas is not None
+    assert a.drift_checkpoint is not None and b.drift_checkpoint is not None
+    return (
+        np.array_equal(a.posterior.mean, b.posterior.mean)
+        and np.array_equal(a.posterior.covariance, b.posterior.covariance)
+        and a.posterior.log_evidence == b.posterior.log_evidence
+        and np.array_equal(a.personas.responsibilities, b.personas.responsibilities)
+        and all(np.array_equal(x.mean, y.mean) for x, y in zip(a.personas.components, b.personas.components, strict=True))
+        and (a.population_version, a.drift_detected) == (b.population_version, b.drift_detected)
+        and np.array_equal(a.drift_checkpoint.posterior.covariance, b.drift_checkpoint.posterior.covariance)
+        and (a.drift_checkpoint.through, a.drift_checkpoint.digest) == (b.drift_checkpoint.through, b.drift_checkpoint.digest)
+    )
+
+
+def test_a_packed_state_holds_every_part_bit_for_bit_and_a_version_2_state_reads_the_same() -> None:
+    """Version 3 packs the arrays (D43); a version 2 state, stored as lists, reads to the same belief."""
+    belief = _full_belief()
+    cipher = UserCipher(DataKey.generate(), uuid.uuid4())
+    assert belief.to_state()["version"] == 3
+    assert _same_belief(decode_state(open_state(cipher, seal_state(cipher, belief.to_state())))[1], belief)
+    assert _same_belief(decode_state(_as_version_2(belief))[1], belief)
+
+
+def test_a_version_2_state_is_stepped_as_the_version_3_state_it_reads_as_and_stays_current() -> None:
+    belief = _full_belief()
+    opened = SteppableState.of(_as_version_2(belief))
+    assert opened is not None and not opened.upgraded and opened.is_current(belief.population_version)
+    stepped = _posterior(np.random.default_rng(14), 6)
+    assert opened.stepped(stepped) == dataclasses.replace(belief, posterior=stepped).to_state()
+
+
+def test_a_packed_state_is_under_a_third_of_the_lists_at_the_services_dimension() -> None:
+    """What a rating rewrites (a 32-dimensional posterior, no checkpoint yet): the point of D43."""
+    cipher = UserCipher(DataKey.generate(), uuid.uuid4())
+    belief = _belief(dim=32)
+    packed, lists = seal_state(cipher, belief.to_state()), seal_state(cipher, _as_version_2(belief))
+    assert len(packed) * 3 < len(lists)
