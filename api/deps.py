@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from matchsvc.db.models import User
 from matchsvc.db.session import DATABASE_ERRORS, error_name, is_database_unavailable
 from matchsvc.errors import AuthenticationFailed, PermissionDenied
-from matchsvc.repositories.sessions import active_session_scopes, user_with_active_session
+from matchsvc.repositories.sessions import user_with_active_session
 from matchsvc.runtime import Runtime
 from matchsvc.security import InvalidToken, Scope, TokenClaims, decode_access_token
 
@@ -157,8 +157,8 @@ def authenticated_caller(
 
 @dataclass(frozen=True)
 class TokenCaller:
-    """A verified access token whose session the endpoint checks itself, first thing in its own
-    database work (:meth:`authorize`): one worker-thread hop for the whole request (D40).
+    """A verified access token whose session the endpoint checks itself, in its own database work:
+    one worker-thread hop for the whole request (D40), and no statement of its own (D44).
 
     The check is the one :func:`authenticated_caller` makes, with the same errors.
     """
@@ -166,13 +166,13 @@ class TokenCaller:
     claims: TokenClaims
     required: frozenset[str]
 
-    def authorize(self, session: Session) -> uuid.UUID:
-        """The caller's user id, once their session is found active and holding the required scopes."""
-        held = active_session_scopes(session, user_id=self.claims.user_id, session_id=self.claims.session_id)
+    def authorize(self, held: frozenset[str] | None) -> None:
+        """Refuse unless the token's session was found active (``held``: the account's scopes as the
+        endpoint's statement read them, None when the session is not an active one) and the token
+        and the account both hold the required scopes."""
         if held is None:
             raise AuthenticationFailed("invalid or expired token")
         _check_scopes(self.required, self.claims, held)
-        return self.claims.user_id
 
 
 async def token_caller(

@@ -1,7 +1,8 @@
 """Rating a face (idempotent).
 
 The hot path: each endpoint does its session check and all its database work in one worker
-thread (``in_session``, ``UserToken``), not one thread per dependency (D40).
+thread (``in_session``, ``UserToken``), not one thread per dependency (D40), and the session
+check is part of the statement that takes the user's writer lock (D44).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from api.schemas.problem import problem_responses
 from api.schemas.ratings import BatchItemResult, BatchResult, RatingBatch, RatingCreate, RatingReceipt
 from matchsvc.runtime import Runtime
 from matchsvc.services import ratings as ratings_service
+from matchsvc.services.ratings import Requester
 
 T = TypeVar("T")
 
@@ -34,13 +36,13 @@ IdempotencyKey = Annotated[
 
 
 async def _submit(runtime: Runtime, caller: TokenCaller, submit: Callable[..., T], **request: Any) -> T:
-    """``submit(session, ...)`` (a rating service) in one worker thread, after the caller's session
-    check, with what the rating services take from the runtime."""
+    """``submit(session, ...)`` (a rating service) in one worker thread, the caller's session checked
+    by its lock, with what the rating services take from the runtime."""
     return await in_session(
         runtime,
         lambda session: submit(
             session,
-            user_id=caller.authorize(session),
+            requester=Requester(caller.claims.user_id, caller.claims.session_id, caller.authorize),
             mac_key=runtime.secrets.idempotency_key,
             keys=runtime.keys,
             policy=runtime.policy,

@@ -10,8 +10,9 @@ from psycopg.types.json import Jsonb
 from sqlalchemy.orm import Session
 
 from matchsvc.db.statements import Statement, Write
+from matchsvc.repositories.sessions import ACTIVE_SESSION_SCOPES
 
-__all__ = ["StoredResponse", "lock_user_with_record", "record_write"]
+__all__ = ["LockedUser", "StoredResponse", "lock_user_with_record", "record_write"]
 
 # Prebuilt: both run on every rating request.
 _RECORD = Statement(
@@ -23,8 +24,8 @@ _RECORD = Statement(
     """
 )
 _LOCK_WITH_RECORD = Statement(
-    """
-    SELECT k.wrapped_key, r.request_mac, r.response_body
+    f"""
+    SELECT k.wrapped_key, r.request_mac, r.response_body, {ACTIVE_SESSION_SCOPES} AS session_scopes
     FROM user_keys AS k
     LEFT JOIN idempotency_keys AS r ON r.user_id = k.user_id AND r.key = :key
     WHERE k.user_id = :user_id
@@ -41,6 +42,15 @@ class StoredResponse:
     response_body: Any
 
 
+@dataclass(frozen=True)
+class LockedUser:
+    """What :func:`lock_user_with_record` read with the lock."""
+
+    wrapped_key: bytes | None  # None: no such user
+    record: StoredResponse | None  # None: the key is new
+    session_scopes: frozenset[str] | None  # the user's scopes; None: not an active session of theirs
+
+
 def record_write(*, user_id: uuid.UUID, key: str, request_mac: bytes, status_code: int, body: dict) -> Write:
     """Store the response under the key; it returns no row when the key was already used.
 
@@ -52,17 +62,16 @@ def record_write(*, user_id: uuid.UUID, key: str, request_mac: bytes, status_cod
     return Write(_RECORD, params)
 
 
-def lock_user_with_record(
-    session: Session, *, user_id: uuid.UUID, key: str
-) -> tuple[bytes | None, StoredResponse | None]:
-    """Lock the user's key row (their writer lock) and read the record under ``key``, in one statement.
+def lock_user_with_record(session: Session, *, user_id: uuid.UUID, key: str, session_id: uuid.UUID) -> LockedUser:
+    """Lock the user's key row (their writer lock), read the record under ``key`` and check that
+    ``session_id`` is an active session of the user, in one statement.
 
-    Returns the wrapped data key (None: no such user) and the record (None: the key is new). The
-    record is read as it was when the statement began, before any wait for the lock: one that a
-    request holding the lock commits meanwhile is missed, and :func:`record_write` reports it.
+    The record and the session are read as they were when the statement began, before any wait
+    for the lock: a record that a request holding the lock commits meanwhile is missed, and
+    :func:`record_write` reports it; the session is checked as of the request's start.
     """
-    row = _LOCK_WITH_RECORD.execute(session, {"user_id": user_id, "key": key}).fetchone()
+    row = _LOCK_WITH_RECORD.execute(session, {"user_id": user_id, "key": key, "session_id": session_id}).fetchone()
     if row is None:
-        return None, None
+        return LockedUser(None, None, None)
     record = None if row.request_mac is None else StoredResponse(row.request_mac, row.response_body)
-    return row.wrapped_key, record
+    return LockedUser(row.wrapped_key, record, None if row.session_scopes is None else frozenset(row.session_scopes))

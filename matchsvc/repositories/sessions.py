@@ -14,10 +14,9 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from matchsvc.db.models import RefreshToken, User, UserSession
-from matchsvc.db.statements import Statement
 
 __all__ = [
-    "active_session_scopes",
+    "ACTIVE_SESSION_SCOPES",
     "active_sessions",
     "add_refresh_token",
     "add_session",
@@ -88,22 +87,16 @@ def user_with_active_session(session: Session, *, user_id: uuid.UUID, session_id
     return session.scalar(_USER_WITH_ACTIVE_SESSION, {"user_id": user_id, "session_id": session_id})
 
 
-#: The same check as a :class:`Statement`, for the rating path (D40); the predicate is
+#: The same check as SQL, for a statement that makes it along with its own work (the rating
+#: path's lock, :func:`matchsvc.repositories.idempotency.lock_user_with_record`, D44): a scalar
+#: subquery on ``:user_id`` and ``:session_id``, the user's scopes or NULL. The predicate is
 #: :func:`_active`'s own SQL, so both agree on when a session ends.
-_SCOPES_OF_ACTIVE_SESSION = Statement(
-    f"""
+ACTIVE_SESSION_SCOPES = f"""(
     SELECT users.scopes FROM users JOIN user_sessions ON user_sessions.user_id = users.id
     WHERE users.id = :user_id AND user_sessions.id = :session_id
       AND {_active().compile(dialect=postgresql.dialect())}
-    """
-)
+)"""
 
-
-def active_session_scopes(session: Session, *, user_id: uuid.UUID, session_id: uuid.UUID) -> frozenset[str] | None:
-    """The user's scopes, if ``session_id`` is one of their active sessions (:func:`user_with_active_session`
-    without loading the account)."""
-    row = _SCOPES_OF_ACTIVE_SESSION.execute(session, {"user_id": user_id, "session_id": session_id}).fetchone()
-    return None if row is None else frozenset(row.scopes)
 
 
 def active_sessions(session: Session, *, user_id: uuid.UUID) -> list[UserSession]:

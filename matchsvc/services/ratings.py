@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -41,6 +41,7 @@ __all__ = [
     "BatchReceipt",
     "ItemOutcome",
     "RatingInput",
+    "Requester",
     "RatingSlice",
     "SubmittedRating",
     "StoredRating",
@@ -79,6 +80,21 @@ class RatingInput:
             "epsilon": self.on_device_epsilon,
             "dwell_ms": self.dwell_ms,
         }
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who sends a rating request: the access token's user and session, and the API's decision.
+
+    The session is checked in the statement that takes the user's writer lock (D44), and
+    ``authorize`` decides from what it read: the account's scopes, or None when the session is not
+    an active one of the user's. It raises to refuse (the API's authentication errors), before
+    anything else is read or written.
+    """
+
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    authorize: Callable[[frozenset[str] | None], None]
 
 
 @dataclass(frozen=True)
@@ -185,14 +201,18 @@ def _record(
 
 
 def _lock(
-    session: Session, *, keys: KeyRingStore, user_id: uuid.UUID, key: str, mac: bytes
+    session: Session, *, keys: KeyRingStore, requester: Requester, key: str, mac: bytes
 ) -> tuple[UserCipher, dict[str, Any] | None]:
-    """Take the user's writer lock; their cipher and the response stored under ``key`` (None: a new key).
+    """Take the user's writer lock once the requester is let in; their cipher and the response
+    stored under ``key`` (None: a new key).
 
     Raises Conflict when ``key`` was used for another body.
     """
-    wrapped, record = idempotency_repo.lock_user_with_record(session, user_id=user_id, key=key)
-    cipher = open_cipher(keys=keys, user_id=user_id, wrapped=wrapped)
+    user_id = requester.user_id
+    locked = idempotency_repo.lock_user_with_record(session, user_id=user_id, key=key, session_id=requester.session_id)
+    requester.authorize(locked.session_scopes)
+    cipher = open_cipher(keys=keys, user_id=user_id, wrapped=locked.wrapped_key)
+    record = locked.record
     if record is None:
         return cipher, None
     if not hmac.compare_digest(record.request_mac, mac):
@@ -219,7 +239,7 @@ def _recorded(session: Session, writes: list[Write]) -> bool:
 def submit_rating(
     session: Session,
     *,
-    user_id: uuid.UUID,
+    requester: Requester,
     rating: RatingInput,
     idempotency_key: str,
     mac_key: bytes,
@@ -240,13 +260,14 @@ def submit_rating(
     InvalidInput
         An on-device epsilon outside the deployment's range.
     """
-    guarantee = _guarantee(policy, rating)
+    user_id = requester.user_id
     mac = _request_mac(mac_key, rating.canonical())
     try:
         while True:  # at most twice: see _recorded
-            cipher, replayed = _lock(session, keys=keys, user_id=user_id, key=idempotency_key, mac=mac)
+            cipher, replayed = _lock(session, keys=keys, requester=requester, key=idempotency_key, mac=mac)
             if replayed is not None:
                 return SubmittedRating.from_json(replayed, replayed=True)
+            guarantee = _guarantee(policy, rating)
             outcome, writes = _record(
                 session, cipher=cipher, rating=rating, guarantee=guarantee, policy=policy, space=space
             )
@@ -269,7 +290,7 @@ def submit_rating(
 def submit_batch(
     session: Session,
     *,
-    user_id: uuid.UUID,
+    requester: Requester,
     ratings: Sequence[RatingInput],
     idempotency_key: str,
     mac_key: bytes,
@@ -293,13 +314,14 @@ def submit_batch(
         raise InvalidInput(f"a batch holds 1 to {MAX_BATCH} ratings, got {len(ratings)}")
     if len({rating.face_id for rating in ratings}) != len(ratings):
         raise InvalidInput("a batch may rate each face once")
-    guarantees = [_guarantee(policy, rating) for rating in ratings]
+    user_id = requester.user_id
     mac = _request_mac(mac_key, {"items": [rating.canonical() for rating in ratings]})
     try:
         while True:  # at most twice: see _recorded
-            cipher, replayed = _lock(session, keys=keys, user_id=user_id, key=idempotency_key, mac=mac)
+            cipher, replayed = _lock(session, keys=keys, requester=requester, key=idempotency_key, mac=mac)
             if replayed is not None:
                 return BatchReceipt([ItemOutcome.from_json(item) for item in replayed["items"]], replayed=True)
+            guarantees = [_guarantee(policy, rating) for rating in ratings]
             outcomes, writes = [], []
             for rating, guarantee in zip(ratings, guarantees, strict=True):
                 execute_writes(session, writes)  # the last item's: this one reads what it wrote

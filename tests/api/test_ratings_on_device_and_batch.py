@@ -204,7 +204,8 @@ def test_the_rate_limiter_counts_a_batch_as_its_items(limited: TestClient, db: R
 def test_the_rating_endpoints_check_the_session_and_the_scopes_of_the_account_now(
     client: TestClient, db: Runtime
 ) -> None:
-    """They check the session in their own database work (D40), with the answers every endpoint gives."""
+    """They check the session in their own database work (D40, in the lock's statement since D44),
+    with the answers every endpoint gives, and before they look at what the body asks for."""
     headers = auth_headers(client)
     user = _me(client, headers)
     face = _serve(client, headers, 1)[0]
@@ -221,4 +222,6 @@ def test_the_rating_endpoints_check_the_session_and_the_scopes_of_the_account_no
     batch = _post(client, "/v1/ratings/batch", headers, {"items": [{"face_id": face, "liked": True}]})
     assert single.status_code == batch.status_code == 401
     assert single.json()["detail"] == "invalid or expired token"
+    out_of_range = _post(client, "/v1/ratings", headers, {"face_id": face, "randomized_like": True, "epsilon": 1e6})
+    assert out_of_range.status_code == 401  # a valid caller would get 422 for this epsilon
     assert _count(db, "ratings") == _count(db, "privacy_ledger") == _count(db, "idempotency_keys") == 0
