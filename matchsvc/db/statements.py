@@ -1,9 +1,9 @@
 """Prebuilt statements of the rating path, sent straight through the session's psycopg connection.
 
 SQLAlchemy's execution layer (compiled-statement cache lookup, parameter processing, result
-metadata) made a prebuilt statement cost about 0.32 ms of Python against psycopg's 0.09 ms;
-a rating runs seven statements on a path whose target is the cost of a bare insert
-(docs/decisions.md D39). A :class:`Statement` runs in the session's current transaction, on
+metadata) made a prebuilt statement cost about 0.32 ms of Python against psycopg's 0.09 ms
+(docs/decisions.md D39), on a path whose target is the cost of a bare insert: a rating runs
+four statements (D42, D44). A :class:`Statement` runs in the session's current transaction, on
 the same pooled connection, under the same deadline watchdog (:mod:`matchsvc.db.session`), and
 server-side prepared after a few uses, as psycopg does.
 
