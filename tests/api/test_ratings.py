@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from matchsvc.runtime import Runtime
 from tests.support.accounts import auth_headers
+from tests.support.scenario import user_id
 
 PROBLEM = "application/problem+json"
 
@@ -167,11 +168,7 @@ def test_a_retry_that_waited_on_the_first_attempt_replays_it(client: TestClient,
     item = {"face_id": face_id, "liked": True}
     body = item if path == "/v1/ratings" else {"items": [item]}
     with db.engine.connect() as holder:  # an earlier request of the same user, still in flight
-        holder.exec_driver_sql(
-            "SELECT 1 FROM user_keys WHERE user_id = (SELECT user_id FROM face_impressions WHERE face_id = %s)"
-            " FOR UPDATE",
-            (uuid.UUID(face_id),),
-        )
+        holder.exec_driver_sql("SELECT 1 FROM user_keys WHERE user_id = %s FOR UPDATE", (user_id(client, headers),))
         with ThreadPoolExecutor(2) as pool:
             attempts = [
                 pool.submit(client.post, path, json=body, headers={**headers, "Idempotency-Key": "in-flight"})
