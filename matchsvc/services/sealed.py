@@ -229,45 +229,27 @@ class Belief:
         """A ``posterior`` state of version 3 or 2, or a version 1 ``online`` one (no persona mix)."""
         if state["version"] == 1:
             return cls(OnlinePreference.from_state(state["online"]).posterior, None, None, False)
-        if state["version"] == 2:
-            return cls._from_lists(state)
-        posterior = _unpack_posterior(state["posterior"])
+        packed = state["version"] != 2  # version 2 held the arrays as JSON lists (module docstring)
+        posterior_of = _unpack_posterior if packed else Posterior.from_state
+        posterior = posterior_of(state["posterior"])
         personas = state["personas"]
-        checkpoint = state["drift_checkpoint"]
+        mix = None
+        if personas is not None:
+            means = personas["means"]
+            rows = _unpacked(means).reshape(-1, posterior.mean.size) if packed else np.array(means, dtype=np.float64)
+            mix = PersonaMix(
+                responsibilities=np.array(personas["responsibilities"], dtype=np.float64),
+                components=tuple(PersonaMean(mean=row) for row in rows),
+            )
+        checkpoint = state.get("drift_checkpoint")  # absent from the earliest version 2 states
         return cls(
             posterior=posterior,
-            personas=None
-            if personas is None
-            else PersonaMix(
-                responsibilities=np.array(personas["responsibilities"], dtype=np.float64),
-                components=tuple(
-                    PersonaMean(mean=m) for m in _unpacked(personas["means"]).reshape(-1, posterior.mean.size)
-                ),
-            ),
+            personas=mix,
             population_version=state["population_version"],
             drift_detected=bool(state["drift_detected"]),
             drift_checkpoint=None
             if checkpoint is None
-            else DriftCheckpoint(_unpack_posterior(checkpoint["posterior"]), int(checkpoint["through"]), str(checkpoint["digest"])),
-        )
-
-    @classmethod
-    def _from_lists(cls, state: dict[str, Any]) -> Belief:
-        """A version 2 state: its arrays as JSON lists."""
-        personas = state["personas"]
-        return cls(
-            posterior=Posterior.from_state(state["posterior"]),
-            personas=None
-            if personas is None
-            else PersonaMix(
-                responsibilities=np.array(personas["responsibilities"], dtype=np.float64),
-                components=tuple(PersonaMean(mean=np.array(m, dtype=np.float64)) for m in personas["means"]),
-            ),
-            population_version=state["population_version"],
-            drift_detected=bool(state["drift_detected"]),
-            drift_checkpoint=None
-            if state.get("drift_checkpoint") is None
-            else DriftCheckpoint.from_state(state["drift_checkpoint"]),
+            else DriftCheckpoint(posterior_of(checkpoint["posterior"]), int(checkpoint["through"]), str(checkpoint["digest"])),
         )
 
 
