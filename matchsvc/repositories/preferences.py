@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from matchsvc.db.statements import Statement, Write
 
-__all__ = ["StateRow", "get_state", "put_state", "state_write"]
+__all__ = ["StateRow", "get_state", "state_write"]
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,3 @@ def state_write(*, user_id: uuid.UUID, state_ct: bytes, n_ratings: int, pending_
     return Write(
         _PUT_STATE, {"user_id": user_id, "state_ct": state_ct, "n_ratings": n_ratings, "pending_updates": pending_updates}
     )
-
-
-def put_state(
-    session: Session, *, user_id: uuid.UUID, state_ct: bytes, n_ratings: int, pending_updates: int
-) -> None:
-    state_write(user_id=user_id, state_ct=state_ct, n_ratings=n_ratings, pending_updates=pending_updates).execute(session)

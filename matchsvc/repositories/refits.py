@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from matchsvc.db.statements import Statement, Write
 
-__all__ = ["ClaimedRefit", "claim", "complete", "enqueue", "enqueue_write", "pending"]
+__all__ = ["ClaimedRefit", "claim", "complete", "enqueue_write", "pending"]
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,6 @@ def enqueue_write(*, user_id: uuid.UUID) -> Write:
     """Ask for a refit; asking again while one runs makes the running one leave the job queued, as
     asked for now (its settling time, :func:`claim`, starts again)."""
     return Write(_ENQUEUE, {"user_id": user_id})
-
-
-def enqueue(session: Session, *, user_id: uuid.UUID) -> None:
-    """:func:`enqueue_write`, sent alone."""
-    enqueue_write(user_id=user_id).execute(session)
 
 
 # Prebuilt: every serving process's worker claims (and, idle, counts) several times a second,

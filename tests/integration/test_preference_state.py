@@ -103,7 +103,7 @@ class Rater:
         with self.runtime.sessions() as session:
             cipher = user_cipher(session, keys=self.runtime.keys, user_id=self.id)
             blob = cipher.seal(json.dumps(state).encode(), table="preference_states", column="state", row="current")
-            preferences_repo.put_state(session, user_id=self.id, state_ct=blob, n_ratings=n, pending_updates=0)
+            preferences_repo.state_write(user_id=self.id, state_ct=blob, n_ratings=n, pending_updates=0).execute(session)
             session.commit()
 
     def posterior(self) -> Posterior:
@@ -208,7 +208,7 @@ def test_a_refit_stores_exactly_the_straightforward_computation(client: TestClie
         rater.rate(face, bool(face[1][0] <= 0))
     rater.settle()
     with db.sessions() as session:  # the last ratings may have been online steps after the last refit
-        refits_repo.enqueue(session, user_id=rater.id)
+        refits_repo.enqueue_write(user_id=rater.id).execute(session)
         session.commit()
     rater.settle()
     state, n, pending = rater.state()

@@ -104,7 +104,7 @@ def test_a_refit_waits_until_it_was_asked_for_the_settling_time_ago(db: Runtime)
             return job
 
     with db.sessions() as session:
-        refits_repo.enqueue(session, user_id=uid)
+        refits_repo.enqueue_write(user_id=uid).execute(session)
         session.commit()
     assert claim(settle=30.0) is None
     time.sleep(0.6)
@@ -112,7 +112,7 @@ def test_a_refit_waits_until_it_was_asked_for_the_settling_time_ago(db: Runtime)
     running = claim(settle=0.5)
     assert running is not None and running.user_id == uid
     with db.sessions() as session:  # a rating while the refit runs
-        refits_repo.enqueue(session, user_id=uid)
+        refits_repo.enqueue_write(user_id=uid).execute(session)
         refits_repo.complete(session, job=running)  # stays queued: asked for again
         session.commit()
     assert claim(settle=0.5) is None  # settles again from the new request
