@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -63,11 +63,25 @@ def start_server(target: str, *, factory: bool, env: dict[str, str], workers: in
     return process, wait_until_up(process, f"http://127.0.0.1:{port}", name=target)
 
 
-def drive(base: str, requests: list[tuple[str, dict, dict]], *, threads: int) -> float:
-    """Send all requests with ``threads`` keep-alive clients; returns requests per second."""
+def drive(
+    base: str, requests: list[tuple[str, dict, dict]], *, threads: int, on_start: Callable[[], None] | None = None
+) -> float:
+    """Send all requests with ``threads`` keep-alive clients; returns requests per second.
+
+    The time runs from when every client is set up; ``on_start`` is called then, before any
+    request is sent (to start a meter at the same moment).
+    """
     chunks = [requests[i::threads] for i in range(threads)]
     errors: list[str] = []
-    barrier = threading.Barrier(threads + 1)
+    started = 0.0
+
+    def release() -> None:
+        nonlocal started
+        if on_start is not None:
+            on_start()
+        started = time.perf_counter()
+
+    barrier = threading.Barrier(threads + 1, action=release)  # run by one thread before all go
 
     def worker(chunk: list[tuple[str, dict, dict]]) -> None:
         with httpx.Client(base_url=base, timeout=30) as client:
@@ -80,7 +94,6 @@ def drive(base: str, requests: list[tuple[str, dict, dict]], *, threads: int) ->
     with ThreadPoolExecutor(threads) as pool:
         futures = [pool.submit(worker, chunk) for chunk in chunks]
         barrier.wait()
-        started = time.perf_counter()
         for future in futures:
             future.result()
         elapsed = time.perf_counter() - started

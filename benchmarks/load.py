@@ -6,7 +6,9 @@ Three measurements in one run, on one embedded PostgreSQL:
    (:mod:`benchmarks.bare_app`, same number of workers), same requests, same client threads; with
    the CPU each request cost the server's processes, PostgreSQL's and the client's. On a machine
    where all three share the cores the ratio of throughputs is the ratio of those totals, which
-   move far less with the machine's load than the throughputs do (docs/benchmarks.md, D39).
+   move far less with the machine's load than the throughputs do (docs/benchmarks.md, D39). The
+   two are driven in alternating slices (bare, ours, ours, bare, ...), so that a change of the
+   machine's speed during the run falls on both alike (D45).
 2. **Load**: ``clients`` simulated phones for ``seconds``: each registers, logs in, and rates the
    faces of its feed one by one with an Idempotency-Key per rating, retrying an error (or a lost
    connection) with the same key until it is acknowledged. Afterwards, per user, the ratings the
@@ -149,14 +151,22 @@ def _cpu_seconds(roots: list[int]) -> dict[int, float]:
 def _drive_measured(
     base: str, requests: list[tuple[str, dict, dict]], *, threads: int, server: int, postgres: int | None
 ) -> tuple[float, dict[str, float | None]]:
-    """:func:`drive`, and the CPU milliseconds per request of the server, PostgreSQL and this client.
+    """:func:`drive`, and the CPU milliseconds per request of the server, PostgreSQL and this client
+    while the requests run (setting up the clients is not counted: short slices, :func:`_alternated`,
+    would pay it more often).
 
     Processes that exit during the run are not counted (the pools keep theirs open).
     """
     roots = {"server": server, "postgres": postgres}
-    before = {name: _cpu_seconds([pid]) for name, pid in roots.items() if pid is not None}
-    client_before = sum(os.times()[:2])
-    rps = drive(base, requests, threads=threads)
+    before: dict[str, dict[int, float]] = {}
+    client_before = 0.0
+
+    def start() -> None:
+        nonlocal client_before
+        before.update({name: _cpu_seconds([pid]) for name, pid in roots.items() if pid is not None})
+        client_before = sum(os.times()[:2])
+
+    rps = drive(base, requests, threads=threads, on_start=start)
     cpu: dict[str, float | None] = {"client": round(1000 * (sum(os.times()[:2]) - client_before) / len(requests), 2)}
     for name, pid in roots.items():
         if pid is None:
@@ -165,6 +175,48 @@ def _drive_measured(
         after = _cpu_seconds([pid])
         cpu[name] = round(1000 * sum(t - before[name].get(p, 0.0) for p, t in after.items()) / len(requests), 2)
     return rps, cpu
+
+
+#: Slices per side of the ratio's measurement (:func:`_alternated`).
+_RATIO_SLICES = 6
+
+_Side = tuple[str, int, list[tuple[str, dict, dict]]]
+_CPU_PARTS = ("client", "server", "postgres")
+
+
+def _alternated(
+    first: _Side, second: _Side, *, threads: int, postgres: int | None, users: int, slices: int
+) -> tuple[tuple[float, dict[str, float | None]], tuple[float, dict[str, float | None]], list[tuple[float, float]]]:
+    """:func:`_drive_measured` of two servers (each: base URL, pid, requests) in ``slices``
+    alternating slices each, in the order ABBA ABBA...: requests per second and CPU ms per request
+    of each over all its slices, and each pair's requests per second.
+
+    A slice holds whole rounds of ``users`` requests, so that each client thread keeps the users
+    :func:`benchmarks.api.rating_requests` gave it.
+    """
+    slices = max(1, min(slices, len(first[2]) // users))
+    size = len(first[2]) // users // slices * users
+    sides = (first, second)
+    count, seconds, cpu_ms = [0, 0], [0.0, 0.0], [Counter(), Counter()]  # CPU ms summed over requests
+    pairs = []
+    for index in range(slices):
+        chunk = slice(index * size, None if index == slices - 1 else (index + 1) * size)
+        rates = [0.0, 0.0]
+        for side in (0, 1) if index % 2 == 0 else (1, 0):
+            base, pid, requests = sides[side]
+            part = requests[chunk]
+            rates[side], cpu = _drive_measured(base, part, threads=threads, server=pid, postgres=postgres)
+            count[side] += len(part)
+            seconds[side] += len(part) / rates[side]
+            cpu_ms[side].update({name: ms * len(part) for name, ms in cpu.items() if ms is not None})
+        pairs.append((rates[0], rates[1]))
+
+    def overall(side: int) -> tuple[float, dict[str, float | None]]:
+        spent = cpu_ms[side]
+        cpu = {name: round(spent[name] / count[side], 2) if name in spent else None for name in _CPU_PARTS}
+        return count[side] / seconds[side], cpu
+
+    return overall(0), overall(1), pairs
 
 
 def _postmaster(runtime: Runtime) -> int | None:
@@ -333,11 +385,9 @@ def run_load_benchmark(
             warm = len(ours) // 10
             drive(bare_base, bare[:warm], threads=clients)
             drive(ours_base, ours[:warm], threads=clients)
-            bare_rps, bare_cpu = _drive_measured(
-                bare_base, bare[warm:], threads=clients, server=bare_process.pid, postgres=postgres
-            )
-            ours_rps, ours_cpu = _drive_measured(
-                ours_base, ours[warm:], threads=clients, server=ours_process.pid, postgres=postgres
+            (bare_rps, bare_cpu), (ours_rps, ours_cpu), pairs = _alternated(
+                (bare_base, bare_process.pid, bare[warm:]), (ours_base, ours_process.pid, ours[warm:]),
+                threads=clients, postgres=postgres, users=clients * 2, slices=_RATIO_SLICES,
             )
             load = _load(ours_base, clients=clients, seconds=seconds, progress=progress)
             long_run = _history(ours_base, ratings=history, progress=progress)
@@ -355,6 +405,7 @@ def run_load_benchmark(
             "bare_fastapi_psycopg_insert_rps": round(bare_rps, 1),
             "ratio_ours_to_bare": round(ours_rps / bare_rps, 3),
             "cpu_ms_per_request": {"ours": ours_cpu, "bare": bare_cpu},
+            "slice_ratios": [round(ours / bare, 3) for bare, ours in pairs],
         },
         "load": load,
         "history": long_run,
