@@ -98,7 +98,6 @@ ACTIVE_SESSION_SCOPES = f"""(
 )"""
 
 
-
 def active_sessions(session: Session, *, user_id: uuid.UUID) -> list[UserSession]:
     query = (
         select(UserSession)
